@@ -1,0 +1,165 @@
+"""The balancer interface shared by every method.
+
+Vocabulary (see ``docs/DESIGN.md``): ``T`` tasks, ``P`` flattened shared parameters, ``J`` the
+per-task Jacobian ``(T, P)``, ``G = J Jᵀ`` its Gramian ``(T, T)``, ``w`` task weights ``(T,)`` and
+``d`` the combined update direction ``(P,)`` (the optimizer descends along ``-d``).
+
+A balancer turns per-task losses into one update. Every balancer first maps the raw losses to
+per-task *objective terms* with :meth:`Balancer.scalarize` (the identity unless the method scales or
+re-parametrises the losses, e.g. IMTL-L, UW, FAMO); the training objective is ``Σ_t S_t``.
+
+Two families follow:
+
+* :class:`LossWeighting` — every parameter (shared, task-specific and the balancer's own learnable
+  parameters) receives ``∇ Σ_t S_t``. Costs one ordinary backward.
+* :class:`GradientBalancer` — the shared parameters receive ``d = aggregate(J_S, L)`` where ``J_S`` is
+  the Jacobian of the terms ``S_t`` w.r.t. the shared parameters; task-specific parameters receive
+  ``∇ Σ_t S_t`` (each head only its own task's, unweighted, gradient).
+  :class:`GramianWeighting` is the sub-family whose weights depend only on ``G`` (and the losses):
+  ``d = wᵀ J``, so the engine may compute ``G`` without materialising ``J``.
+
+Model-aware methods (DGR, the single-gradient-step update) wrap or replace these and are driven
+by the engine through a loss closure; see their own modules.
+
+Only the engine (:mod:`mtrl.engine`) writes ``.grad``; balancers are pure maths plus explicit state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Balancer",
+    "GradientBalancer",
+    "GramianWeighting",
+    "LossWeighting",
+    "check_jacobian",
+    "check_losses",
+]
+
+
+def check_losses(losses: Tensor, num_tasks: int, *, positive: bool = False, name: str = "") -> None:
+    """Validate a per-task loss vector ``(T,)``; raise ``ValueError`` naming the problem and the fix."""
+    if not isinstance(losses, Tensor):
+        raise TypeError(f"losses must be a torch.Tensor of shape ({num_tasks},), got {type(losses).__name__}")
+    if losses.shape != (num_tasks,):
+        raise ValueError(
+            f"losses must have shape (T,) = ({num_tasks},), one loss per task in fixed task order; "
+            f"got shape {tuple(losses.shape)}"
+        )
+    if positive and bool((losses.detach() <= 0).any()):
+        bad = [i for i, v in enumerate(losses.detach().tolist()) if v <= 0]
+        raise ValueError(
+            f"balancer {name!r} needs strictly positive losses (it takes their log or scales them), "
+            f"but tasks {bad} have losses {[losses.detach()[i].item() for i in bad]}. Use it on positive "
+            f"losses only (in SAC: the critic), or pick a balancer that accepts any sign (e.g. 'ew')."
+        )
+
+
+def check_jacobian(jac: Tensor, losses: Tensor, num_tasks: int) -> None:
+    """Validate ``jac (T, P)`` against ``losses (T,)``."""
+    if not isinstance(jac, Tensor) or jac.dim() != 2 or jac.shape[0] != num_tasks:
+        shape = tuple(jac.shape) if isinstance(jac, Tensor) else type(jac).__name__
+        raise ValueError(f"jac must have shape (T, P) with T = {num_tasks}; got {shape}")
+    if losses.shape != (num_tasks,):
+        raise ValueError(f"losses must have shape (T,) = ({num_tasks},); got {tuple(losses.shape)}")
+
+
+class Balancer(ABC):
+    """Common state handling and checks for every balancer.
+
+    Subclasses set ``name`` (the registry key), ``positive_losses`` (True when the method is only
+    defined for strictly positive losses) and ``stateful``.
+    """
+
+    name: ClassVar[str] = ""
+    positive_losses: ClassVar[bool] = False
+    stateful: ClassVar[bool] = False
+    #: True when the balancer needs the losses re-evaluated after the optimizer step (FAMO).
+    needs_post_step_losses: ClassVar[bool] = False
+
+    def __init__(self, num_tasks: int) -> None:
+        if not isinstance(num_tasks, int) or num_tasks < 1:
+            raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+        self.num_tasks = num_tasks
+
+    # --- losses -----------------------------------------------------------------------------
+    def check(self, losses: Tensor) -> None:
+        """Raise a clear error if ``losses`` is not a valid ``(T,)`` vector for this method."""
+        check_losses(losses, self.num_tasks, positive=self.positive_losses, name=self.name)
+
+    def scalarize(self, losses: Tensor) -> Tensor:
+        """Per-task objective terms ``S (T,)``; the objective is ``S.sum()``. Identity by default."""
+        return losses
+
+    def parameters(self) -> list[Tensor]:
+        """Learnable parameters of the balancer itself (loss scales, weight logits). Empty by default."""
+        return []
+
+    def after_backward(self) -> None:
+        """Called by the engine once the ``.grad`` of :meth:`parameters` are written (e.g. to step
+        a private optimizer). No-op by default."""
+
+    def post_step(self, losses: Tensor) -> None:
+        """Receive the losses re-evaluated after the optimizer step (only when
+        ``needs_post_step_losses``). No-op by default."""
+
+    # --- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue identically after a restart (empty when stateless)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`. Stateless balancers accept only an empty dict."""
+        if state:
+            raise ValueError(f"balancer {self.name!r} is stateless but got state keys {sorted(state)}")
+
+    def reset(self) -> None:
+        """Forget all history (stateless balancers: no-op)."""
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        extra = self.extra_repr()
+        return f"{type(self).__name__}(num_tasks={self.num_tasks}{', ' + extra if extra else ''})"
+
+
+class LossWeighting(Balancer):
+    """A method that only rescales the losses: all parameters receive ``∇ Σ_t S_t``."""
+
+
+class GradientBalancer(Balancer):
+    """A method that combines the per-task shared gradients: ``d = aggregate(J, L)``."""
+
+    #: True when :meth:`aggregate` may be computed from per-task gradients w.r.t. the shared
+    #: representation instead of the shared parameters (the "-UB" / feature-level variants).
+    representation_level: bool = False
+
+    @abstractmethod
+    def aggregate(self, jac: Tensor, losses: Tensor) -> Tensor:
+        """Combine ``jac (T, P)`` (rows: per-task gradients) into ``d (P,)``; pure maths."""
+
+
+class GramianWeighting(GradientBalancer):
+    """A method whose weights depend only on the Gramian ``G = J Jᵀ`` and the losses.
+
+    ``d = wᵀ J``. Subclasses implement :meth:`weights`. When ``constant_weights`` is True the
+    weights do not depend on ``G`` at all and the engine skips computing it.
+    """
+
+    constant_weights: ClassVar[bool] = False
+
+    @abstractmethod
+    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+        """Task weights ``w (T,)`` from ``gram (T, T)`` and ``losses (T,)``."""
+
+    def aggregate(self, jac: Tensor, losses: Tensor) -> Tensor:
+        check_jacobian(jac, losses, self.num_tasks)
+        jac64 = jac.to(torch.float64)
+        w = self.weights(jac64 @ jac64.T, losses.detach().to(torch.float64))
+        return (w.to(jac64) @ jac64).to(jac.dtype)

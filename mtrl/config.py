@@ -1,0 +1,168 @@
+"""Typed configuration: frozen dataclasses, YAML presets and dotted command-line overrides.
+
+Every config is a (possibly nested) frozen dataclass whose fields carry a documented default.
+:func:`load_config` reads a YAML preset, applies ``key=value`` / ``section.key=value`` overrides and
+fails at start-up on an unknown key or a badly typed value, naming the key and the valid choices.
+``typing.Literal`` fields restrict the value to the listed choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+__all__ = ["ConfigError", "config_to_dict", "load_config", "parse_overrides", "save_config", "update_config"]
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value; the message names the key and what is valid."""
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; raise :class:`ConfigError` otherwise."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"bad value {value!r} for {key!r}; valid choices: {', '.join(map(repr, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"bad value {value!r} for {key!r}: expected {tp}")
+    if origin in (tuple, list, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"bad value {value!r} for {key!r}: expected a list")
+        item_tp = args[0] if args else Any
+        return tuple(_coerce(v, item_tp, key) for v in value)
+    if origin in (dict, Mapping):
+        if not isinstance(value, dict):
+            raise ConfigError(f"bad value {value!r} for {key!r}: expected a mapping")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"bad value {value!r} for section {key!r}: expected a mapping of its fields")
+        return _build(tp, value, prefix=key + ".")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"bad value {value!r} for {key!r}: expected true or false")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"bad value {value!r} for {key!r}: expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"bad value {value!r} for {key!r}: expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"bad value {value!r} for {key!r}: expected a string")
+        return value
+    return value
+
+
+def _build(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {[prefix + k for k in unknown]}; valid keys"
+            f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(fields))}"
+        )
+    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain nested dict (tuples as lists) of a config dataclass, ready for YAML/JSON."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)  # type: ignore[no-any-return]
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=[1, 2]"]`` into a nested dict; values are parsed as YAML scalars/lists."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"bad override {item!r}: expected key=value (e.g. seed=1 or sac.batch_per_task=64)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"bad override {item!r}: empty key")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def update_config(cfg: C, changes: Mapping[str, Any]) -> C:
+    """A copy of ``cfg`` with nested ``changes`` applied and validated."""
+    return _build(type(cfg), _merge(config_to_dict(cfg), changes))
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
+    """Load preset ``path`` (YAML, may be None for the defaults) into ``cls`` and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist; presets live in configs/ (e.g. configs/mt10_sac.yaml)")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys to values")
+        data = loaded
+    data = _merge(data, parse_overrides(overrides))
+    return _build(cls, data)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,58 @@
+"""A seeded zoo of Jacobians ``(T, P)`` with chosen rank, zero rows and extreme scales.
+
+Every balancer is run over the whole zoo (shape, finiteness, determinism); method property tests
+pick the members they need. Each entry: ``(name, jac (T, P) float64, losses (T,) positive)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+TASK_COUNTS = (1, 2, 3, 10, 50)
+
+
+def _rng(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def low_rank(T: int, P: int, rank: int, seed: int) -> Tensor:
+    g = _rng(seed)
+    return torch.randn(T, rank, generator=g, dtype=torch.float64) @ torch.randn(rank, P, generator=g, dtype=torch.float64)
+
+
+def full_rank(T: int, P: int, seed: int) -> Tensor:
+    return torch.randn(T, P, generator=_rng(seed), dtype=torch.float64)
+
+
+def scaled_rows(T: int, P: int, seed: int, lo: float = -8.0, hi: float = 8.0) -> Tensor:
+    """Rows with norms spread log-uniformly over 10^lo … 10^hi."""
+    jac = full_rank(T, P, seed)
+    exps = torch.linspace(lo, hi, T, dtype=torch.float64) if T > 1 else torch.zeros(1, dtype=torch.float64)
+    return jac * (10.0**exps)[:, None]
+
+
+def zoo(task_counts: tuple[int, ...] = TASK_COUNTS, P: int = 64) -> list[tuple[str, Tensor, Tensor]]:
+    out: list[tuple[str, Tensor, Tensor]] = []
+    for T in task_counts:
+        losses = torch.linspace(0.5, 2.0, T, dtype=torch.float64)
+        out.append((f"full_T{T}", full_rank(T, P, seed=T), losses))
+        if T > 1:
+            out.append((f"rank1_T{T}", low_rank(T, P, 1, seed=100 + T), losses))
+            out.append((f"rank{max(1, T // 2)}_T{T}", low_rank(T, P, max(1, T // 2), seed=200 + T), losses))
+            zero_row = full_rank(T, P, seed=300 + T)
+            zero_row[T // 2] = 0.0
+            out.append((f"zero_row_T{T}", zero_row, losses))
+            out.append((f"scaled_T{T}", scaled_rows(T, P, seed=400 + T), losses))
+            opposite = full_rank(T, P, seed=500 + T)
+            opposite[1] = -opposite[0]
+            out.append((f"opposite_T{T}", opposite, losses))
+        out.append((f"all_zero_T{T}", torch.zeros(T, P, dtype=torch.float64), losses))
+        out.append((f"tiny_T{T}", full_rank(T, P, seed=600 + T) * 1e-10, losses))
+        out.append((f"huge_T{T}", full_rank(T, P, seed=700 + T) * 1e10, losses))
+    return out
+
+
+# A fixed 2x3 Jacobian for the pinned-values table.
+PINNED_JAC = torch.tensor([[1.0, 0.0, 2.0], [-1.0, 3.0, 0.5]], dtype=torch.float64)
+PINNED_LOSSES = torch.tensor([0.8, 1.5], dtype=torch.float64)
