@@ -57,7 +57,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"bad value {value!r} for {key!r}: expected a mapping")
         return dict(value)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -154,7 +154,9 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist; presets live in configs/ (e.g. configs/mt10_sac.yaml)")
+            raise ConfigError(
+                f"config file {str(p)!r} does not exist; presets live in configs/ (e.g. configs/mt10_sac.yaml)"
+            )
         loaded = yaml.safe_load(p.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys to values")

@@ -69,7 +69,7 @@ def check_jacobian(jac: Tensor, losses: Tensor, num_tasks: int) -> None:
         raise ValueError(f"losses must have shape (T,) = ({num_tasks},); got {tuple(losses.shape)}")
 
 
-class Balancer(ABC):
+class Balancer:
     """Common state handling and checks for every balancer.
 
     Subclasses set ``name`` (the registry key), ``positive_losses`` (True when the method is only
@@ -133,7 +133,7 @@ class LossWeighting(Balancer):
     """A method that only rescales the losses: all parameters receive ``∇ Σ_t S_t``."""
 
 
-class GradientBalancer(Balancer):
+class GradientBalancer(Balancer, ABC):
     """A method that combines the per-task shared gradients: ``d = aggregate(J, L)``."""
 
     #: True when :meth:`aggregate` may be computed from per-task gradients w.r.t. the shared

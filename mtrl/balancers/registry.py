@@ -24,7 +24,7 @@ from mtrl.balancers.task_tensioner import TaskTensioner
 from mtrl.balancers.upgrad import UPGrad
 from mtrl.balancers.uw import UW
 
-__all__ = ["BALANCERS", "make_balancer", "balancer_hparams"]
+__all__ = ["BALANCERS", "balancer_hparams", "make_balancer"]
 
 BALANCERS: dict[str, type[Balancer]] = {
     "ew": EW,

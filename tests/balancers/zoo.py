@@ -18,7 +18,8 @@ def _rng(seed: int) -> torch.Generator:
 
 def low_rank(T: int, P: int, rank: int, seed: int) -> Tensor:
     g = _rng(seed)
-    return torch.randn(T, rank, generator=g, dtype=torch.float64) @ torch.randn(rank, P, generator=g, dtype=torch.float64)
+    left = torch.randn(T, rank, generator=g, dtype=torch.float64)
+    return left @ torch.randn(rank, P, generator=g, dtype=torch.float64)
 
 
 def full_rank(T: int, P: int, seed: int) -> Tensor:
