@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Run a balancers × seeds sweep of an mtrl training script, locally or on a Ray cluster.
+
+    python scripts/sweep.py scripts/train.py configs/mt10_sac.yaml --balancers ew pcgrad aligned_mtl \
+        --seeds 0 1 2 --root runs/sweep/mt10 --jobs 2 total_steps=100000
+    python scripts/sweep.py ... --ray-address auto     # one Ray task per run (needs `pip install ray`)
+
+Each run gets ``balancer=B seed=S logdir=ROOT/B/seedS`` plus the given overrides; a run whose
+``results.json`` exists is skipped, and an interrupted run is continued with ``resume=true``.
+Aggregate afterwards with ``scripts/aggregate.py ROOT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def run_commands(
+    root: Path, script: str, config: str, balancers: list[str], seeds: list[int], extra: list[str]
+) -> list[list[str]]:
+    """The command line of every run of the sweep that has no ``results.json`` yet."""
+    commands = []
+    for balancer in balancers:
+        for seed in seeds:
+            logdir = root / balancer / f"seed{seed}"
+            if (logdir / "results.json").is_file():
+                continue
+            cmd = [sys.executable, script, config, f"balancer={balancer}", f"seed={seed}", f"logdir={logdir}", *extra]
+            if (logdir / "config.yaml").is_file():
+                cmd.append("resume=true")
+            commands.append(cmd)
+    return commands
+
+
+def _run_local(cmd: list[str]) -> int:
+    print("$", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("script", help="scripts/train.py or scripts/train_vision.py")
+    parser.add_argument("config", help="preset YAML")
+    parser.add_argument("--balancers", nargs="+", required=True)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--root", required=True, help="folder for the run directories")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel local runs")
+    parser.add_argument("--ray-address", default=None, help="run on a Ray cluster at this address ('auto' for local)")
+    args, extra = parser.parse_known_args(argv)
+
+    commands = run_commands(Path(args.root), args.script, args.config, args.balancers, args.seeds, extra)
+    if not commands:
+        print("every run of the sweep has results.json already")
+        return 0
+    if args.ray_address:
+        try:
+            import ray
+        except ImportError:
+            print("--ray-address needs Ray: pip install ray", file=sys.stderr)
+            return 1
+        ray.init(address=args.ray_address)
+        remote = ray.remote(_run_local)
+        codes = ray.get([remote.remote(cmd) for cmd in commands])
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            codes = list(pool.map(_run_local, commands))
+    failed = [" ".join(c) for c, code in zip(commands, codes, strict=True) if code != 0]
+    for cmd in failed:
+        print("FAILED:", cmd, file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""Aggregation of run directories: grouping, mean/std/CI over seeds, curves, and sweep planning."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mtrl.analysis import find_runs, learning_curves, markdown_table, summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write_run(path: Path, balancer: str, seed: int, final: float, curve: list[float]) -> None:
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump({"balancer": balancer, "seed": seed}))
+    (path / "results.json").write_text(json.dumps({"eval": {"success_mean": {"final": final}}, "flag": True}))
+    rows = [json.dumps({"step": 10 * (i + 1), "eval/success_mean": v}) for i, v in enumerate(curve)]
+    (path / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+
+
+def test_summary_over_seeds(tmp_path: Path) -> None:
+    for seed, final in enumerate([0.2, 0.4, 0.6]):
+        _write_run(tmp_path / "ew" / f"seed{seed}", "ew", seed, final, [0.1, final])
+    _write_run(tmp_path / "pcgrad" / "seed0", "pcgrad", 0, 0.9, [0.5, 0.9])
+    records = find_runs(tmp_path)
+    assert sorted(r.group for r in records) == ["ew", "ew", "ew", "pcgrad"]
+    summary = summarize(records, ["eval/success_mean/final"])
+    ew = summary["ew"]["eval/success_mean/final"]
+    assert ew.n == 3 and ew.mean == pytest.approx(0.4) and ew.std == pytest.approx(0.2)
+    assert ew.ci == pytest.approx(4.302652729911275 * 0.2 / math.sqrt(3))  # t_{0.975, 2}
+    assert math.isnan(summary["pcgrad"]["eval/success_mean/final"].ci)
+    table = markdown_table(summary, ["eval/success_mean/final"])
+    assert "| ew | 0.400 ± 0.200 (n=3) |" in table
+    steps, mean, half = learning_curves(records, "eval/success_mean")["ew"]
+    np.testing.assert_array_equal(steps, [10, 20])
+    np.testing.assert_allclose(mean, [0.1, 0.4])
+    assert half[0] == pytest.approx(0.0, abs=1e-12) and half[1] > 0.1
+
+
+def test_aggregate_script_prints_table_and_plots(tmp_path: Path) -> None:
+    for seed in range(2):
+        _write_run(tmp_path / "ew" / f"seed{seed}", "ew", seed, 0.5 + seed / 10, [0.1, 0.5])
+    png = tmp_path / "curves.png"
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/aggregate.py"), str(tmp_path), "--curve", "eval/success_mean",
+         "--plot", str(png)],
+        capture_output=True, text=True, check=True,
+    )
+    assert "| ew | 0.550 ± 0.071 (n=2) |" in out.stdout
+    assert png.stat().st_size > 1000
+
+
+def test_sweep_skips_finished_runs_and_resumes_started_ones(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from sweep import run_commands
+
+    _write_run(tmp_path / "ew" / "seed0", "ew", 0, 0.5, [0.5])
+    (tmp_path / "ew" / "seed1").mkdir(parents=True)
+    (tmp_path / "ew" / "seed1" / "config.yaml").write_text("seed: 1\n")
+    cmds = run_commands(tmp_path, "scripts/train.py", "configs/toy_sac.yaml", ["ew"], [0, 1, 2], ["total_steps=5"])
+    assert len(cmds) == 2
+    assert cmds[0][-1] == "resume=true" and "seed=1" in cmds[0]
+    assert "resume=true" not in cmds[1] and cmds[1][-1] == "total_steps=5"
+
+
+def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_runs(tmp_path / "nope")
