@@ -1,9 +1,106 @@
-"""PLACEHOLDER: being implemented (replace this whole file)."""
+"""UW: homoscedastic-uncertainty weighting of the losses with learnable log-variances."""
 
-from mtrl.balancers.base import Balancer
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mtrl.balancers.base import LossWeighting
+
+__all__ = ["UW"]
 
 
-class UW(Balancer):
-    def __init__(self, num_tasks: int) -> None:
-        raise NotImplementedError('UW is not implemented yet')
+class UW(LossWeighting):
+    """Weight each loss by a learned inverse variance: ``S_t = L_t / (2 e^{s_t}) + s_t / 2``.
 
+    Update rule: with ``s_t = log σ_t²`` learnable, every parameter receives ``∇ Σ_t S_t``; ``s``
+    itself descends ``∂S_t/∂s_t = (1 − L_t e^{−s_t}) / 2`` with a private Adam, so at the optimum
+    ``e^{s_t} = L_t`` and the effective weight of ``L_t`` tends to ``1 / (2 L_t)``.
+
+    Paper: Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene
+    Geometry and Semantics", CVPR 2018, arXiv 1705.07115, Eq. 7 (regression form, ``log σ = s / 2``).
+
+    Defaults: ``s`` initialised to ``init_log_var = 0.0`` and Adam ``lr = 0.025``, as the multi-task
+    SAC baseline of the FAMO repository (Cranial-XIX/FAMO ``mtrl_files/uw.py``: ``logsigma`` zeros,
+    ``Adam(lr=w_lr)``, ``w_lr = 0.025``). LibMTL initialises ``s = −0.5`` instead.
+
+    Note: official-code differences: the paper's classification term (``1/σ²``, no ½) is not
+    distinguished; every loss uses the regression form. LibMTL puts ``s`` in the model so the main
+    optimizer (with its weight decay) updates it; here ``s`` has its own Adam without weight decay,
+    stepped in :meth:`after_backward` once the engine has written ``s.grad``. ``s`` is created on the
+    device of the first losses (float32 unless the losses are float64).
+
+    Positive losses only (the optimum ``e^{s} = L`` needs ``L > 0``; with ``L < 0``, ``s → −∞``).
+    Stateful: ``s`` and the Adam state are in :meth:`state_dict`.
+
+    Shapes: ``losses (T,)`` → ``S (T,)``; ``last_weights (T,)`` = ``1 / (2 e^{s})`` used at the last call.
+    """
+
+    name = "uw"
+    positive_losses = True
+    stateful = True
+
+    def __init__(self, num_tasks: int, lr: float = 0.025, init_log_var: float = 0.0) -> None:
+        super().__init__(num_tasks)
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        self.lr = float(lr)
+        self.init_log_var = float(init_log_var)
+        self.log_var: Tensor | None = None  # s (T,), created on the device of the first losses
+        self._optimizer: torch.optim.Adam | None = None
+        self.last_weights: Tensor | None = None
+
+    def _init_params(self, like: Tensor) -> Tensor:
+        if self.log_var is None:
+            dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+            self.log_var = torch.full((self.num_tasks,), self.init_log_var, dtype=dtype, device=like.device)
+            self.log_var.requires_grad_(True)
+            self._optimizer = torch.optim.Adam([self.log_var], lr=self.lr)
+        return self.log_var
+
+    def scalarize(self, losses: Tensor) -> Tensor:
+        """``S_t = L_t / (2 e^{s_t}) + s_t / 2`` for ``losses (T,)`` → ``S (T,)`` (differentiable in ``s``)."""
+        self.check(losses)
+        s = self._init_params(losses)
+        precision = torch.exp(-s).to(losses.dtype)
+        self.last_weights = (0.5 * precision).detach()
+        return 0.5 * precision * losses + 0.5 * s.to(losses.dtype)
+
+    def parameters(self) -> list[Tensor]:
+        return [] if self.log_var is None else [self.log_var]
+
+    def after_backward(self) -> None:
+        """Step the private Adam on ``s`` (its ``.grad`` was written by the engine), then clear it."""
+        if self._optimizer is None or self.log_var is None or self.log_var.grad is None:
+            return
+        self._optimizer.step()
+        self.log_var.grad = None
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.log_var is None or self._optimizer is None:
+            return {}
+        return {"log_var": self.log_var.detach().clone(), "optimizer": self._optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            self.reset()
+            return
+        unknown = sorted(set(state) - {"log_var", "optimizer"})
+        if unknown:
+            raise ValueError(f"unknown UW state keys {unknown}; valid: ['log_var', 'optimizer']")
+        log_var = state["log_var"]
+        if not isinstance(log_var, Tensor) or log_var.shape != (self.num_tasks,):
+            raise ValueError(f"UW state 'log_var' must be a tensor of shape ({self.num_tasks},), got {log_var!r}")
+        self.log_var = log_var.detach().clone().requires_grad_(True)
+        self._optimizer = torch.optim.Adam([self.log_var], lr=self.lr)
+        self._optimizer.load_state_dict(state["optimizer"])
+
+    def reset(self) -> None:
+        self.log_var = None
+        self._optimizer = None
+        self.last_weights = None
+
+    def extra_repr(self) -> str:
+        return f"lr={self.lr}, init_log_var={self.init_log_var}"
