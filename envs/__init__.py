@@ -1,0 +1,31 @@
+"""Multi-task environments: Meta-World v3 MT10/MT50 under named protocols, and a pure-numpy toy suite.
+
+Every builder returns a :class:`~envs.vector.MultiTaskVecEnv` (one sub-env per task, one-hot
+appended, SAME_STEP autoreset with ``info["final_obs"]``, ``info["success"]``). Meta-World is
+imported lazily, by :func:`envs.metaworld.make_mt_envs` only.
+"""
+
+from envs.checkpoint import env_state, load_env_state
+from envs.evaluation import EvalResult, evaluate
+from envs.metaworld import BENCHMARKS, make_mt_envs
+from envs.protocols import PROTOCOLS, TOY_PROTOCOL, Protocol, get_protocol
+from envs.toy import ToyReachVecEnv, make_toy_envs
+from envs.vector import MultiTaskVecEnv, StepResult, step_transitions
+
+__all__ = [
+    "BENCHMARKS",
+    "PROTOCOLS",
+    "TOY_PROTOCOL",
+    "EvalResult",
+    "MultiTaskVecEnv",
+    "Protocol",
+    "StepResult",
+    "ToyReachVecEnv",
+    "env_state",
+    "evaluate",
+    "get_protocol",
+    "load_env_state",
+    "make_mt_envs",
+    "make_toy_envs",
+    "step_transitions",
+]

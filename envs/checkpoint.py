@@ -1,0 +1,72 @@
+"""Saving and restoring the state of a multi-task vector env for ``--resume``.
+
+* Toy suite: :meth:`envs.toy.ToyReachVecEnv.get_state` captures everything (RNGs, positions, step
+  counters), so a resumed run continues *identically*, mid-episode included.
+* Meta-World: each sub-env's ``CheckpointWrapper.get_checkpoint()`` (metaworld 3.1) serialises its
+  task list (the 50 goals), the task-sampling RNG, ``sample_tasks_on_reset`` and the env/space RNGs;
+  we add the current goal vector ``_last_rand_vec`` (needed for fixed goals, which the checkpoint does
+  not record) and the running reward-normalisation statistics. The MuJoCo simulator state of the
+  episode in progress is **not** restored: :func:`load_env_state` resets every sub-env, so a resumed
+  Meta-World run starts new episodes (the interrupted ones are lost) and is not bit-identical to an
+  uninterrupted run.
+
+The state is a dict of Python/numpy objects for ``torch.save``/``pickle`` (not JSON: numpy arrays).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from envs.toy import ToyReachVecEnv
+from envs.vector import MultiTaskVecEnv
+
+__all__ = ["env_state", "load_env_state"]
+
+_REWARD_NORM_ATTRS = ("_reward_mean", "_reward_var")
+
+
+def env_state(envs: MultiTaskVecEnv) -> dict[str, Any]:
+    """The resumable state of ``envs`` (a toy or Meta-World :class:`~envs.vector.MultiTaskVecEnv`)."""
+    state: dict[str, Any] = {
+        "benchmark": envs.benchmark,
+        "protocol": envs.protocol.name,
+        "task_names": list(envs.task_names),
+        "action_space_rng": copy.deepcopy(envs.action_space.np_random.bit_generator.state),
+    }
+    base = envs.vec_env
+    if isinstance(base, ToyReachVecEnv):
+        state["toy"] = base.get_state()
+        return state
+    state["metaworld"] = list(envs.call("get_checkpoint"))
+    state["rand_vecs"] = [np.array(v, copy=True) for v in envs.get_attr("_last_rand_vec")]
+    if envs.protocol.reward_normalization == "exponential":
+        state["reward_norm"] = {name: list(envs.get_attr(name)) for name in _REWARD_NORM_ATTRS}
+    return state
+
+
+def load_env_state(envs: MultiTaskVecEnv, state: dict[str, Any]) -> np.ndarray:
+    """Restore :func:`env_state` into ``envs`` and return the observations ``(T, D)`` to act on next.
+
+    ``envs`` must be built for the same benchmark, protocol and tasks (its seed may differ: the
+    goals and RNGs come from ``state``). Toy envs continue mid-episode; Meta-World envs are reset
+    (see the module docstring), so the caller should also reset its agent's per-episode memory.
+    """
+    for key, have in [("benchmark", envs.benchmark), ("protocol", envs.protocol.name)]:
+        if state.get(key) != have:
+            raise ValueError(f"env state is for {key} {state.get(key)!r}, these envs are {have!r}")
+    if list(state["task_names"]) != list(envs.task_names):
+        raise ValueError(f"env state tasks {state['task_names']} differ from these envs' {list(envs.task_names)}")
+    envs.action_space.np_random.bit_generator.state = copy.deepcopy(state["action_space_rng"])
+    base = envs.vec_env
+    if isinstance(base, ToyReachVecEnv):
+        base.set_state(state["toy"])
+        return base.current_obs()
+    envs.call("load_checkpoint", state["metaworld"])
+    envs.set_attr("_last_rand_vec", [np.array(v, copy=True) for v in state["rand_vecs"]])
+    for name, values in state.get("reward_norm", {}).items():
+        envs.set_attr(name, list(values))
+    obs, _ = envs.reset()
+    return np.asarray(obs)

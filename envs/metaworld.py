@@ -1,0 +1,128 @@
+"""Meta-World v3 MT10/MT50 vector envs under a named protocol (:mod:`envs.protocols`).
+
+Built only through ``gymnasium.make_vec("Meta-World/MT10" | "Meta-World/MT50", ...)`` (the
+Meta-World+ entry point; ``gymnasium.make`` does not work for MT benchmarks). API facts this module
+relies on (``docs/metaworld.md`` §3, checked on metaworld 3.1.1 / gymnasium 1.4):
+
+* the one-hot is off by default: we pass ``use_one_hot`` explicitly (default True);
+* ``reset(seed=...)`` is ignored by Meta-World: determinism comes only from ``make_vec(seed=...)``,
+  which seeds the 50 goals per task and every sub-env;
+* episodes truncate at ``max_episode_steps`` and stepping past it raises ``ValueError``; SAME_STEP
+  autoreset resets them in the same step (see :func:`envs.vector.step_transitions`);
+* fixed goals (``mtrl-legacy``) are obtained by ``toggle_sample_tasks_on_reset(False)`` after the
+  first reset, not by ``num_goals=1``, which mutates the module global ``metaworld._N_GOALS``.
+
+Resuming: :func:`env_state` / :func:`load_env_state` (from :mod:`envs.checkpoint`) save and restore
+goals and RNGs through Meta-World's ``CheckpointWrapper``; the MuJoCo state of the episode in
+progress is not restored, so a resumed run starts new episodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, Literal
+
+from envs.checkpoint import env_state, load_env_state
+from envs.protocols import PROTOCOLS, Protocol, get_protocol
+from envs.vector import MultiTaskVecEnv
+
+__all__ = ["BENCHMARKS", "PROTOCOLS", "Protocol", "env_state", "load_env_state", "make_mt_envs"]
+
+#: Our benchmark names → gymnasium ids registered by ``import metaworld``.
+BENCHMARKS: dict[str, str] = {"MT10": "Meta-World/MT10", "MT50": "Meta-World/MT50"}
+VECTOR_STRATEGIES = ("sync", "async")
+
+
+def make_mt_envs(
+    benchmark: Literal["MT10", "MT50"],
+    protocol: str | Protocol = "metaworld-v3",
+    seed: int = 0,
+    vector_strategy: Literal["sync", "async"] = "sync",
+    use_one_hot: bool = True,
+    *,
+    max_episode_steps: int | None = None,
+) -> MultiTaskVecEnv:
+    """Build the T Meta-World sub-envs of ``benchmark`` (env ``t`` = task ``t`` = one-hot index ``t``).
+
+    Args:
+        benchmark: ``"MT10"`` (T = 10) or ``"MT50"`` (T = 50).
+        protocol: ``"metaworld-v3"`` or ``"mtrl-legacy"`` (:data:`envs.protocols.PROTOCOLS`).
+        seed: seeds the goal sets and every sub-env (the only seed Meta-World honours). Under
+            ``mtrl-legacy`` the fixed goals are drawn from it, so evaluation envs built with the
+            training seed get the training goals (as mtrl did).
+        vector_strategy: ``"sync"`` (faster on 2 cores) or ``"async"`` (one process per task).
+        use_one_hot: append the task one-hot ``(T,)`` to observations.
+        max_episode_steps: override the protocol's episode length (tests, debugging; the result is
+            no longer the named protocol).
+
+    Returns:
+        :class:`~envs.vector.MultiTaskVecEnv`: observations ``(T, 39 [+ T])`` float32, actions
+        ``(T, 4)`` in ``[-1, 1]``, ``task_names`` like ``("reach-v3", "push-v3", ...)``. Under
+        ``mtrl-legacy`` the envs have already been reset once (to draw the fixed goals); resetting
+        again keeps the goals.
+    """
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; valid choices: {', '.join(BENCHMARKS)}")
+    if vector_strategy not in VECTOR_STRATEGIES:
+        raise ValueError(f"unknown vector_strategy {vector_strategy!r}; valid choices: {', '.join(VECTOR_STRATEGIES)}")
+    spec = get_protocol(protocol)
+    if spec.reward_function_version is None:
+        raise ValueError(f"protocol {spec.name!r} is not a Meta-World protocol; valid choices: {', '.join(PROTOCOLS)}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int (Meta-World ignores reset(seed=)), got {seed!r}")
+    steps = spec.max_episode_steps if max_episode_steps is None else max_episode_steps
+    if steps < 1:
+        raise ValueError(f"max_episode_steps must be >= 1, got {steps}")
+
+    gym = _import_metaworld()
+    kwargs: dict[str, Any] = {
+        "vector_strategy": vector_strategy,
+        "seed": seed,
+        "use_one_hot": use_one_hot,
+        "max_episode_steps": steps,
+        "reward_function_version": spec.reward_function_version,
+        "terminate_on_success": False,
+    }
+    if spec.reward_normalization is not None:
+        kwargs["reward_normalization_method"] = spec.reward_normalization
+    with warnings.catch_warnings():
+        # Meta-World's float64 bounds are cast to the float32 Box of the vector env; harmless.
+        warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32")
+        vec = gym.make_vec(BENCHMARKS[benchmark], **kwargs)
+    task_names = _task_names(vec.get_attr("task_name"))
+    if not spec.random_goals:
+        vec.reset()  # draws one goal per sub-env from the seeded task RNG
+        vec.call("toggle_sample_tasks_on_reset", False)
+    shape = vec.single_observation_space.shape
+    assert shape is not None
+    obs_dim = int(shape[0]) - (len(task_names) if use_one_hot else 0)
+    if max_episode_steps is not None and max_episode_steps != spec.max_episode_steps:
+        spec = dataclasses.replace(spec, max_episode_steps=max_episode_steps)
+    return MultiTaskVecEnv(
+        vec,
+        task_names=task_names,
+        obs_dim=obs_dim,
+        use_one_hot=use_one_hot,
+        protocol=spec,
+        benchmark=benchmark,
+        seed=seed,
+    )
+
+
+def _import_metaworld() -> Any:
+    """Import gymnasium with the Meta-World ids registered; one-line error if Meta-World is missing."""
+    try:
+        import gymnasium
+        import metaworld  # noqa: F401  (registers "Meta-World/*")
+    except ImportError as err:
+        raise ImportError(f"Meta-World envs need `pip install 'metaworld>=3.1,<4' packaging` ({err})") from err
+    return gymnasium
+
+
+def _task_names(class_names: tuple[str, ...]) -> tuple[str, ...]:
+    """Sub-env class names (``SawyerReachEnvV3``) → task names (``reach-v3``), as Meta-World's evaluation names them."""
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    by_class = {cls.__name__: name for name, cls in ALL_V3_ENVIRONMENTS.items()}
+    return tuple(by_class[name] for name in class_names)
