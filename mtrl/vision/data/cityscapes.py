@@ -1,0 +1,36 @@
+"""Cityscapes (Cordts et al., CVPR 2016) as preprocessed by MTAN: 2975 train / 500 val images, 128×256.
+
+Tasks: 7-class segmentation (−1 = ignore) and depth (0 = invalid); no normals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mtrl.vision.data.augment import DEFAULT_SCALES
+from mtrl.vision.data.npy_layout import NpyLayoutDataset
+from mtrl.vision.tasks import TaskSpec
+
+__all__ = ["CITYSCAPES_TASKS", "Cityscapes"]
+
+CITYSCAPES_TASKS: tuple[TaskSpec, ...] = (TaskSpec("seg", "seg", 7), TaskSpec("depth", "depth", 1))
+
+
+class Cityscapes(NpyLayoutDataset):
+    """Cityscapes seg (7 classes) + depth from ``{root}/{train,val}/{image,label,depth}/{i}.npy``.
+
+    ``native_size`` is the published resolution; files of another size load unchanged.
+    """
+
+    native_size: tuple[int, int] = (128, 256)
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        augment: bool = False,
+        seed: int = 0,
+        scales: tuple[float, ...] = DEFAULT_SCALES,
+    ) -> None:
+        super().__init__(root, split, CITYSCAPES_TASKS, augment=augment, seed=seed, scales=scales)

@@ -1,0 +1,144 @@
+"""Loader of the MTAN/LibMTL preprocessed ``.npy`` layout shared by NYUv2 and Cityscapes.
+
+Layout (Liu et al., MTAN, CVPR 2019, arXiv 1803.10704; LibMTL ``examples/nyu/create_dataset.py``)::
+
+    {root}/{train,val}/image/{i}.npy    (H, W, 3) float   -> "image"  (3, H, W) float32
+    {root}/{train,val}/label/{i}.npy    (H, W)    float   -> "seg"    (H, W) int64, -1 = ignore
+    {root}/{train,val}/depth/{i}.npy    (H, W, 1) float   -> "depth"  (1, H, W) float32, 0 = invalid
+    {root}/{train,val}/normal/{i}.npy   (H, W, 3) float   -> "normal" (3, H, W) float32, all-zero = invalid
+
+with ``i = 0 … N−1``. Cityscapes has no ``normal`` folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mtrl.vision.data.augment import DEFAULT_SCALES, augment_sample
+from mtrl.vision.tasks import TaskSpec
+
+__all__ = ["SPLITS", "NpyLayoutDataset"]
+
+SPLITS: tuple[str, ...] = ("train", "val")
+_FOLDER = {"seg": "label", "depth": "depth", "normal": "normal"}
+_LAYOUT = "the MTAN/LibMTL preprocessed layout {root}/{train,val}/{image,label,depth,normal}/{i}.npy"
+_INDEX_FILE = re.compile(r"^(\d+)\.npy$")
+
+
+class NpyLayoutDataset(Dataset[dict[str, Tensor]]):
+    """Samples ``{"image", <task names>…}`` read from the preprocessed ``.npy`` layout.
+
+    Args:
+        root: data set folder holding ``train/`` and ``val/``.
+        split: ``"train"`` or ``"val"``.
+        tasks: the tasks to load (``seg`` from ``label/``, ``depth`` from ``depth/``, ``normal`` from ``normal/``).
+        augment: random scale-crop and horizontal flip (:mod:`mtrl.vision.data.augment`).
+        seed: seed of the augmentation; sample ``i`` of epoch ``e`` uses the generator seeded with
+            ``(seed, e, i)``, so runs and DataLoader workers agree. Call :meth:`set_epoch` each epoch.
+        scales: crop scales of the augmentation.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        tasks: tuple[TaskSpec, ...],
+        *,
+        augment: bool = False,
+        seed: int = 0,
+        scales: tuple[float, ...] = DEFAULT_SCALES,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r}; valid splits: {SPLITS}")
+        self.root = Path(root)
+        self.split = split
+        self.tasks = tasks
+        self.augment = augment
+        self.seed = seed
+        self.scales = scales
+        self.epoch = 0
+        self._dir = self.root / split
+        self._length = self._check_layout()
+
+    def _folders(self) -> dict[str, str]:
+        """Sample key → folder name, image first."""
+        return {"image": "image", **{t.name: _FOLDER[t.kind] for t in self.tasks}}
+
+    def _check_layout(self) -> int:
+        """Number of samples; raises ``FileNotFoundError``/``ValueError`` saying what was expected where."""
+        first = self._dir / "image" / "0.npy"
+        if not first.is_file():
+            found = sorted(p.name for p in self._dir.iterdir()) if self._dir.is_dir() else "no such folder"
+            raise FileNotFoundError(f"expected {first} ({_LAYOUT}); got {self._dir}: {found}")
+        counts = {}
+        for key, folder in self._folders().items():
+            path = self._dir / folder
+            indices = sorted(int(m.group(1)) for p in path.glob("*.npy") if (m := _INDEX_FILE.match(p.name)))
+            if not indices or indices != list(range(len(indices))):
+                head = indices[:5] if indices else "none"
+                raise FileNotFoundError(
+                    f"expected {path}/0.npy … {path}/{{N-1}}.npy for {key!r} ({_LAYOUT}); got indices {head}"
+                )
+            counts[key] = len(indices)
+        if len(set(counts.values())) != 1:
+            raise ValueError(f"{self._dir}: folders hold different numbers of samples {counts} ({_LAYOUT})")
+        self._check_shapes(0)
+        return counts["image"]
+
+    def _load(self, folder: str, index: int) -> np.ndarray:
+        return np.load(self._dir / folder / f"{index}.npy")
+
+    def _check_shapes(self, index: int) -> None:
+        image = self._load("image", index)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(
+                f"expected {self._dir}/image/{index}.npy of shape (H, W, 3) ({_LAYOUT}); got {image.shape}"
+            )
+        hw = image.shape[:2]
+        want = {"label": (*hw,), "depth": (*hw, 1), "normal": (*hw, 3)}
+        for spec in self.tasks:
+            folder = _FOLDER[spec.kind]
+            shape = self._load(folder, index).shape
+            ok = shape == want[folder] or (folder == "depth" and shape == hw)
+            if not ok:
+                raise ValueError(
+                    f"expected {self._dir}/{folder}/{index}.npy of shape {want[folder]} "
+                    f"(image is {image.shape}); got {shape}"
+                )
+
+    def __len__(self) -> int:
+        return self._length
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch`` (no effect without ``augment``)."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        if not 0 <= index < self._length:
+            raise IndexError(f"index {index} out of range for {self._length} samples in {self._dir}")
+        image = torch.from_numpy(np.ascontiguousarray(self._load("image", index), dtype=np.float32))
+        sample = {"image": image.permute(2, 0, 1).contiguous()}
+        for spec in self.tasks:
+            array = self._load(_FOLDER[spec.kind], index)
+            if spec.kind == "seg":
+                sample[spec.name] = torch.from_numpy(np.rint(array).astype(np.int64))
+            else:
+                if array.ndim == 2:
+                    array = array[..., None]
+                data = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+                sample[spec.name] = data.permute(2, 0, 1).contiguous()
+        if self.augment:
+            generator = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch, index))
+            sample = augment_sample(sample, self.tasks, generator, self.scales)
+        return sample
+
+
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (numpy's SeedSequence hashing)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
