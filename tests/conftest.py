@@ -10,7 +10,8 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: the tests' matrices are small, and several threads only add contention.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

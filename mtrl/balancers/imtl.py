@@ -1,19 +1,202 @@
-"""PLACEHOLDER: being implemented (replace this whole file)."""
+"""IMTL: impartial multi-task learning (gradient balance IMTL-G, loss balance IMTL-L, and both)."""
 
-from mtrl.balancers.base import Balancer
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from mtrl.balancers._linalg import cosine_matrix, psd_pinv
+from mtrl.balancers.base import GramianWeighting, LossWeighting
+
+__all__ = ["IMTL", "IMTLG", "IMTLL", "imtl_g_weights"]
 
 
-class IMTL(Balancer):
-    def __init__(self, num_tasks: int) -> None:
-        raise NotImplementedError('IMTL is not implemented yet')
+def imtl_g_weights(gram: Tensor) -> Tensor:
+    """IMTL-G weights ``w (T,)`` float64 from ``gram (T, T)``: ``Σw = 1`` and equal projections of
+    ``d = Jᵀw`` onto every unit task gradient.
+
+    ``w ∝ G⁺·√diag(G)``, evaluated as ``D⁺ C⁺ 1`` with ``G = D C D``, ``D = diag(‖g_t‖)``, ``C`` the
+    cosine matrix (identical for full-rank ``G``, and accurate when norms span decades). Zero-norm
+    tasks get weight 0; if ``|Σ_t v_t| ≤ 1e-12 Σ_t |v_t|`` the weights are all zero.
+    """
+    cos, norms = cosine_matrix(gram.detach())
+    v = psd_pinv(cos) @ (norms > 0).to(cos)
+    v = torch.where(norms > 0, v / torch.where(norms > 0, norms, torch.ones_like(norms)), torch.zeros_like(v))
+    total = v.sum()
+    if float(total.abs()) <= 1e-12 * float(v.abs().sum()) or float(v.abs().sum()) == 0.0:
+        return torch.zeros_like(v)
+    return v / total
 
 
-class IMTLG(Balancer):
-    def __init__(self, num_tasks: int) -> None:
-        raise NotImplementedError('IMTLG is not implemented yet')
+class IMTLG(GramianWeighting):
+    """IMTL-G: the combination of task gradients with equal projection onto every task direction.
+
+    Update rule: ``w`` with ``Σ_t w_t = 1`` such that ``d = Jᵀw`` satisfies ``d·u_1 = d·u_t`` for all ``t``
+    (``u_t = g_t/‖g_t‖``); closed form ``w ∝ G⁺·√diag(G)``.
+
+    Paper: Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021 (OpenReview IMPnRXEWpvr),
+    Eq. 1–2 (Gramian/pinv form as in torchjd and the Jacobian-descent paper, arXiv 2406.16232).
+
+    Note: the paper's Eq. 2 inverts ``DUᵀ`` (LibMTL raises when singular; nash-mtl/SamsungLabs add
+    ``1e-8·I``); here the pseudo-inverse is taken on the cosine matrix (:func:`imtl_g_weights`):
+    same weights for full-rank ``G``, defined for every ``G``; zero-norm tasks get weight 0 (the
+    references produce NaN). No guard against a negative common projection (balancers.md §5.7),
+    as in every reference. Heads receive their own raw gradient (nash-mtl weights them by ``α_t``).
+
+    Stateless.
+    """
+
+    name: ClassVar[str] = "imtl_g"
+
+    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+        """Weights ``w (T,)`` float64, summing to 1 (or all zero)."""
+        return imtl_g_weights(gram)
 
 
-class IMTLL(Balancer):
-    def __init__(self, num_tasks: int) -> None:
-        raise NotImplementedError('IMTLL is not implemented yet')
+class IMTLL(LossWeighting):
+    """IMTL-L: learn a scale per task so that every scaled loss tends to 1.
 
+    Update rule: ``S_t = e^{s_t} L_t − s_t`` (learnable ``s (T,)``, initialised at 0); all parameters
+    receive ``∇ Σ_t S_t``; ``∂S_t/∂s_t = e^{s_t}L_t − 1`` vanishes at ``e^{s_t} L_t = 1``.
+
+    Paper: Liu et al., ICLR 2021 (OpenReview IMPnRXEWpvr), Eq. 6 (``a = e``, ``b = 1``) and
+    Algorithm 1. Positive losses only (the paper assumes ``L_t > 0``; with ``L ≤ 0``, ``s → +∞``).
+
+    Note: the paper steps ``s`` with the network's SGD learning rate and LibMTL leaves ``s`` to the
+    model's optimizer (weight decay included); here ``s`` is owned by a private Adam with learning
+    rate ``lr`` (default 1e-3, the Adam default of Kingma & Ba, ICLR 2015), no weight decay,
+    created on the device/dtype of the first losses seen.
+
+    Stateful: ``s`` and its Adam state.
+    """
+
+    name: ClassVar[str] = "imtl_l"
+    positive_losses: ClassVar[bool] = True
+    stateful: ClassVar[bool] = True
+
+    def __init__(self, num_tasks: int, lr: float = 1e-3) -> None:
+        super().__init__(num_tasks)
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"IMTL-L lr must be a finite float > 0 (default 1e-3), got {lr!r}")
+        self.lr = float(lr)
+        self.log_scale: Tensor | None = None  # s (T,)
+        self._optimizer: torch.optim.Adam | None = None
+
+    def _ensure(self, like: Tensor) -> Tensor:
+        dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
+        if self.log_scale is None:
+            self._install(torch.zeros(self.num_tasks, dtype=dtype, device=like.device), None)
+        elif self.log_scale.device != like.device or self.log_scale.dtype != dtype:
+            assert self._optimizer is not None  # move s (and its Adam moments) to the losses' device/dtype
+            self._install(self.log_scale.detach().to(device=like.device, dtype=dtype), self._optimizer.state_dict())
+        assert self.log_scale is not None
+        return self.log_scale
+
+    def _install(self, value: Tensor, optimizer_state: dict[str, Any] | None) -> None:
+        self.log_scale = value.detach().clone().requires_grad_(True)
+        self._optimizer = torch.optim.Adam([self.log_scale], lr=self.lr)
+        if optimizer_state is not None:
+            # a deep copy: Adam would otherwise share (and mutate) the moment tensors of ``optimizer_state``
+            self._optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+
+    def scale(self) -> Tensor | None:
+        """Current loss scales ``e^{s} (T,)`` (detached), or None before the first losses."""
+        return None if self.log_scale is None else self.log_scale.detach().exp()
+
+    def scalarize(self, losses: Tensor) -> Tensor:
+        """``S (T,) = e^{s} ⊙ L − s``, differentiable w.r.t. the losses and ``s``."""
+        self.check(losses)
+        s = self._ensure(losses)
+        return s.exp() * losses - s
+
+    def parameters(self) -> list[Tensor]:
+        return [] if self.log_scale is None else [self.log_scale]
+
+    def after_backward(self) -> None:
+        """One private Adam step on ``s`` from the ``.grad`` written by the engine, then clear it."""
+        if self.log_scale is None or self.log_scale.grad is None or self._optimizer is None:
+            return
+        self._optimizer.step()
+        self.log_scale.grad = None
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.log_scale is None or self._optimizer is None:
+            return {"log_scale": None, "optimizer": None}
+        return {"log_scale": self.log_scale.detach().clone(), "optimizer": copy.deepcopy(self._optimizer.state_dict())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if set(state) != {"log_scale", "optimizer"}:
+            raise ValueError(f"{self.name} state must have the keys ['log_scale', 'optimizer'], got {sorted(state)}")
+        value = state["log_scale"]
+        if value is None:
+            self.reset()
+            return
+        if tuple(value.shape) != (self.num_tasks,):
+            raise ValueError(f"{self.name} log_scale must have shape ({self.num_tasks},), got {tuple(value.shape)}")
+        self._install(value, state["optimizer"])
+
+    def reset(self) -> None:
+        self.log_scale = None
+        self._optimizer = None
+
+    def extra_repr(self) -> str:
+        return f"lr={self.lr}"
+
+
+class IMTL(GramianWeighting):
+    """Hybrid IMTL: IMTL-L scales the losses, IMTL-G balances the gradients of the scaled losses.
+
+    Update rule: ``S_t = e^{s_t} L_t − s_t`` (:class:`IMTLL`); ``w = IMTL-G(G_S)`` with ``G_S`` the
+    Gramian of ``∇ e^{s_t} L_t`` (``−s_t`` has no gradient w.r.t. the shared part), ``d = Σ_t w_t ∇S_t``;
+    heads receive ``∇ S_t`` (scaled, not ``w``-weighted) and ``s`` receives ``∂S_t/∂s_t``.
+
+    Paper: Liu et al., ICLR 2021 (OpenReview IMPnRXEWpvr), Algorithm 1 (feature-level gradients
+    ``∇_z``: ``representation_level=True`` by default).
+
+    Note: LibMTL computes ``w`` from parameter gradients by default (``representation_level=False``
+    here) or from batch-summed feature gradients; here the feature gradients are the full flattened
+    ``∇_z``. ``s`` uses a private Adam (see :class:`IMTLL`). Positive losses only.
+
+    Stateful: ``s`` and its Adam state.
+    """
+
+    name: ClassVar[str] = "imtl"
+    positive_losses: ClassVar[bool] = True
+    stateful: ClassVar[bool] = True
+
+    def __init__(self, num_tasks: int, lr: float = 1e-3, representation_level: bool = True) -> None:
+        super().__init__(num_tasks)
+        if not isinstance(representation_level, bool):
+            raise TypeError(f"representation_level must be a bool, got {representation_level!r}")
+        self.loss_balance = IMTLL(num_tasks, lr=lr)
+        self.representation_level = representation_level
+
+    def scalarize(self, losses: Tensor) -> Tensor:
+        """``S (T,) = e^{s} ⊙ L − s`` (IMTL-L)."""
+        return self.loss_balance.scalarize(losses)
+
+    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+        """IMTL-G weights ``w (T,)`` float64 on the Gramian of the scaled-loss gradients."""
+        return imtl_g_weights(gram)
+
+    def parameters(self) -> list[Tensor]:
+        return self.loss_balance.parameters()
+
+    def after_backward(self) -> None:
+        self.loss_balance.after_backward()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.loss_balance.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loss_balance.load_state_dict(state)
+
+    def reset(self) -> None:
+        self.loss_balance.reset()
+
+    def extra_repr(self) -> str:
+        return f"lr={self.loss_balance.lr}, representation_level={self.representation_level}"

@@ -40,7 +40,8 @@ def zoo(task_counts: tuple[int, ...] = TASK_COUNTS, P: int = 64) -> list[tuple[s
         out.append((f"full_T{T}", full_rank(T, P, seed=T), losses))
         if T > 1:
             out.append((f"rank1_T{T}", low_rank(T, P, 1, seed=100 + T), losses))
-            out.append((f"rank{max(1, T // 2)}_T{T}", low_rank(T, P, max(1, T // 2), seed=200 + T), losses))
+            if T // 2 > 1:
+                out.append((f"rank{T // 2}_T{T}", low_rank(T, P, T // 2, seed=200 + T), losses))
             zero_row = full_rank(T, P, seed=300 + T)
             zero_row[T // 2] = 0.0
             out.append((f"zero_row_T{T}", zero_row, losses))

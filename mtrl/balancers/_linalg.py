@@ -1,0 +1,77 @@
+"""Small float64 linear algebra on Gramians ``G (T, T)`` shared by the Gramian weightings.
+
+Every helper takes and returns float64 tensors on the input's device. Rank handling is explicit:
+eigenvalues at or below ``rtol · λ_max`` (default ``rtol = T · eps``, the ``torch.linalg.pinv``
+default) count as zero, and an all-zero Gramian has rank 0 (never a NaN).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor
+
+__all__ = [
+    "cosine_matrix",
+    "default_rtol",
+    "psd_eigh",
+    "psd_pinv",
+    "row_norms",
+    "to_numpy64",
+]
+
+EPS64 = float(torch.finfo(torch.float64).eps)
+
+
+def default_rtol(num_tasks: int) -> float:
+    """Relative eigenvalue cut-off ``T · eps(float64)`` used for ranks and pseudo-inverses."""
+    return num_tasks * EPS64
+
+
+def to_numpy64(gram: Tensor) -> npt.NDArray[np.float64]:
+    """A symmetrised float64 NumPy copy of ``gram (T, T)`` (small iterative solvers run on the CPU)."""
+    g = gram.detach().to(device="cpu", dtype=torch.float64).numpy()
+    return np.asarray(0.5 * (g + g.T), dtype=np.float64)
+
+
+def row_norms(gram: Tensor) -> Tensor:
+    """Per-task gradient norms ``‖g_t‖ = √G_tt`` ``(T,)`` (tiny negative rounding clamped to 0)."""
+    return torch.diagonal(gram.to(torch.float64)).clamp(min=0.0).sqrt()
+
+
+def cosine_matrix(gram: Tensor) -> tuple[Tensor, Tensor]:
+    """Equilibrate ``G = D C D`` with ``D = diag(‖g_t‖)``; return ``(C (T, T), norms (T,))``.
+
+    ``C_ij = cos(g_i, g_j)``, with rows/columns of zero-norm tasks set to 0 (their diagonal too).
+    Working with ``C`` instead of ``G`` keeps solves accurate when norms span many decades.
+    """
+    g = gram.to(torch.float64)
+    norms = row_norms(g)
+    inv = torch.where(norms > 0, 1.0 / norms.clamp(min=torch.finfo(torch.float64).tiny), torch.zeros_like(norms))
+    cos = (g * inv[:, None] * inv[None, :]).clamp(-1.0, 1.0)
+    cos = 0.5 * (cos + cos.T)
+    cos.diagonal().copy_((norms > 0).to(cos))
+    return cos, norms
+
+
+def psd_eigh(gram: Tensor, rtol: float | None = None) -> tuple[Tensor, Tensor, int]:
+    """Eigen-decomposition of a PSD ``gram (T, T)`` in float64, sorted **descending**.
+
+    Returns ``(λ (T,), V (T, T), rank)`` where ``rank`` counts ``λ > rtol · λ_max`` (0 when
+    ``λ_max ≤ 0``). Columns of ``V`` are the eigenvectors.
+    """
+    g = gram.to(torch.float64)
+    g = 0.5 * (g + g.T)
+    vals, vecs = torch.linalg.eigh(g)
+    vals, vecs = vals.flip(0), vecs.flip(1)
+    tol = (default_rtol(g.shape[0]) if rtol is None else rtol) * float(vals[0].clamp(min=0.0))
+    rank = int((vals > tol).sum()) if float(vals[0]) > 0 else 0
+    return vals, vecs, rank
+
+
+def psd_pinv(gram: Tensor, rtol: float | None = None) -> Tensor:
+    """Pseudo-inverse ``G⁺ (T, T)`` of a PSD matrix by truncated eigendecomposition (rank 0 → zeros)."""
+    vals, vecs, rank = psd_eigh(gram, rtol)
+    v_r = vecs[:, :rank]
+    return (v_r / vals[:rank]) @ v_r.T
