@@ -1,0 +1,16 @@
+"""The gradient engine: every balancer, of every kind, driven by one call that writes ``.grad``.
+
+>>> engine = GradientEngine(make_balancer("mgda", T))
+>>> capture = LinearCapture(net.trunk, T)
+>>> with capture.record():
+...     losses_T = per_task_losses(net(x_TNI))
+>>> report = engine.backward(losses_T, net.shared_parameters(), net.task_parameters(), capture=capture)
+>>> optimizer.step()
+"""
+
+from mtrl.engine.capture import LinearCapture
+from mtrl.engine.closure import LossClosure, make_loss_fn
+from mtrl.engine.engine import STRATEGIES, GradientEngine, Strategy
+from mtrl.engine.report import BalanceReport
+
+__all__ = ["STRATEGIES", "BalanceReport", "GradientEngine", "LinearCapture", "LossClosure", "Strategy", "make_loss_fn"]

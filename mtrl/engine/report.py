@@ -1,0 +1,93 @@
+"""What one engine call tells the logger: weights, per-task gradient norms, cosines, condition number.
+
+All statistics come from the Gramian ``G = J Jᵀ (T, T)`` of the objective terms ``S`` (the losses for
+most methods) w.r.t. whatever the strategy differentiated: the shared parameters, or the shared
+representation for the ``representation`` strategy (``report.strategy`` says which).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = ["BalanceReport", "gram_statistics"]
+
+
+@dataclass
+class BalanceReport:
+    """Summary of one balanced backward.
+
+    Attributes:
+        weights: ``(T,)`` float64 task weights on CPU: ``w`` of a Gramian weighting, the effective
+            weights ``∂ Σ_t S_t / ∂ L_t`` of a loss weighting, ``None`` for a Jacobian aggregator.
+        grad_norms: ``(T,)`` float64 ``√diag(G)``, or ``None`` when ``G`` was not computed.
+        cos_min: smallest pairwise cosine ``G_ij / (‖g_i‖‖g_j‖)`` over pairs of non-zero gradients.
+        cos_mean: mean of the same cosines.
+        cond: ``λ_max / λ_min⁺`` of ``G`` (smallest eigenvalue above the numerical-rank threshold).
+        strategy: the strategy that ran (``"plain"``, ``"reference"``, ``"batched"``,
+            ``"task_partitioned"``, ``"representation"``, ``"sgsu"``; ``"plain+<s>"`` when a loss
+            weighting computed diagnostics with strategy ``s``).
+        extra: further scalars (e.g. ``"dgr_reg"``), logged as ``f"{prefix}/{key}"``.
+    """
+
+    weights: Tensor | None = None
+    grad_norms: Tensor | None = None
+    cos_min: float | None = None
+    cos_mean: float | None = None
+    cond: float | None = None
+    strategy: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def scalars(self, prefix: str, task_names: Sequence[str]) -> dict[str, float]:
+        """Flat ``{tag: value}`` for the logger, e.g. ``prefix="balancer/critic"`` gives
+        ``balancer/critic/weight/<task>``, ``…/grad_norm/<task>``, ``…/cos_min``, ``…/cos_mean``,
+        ``…/cond`` and ``…/<extra key>``; fields that are ``None`` are left out."""
+        out: dict[str, float] = {}
+        for key, values in (("weight", self.weights), ("grad_norm", self.grad_norms)):
+            if values is None:
+                continue
+            if len(task_names) != values.numel():
+                raise ValueError(f"task_names has {len(task_names)} names but the report has {values.numel()} tasks")
+            for name, value in zip(task_names, values.tolist(), strict=True):
+                out[f"{prefix}/{key}/{name}"] = float(value)
+        for key, scalar in (("cos_min", self.cos_min), ("cos_mean", self.cos_mean), ("cond", self.cond)):
+            if scalar is not None:
+                out[f"{prefix}/{key}"] = scalar
+        for key, scalar in self.extra.items():
+            out[f"{prefix}/{key}"] = float(scalar)
+        return out
+
+
+def gram_statistics(
+    gram_TT: Tensor, source_dtype: torch.dtype
+) -> tuple[Tensor, float | None, float | None, float | None]:
+    """``(grad_norms (T,), cos_min, cos_mean, cond)`` of a Gramian ``G (T, T)``, computed in float64 on CPU.
+
+    ``source_dtype`` is the dtype the Jacobian was computed in: an eigenvalue counts as non-zero when
+    it exceeds ``T · eps(source_dtype) · λ_max`` (the rounding level of ``G``). Pairs involving a zero
+    gradient are left out of the cosines; ``None`` when no pair (or no non-zero eigenvalue) remains.
+    """
+    gram = gram_TT.detach().to(device="cpu", dtype=torch.float64)
+    gram = 0.5 * (gram + gram.T)
+    T = gram.shape[0]
+    norms_T = gram.diagonal().clamp_min(0.0).sqrt()
+    cos_min: float | None = None
+    cos_mean: float | None = None
+    nonzero = norms_T > 0
+    if T > 1 and int(nonzero.sum()) > 1:
+        idx = torch.nonzero(nonzero).flatten()
+        sub = gram[idx][:, idx] / (norms_T[idx, None] * norms_T[None, idx])
+        i, j = torch.triu_indices(len(idx), len(idx), offset=1)
+        pairs = sub[i, j].clamp(-1.0, 1.0)
+        cos_min, cos_mean = float(pairs.min()), float(pairs.mean())
+    cond: float | None = None
+    eig = torch.linalg.eigvalsh(gram)
+    lam_max = float(eig[-1])
+    if lam_max > 0:
+        tol = T * torch.finfo(source_dtype).eps * lam_max
+        positive = eig[eig > tol]
+        cond = lam_max / float(positive[0])
+    return norms_T, cos_min, cos_mean, cond

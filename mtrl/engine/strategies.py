@@ -1,0 +1,225 @@
+"""Ways to obtain the per-task Jacobian ``J (T, P)`` of the terms ``S (T,)``, as per-parameter blocks.
+
+``J`` is kept as a list of blocks, one ``(T, numel(p))`` per shared parameter ``p`` in the given
+order, so that ``G = Σ_blocks J_b J_bᵀ`` and ``d = wᵀJ`` never need the concatenated ``(T, P)``
+matrix (only Jacobian aggregators ask for it, via :func:`concat_blocks`). Strategies:
+
+* :func:`reference_blocks`: ``T`` calls of ``torch.autograd.grad`` (simple; tests the others).
+* :func:`batched_blocks`: one vectorised backward with the identity as a batch of cotangents
+  (``is_grads_batched=True``, the mechanism of torchjd's autojac, balancers.md §8.1), in chunks of
+  ``chunk_size`` rows; falls back to :func:`reference_blocks` where vmap cannot run the graph.
+* :func:`partitioned_blocks`: one ordinary backward to the outputs of the hooked ``nn.Linear``
+  layers; per task ``∂S_t/∂W = δ_tᵀ X_t`` by one ``bmm`` over ``(T, n, ·)`` (see
+  :mod:`mtrl.engine.capture`).
+
+Shapes: ``S (T,)``; a block ``(T, numel(p))``; ``w (T,)``; ``d`` per parameter ``p.shape``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from mtrl.engine.capture import LinearCall, LinearCapture
+
+__all__ = [
+    "Workspace",
+    "batched_blocks",
+    "combine_blocks",
+    "concat_blocks",
+    "gram_from_blocks",
+    "partitioned_blocks",
+    "reference_blocks",
+    "split_direction",
+]
+
+
+def _rows(grads: Sequence[Tensor | None], params: Sequence[Tensor], T: int) -> list[Tensor]:
+    """Batched grads ``(T, *p.shape)`` (or ``None`` for an unreached parameter) → blocks ``(T, numel)``."""
+    return [
+        g.reshape(T, -1) if g is not None else p.new_zeros(T, p.numel()) for g, p in zip(grads, params, strict=True)
+    ]
+
+
+def reference_blocks(terms_T: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
+    """``J`` by one ``torch.autograd.grad`` per task (``T`` backward passes); the graph is retained."""
+    T = terms_T.shape[0]
+    rows: list[list[Tensor]] = [[] for _ in params]
+    for t in range(T):
+        grads = torch.autograd.grad(terms_T[t], params, retain_graph=True, allow_unused=True)
+        for rows_p, g, p in zip(rows, grads, params, strict=True):
+            rows_p.append(g.reshape(-1) if g is not None else p.new_zeros(p.numel()))
+    return [torch.stack(rows_p) for rows_p in rows]
+
+
+_vmap_warned = False
+
+
+def batched_blocks(terms_T: Tensor, params: Sequence[Tensor], chunk_size: int | None = None) -> list[Tensor]:
+    """``J`` by vectorised backward passes over ``chunk_size`` rows of ``I_T`` at a time (all when None).
+
+    The graph is retained (a failed vmap must leave it intact for the fallback). Falls back, with one
+    warning per process, to :func:`reference_blocks` when autograd cannot batch the graph (torchjd's
+    listed cases: compiled functions, ``retains_grad`` tensors, RNNs on CUDA).
+    """
+    T = terms_T.shape[0]
+    step = T if chunk_size is None else chunk_size
+    eye_TT = torch.eye(T, dtype=terms_T.dtype, device=terms_T.device)
+    chunks: list[list[Tensor]] = []
+    try:
+        for start in range(0, T, step):
+            cotangents = eye_TT[start : start + step]
+            grads = torch.autograd.grad(
+                terms_T, params, grad_outputs=cotangents, retain_graph=True, allow_unused=True, is_grads_batched=True
+            )
+            chunks.append(_rows(grads, params, cotangents.shape[0]))
+    except RuntimeError as err:
+        global _vmap_warned
+        if not _vmap_warned:
+            warnings.warn(f"batched Jacobian failed under vmap ({err}); using the reference loop", stacklevel=3)
+            _vmap_warned = True
+        return reference_blocks(terms_T, params)
+    if len(chunks) == 1:
+        return chunks[0]
+    return [torch.cat(parts) for parts in zip(*chunks, strict=True)]
+
+
+def _task_major(x: Tensor, T: int, what: str) -> Tensor:
+    """View ``(..., f)`` with task-major rows as ``(T, n, f)``; refuse a row count not divisible by ``T``."""
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    if x.dim() < 2 or rows % T != 0:
+        raise ValueError(
+            f"task_partitioned needs the rows of every captured layer {what} grouped by task with equal "
+            f"counts, but a tensor of shape {tuple(x.shape)} has {rows} rows, not divisible by T = {T}"
+        )
+    return x.reshape(T, rows // T, x.shape[-1])
+
+
+def partitioned_blocks(
+    capture: LinearCapture,
+    terms_T: Tensor,
+    params: Sequence[Tensor],
+    others: Sequence[Tensor],
+    retain_graph: bool = False,
+    workspace: Workspace | None = None,
+) -> tuple[list[Tensor], list[Tensor | None]]:
+    """``(J blocks of params, ∇ Σ_t S_t of others)`` from ONE ordinary backward (graph freed unless
+    ``retain_graph``).
+
+    ``params`` must all be weights or biases of layers hooked by ``capture``; ``others`` (task and
+    balancer parameters) get the plain gradient of ``Σ_t S_t`` from the same backward. With a
+    ``workspace`` the weight blocks are written into buffers kept there between calls (the blocks are
+    then views of those buffers, valid until the next call): a fresh ``T·out·in`` allocation each
+    step costs page faults that made the CPU engine ~15–30% slower.
+    """
+    T = terms_T.shape[0]
+    if T != capture.num_tasks:
+        raise ValueError(f"capture was built for {capture.num_tasks} tasks but the losses have T = {T}")
+    if not capture.calls:
+        raise ValueError(
+            "task_partitioned: the capture recorded nothing; run the forward that produces the losses inside "
+            "`with capture.record():` with grad enabled, and pass the same capture to engine.backward"
+        )
+    owner: dict[int, tuple[int, str]] = {}  # id(param) -> (id(layer), 'weight' | 'bias')
+    for layer in capture.layers:
+        for kind in ("weight", "bias"):
+            p = getattr(layer, kind)
+            if p is not None:
+                owner[id(p)] = (id(layer), kind)
+    uncovered = [tuple(p.shape) for p in params if id(p) not in owner]
+    if uncovered:
+        raise ValueError(
+            f"task_partitioned: shared parameters with shapes {uncovered} are not the weight/bias of an nn.Linear "
+            f"hooked by the capture; capture the module holding all shared parameters, or use strategy='batched'"
+        )
+    wanted = {owner[id(p)][0] for p in params}
+    calls: list[LinearCall] = [c for c in capture.calls if id(c.layer) in wanted]
+    for c in calls:
+        if c.output._version != c.version:
+            raise ValueError(
+                f"task_partitioned: the output of {c.layer} was modified in place after the forward hook "
+                f"(e.g. nn.ReLU(inplace=True)); use out-of-place activations"
+            )
+    grads = torch.autograd.grad(
+        terms_T.sum(), [c.output for c in calls] + list(others), retain_graph=retain_graph, allow_unused=True
+    )
+    deltas = grads[: len(calls)]
+    other_grads: list[Tensor | None] = list(grads[len(calls) :])
+    per_layer: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
+    for c, delta in zip(calls, deltas, strict=True):
+        if delta is None:
+            continue
+        xs, ds = per_layer.setdefault(id(c.layer), ([], []))
+        xs.append(_task_major(c.inputs, T, "input"))
+        ds.append(_task_major(delta, T, "output"))
+    blocks: list[Tensor] = []
+    cache: dict[int, tuple[Tensor, Tensor]] = {}
+    for p in params:
+        layer_id, kind = owner[id(p)]
+        if layer_id not in per_layer:
+            blocks.append(p.new_zeros(T, p.numel()))
+            continue
+        if layer_id not in cache:
+            xs, ds = per_layer[layer_id]
+            x_TNI = xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)
+            d_TNO = ds[0] if len(ds) == 1 else torch.cat(ds, dim=1)
+            # J in the parameters' dtype (under autocast the layer output, hence δ, may be float16)
+            cache[layer_id] = (x_TNI.to(p.dtype), d_TNO.to(p.dtype))
+        x_TNI, d_TNO = cache[layer_id]
+        if kind == "weight":
+            out_TOI = (
+                None if workspace is None else workspace.buffer(layer_id, (T, d_TNO.shape[2], x_TNI.shape[2]), x_TNI)
+            )
+            blocks.append(torch.bmm(d_TNO.transpose(1, 2), x_TNI, out=out_TOI).reshape(T, -1))  # (T, out·in)
+        else:
+            blocks.append(d_TNO.sum(dim=1))  # (T, out)
+    return blocks, other_grads
+
+
+class Workspace:
+    """Buffers reused across engine calls, keyed by owner id, shape, dtype and device."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[object, ...], Tensor] = {}
+
+    def buffer(self, owner: int, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """An uninitialised tensor of ``shape`` with the dtype/device of ``like``, the same one each call."""
+        key = (owner, shape, like.dtype, like.device)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
+
+    def clear(self) -> None:
+        self._buffers = {}
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+
+def gram_from_blocks(blocks: Sequence[Tensor]) -> Tensor:
+    """``G = Σ_b J_b J_bᵀ`` as float64 ``(T, T)``; the products run in the blocks' dtype."""
+    gram = None
+    for block in blocks:
+        part = block @ block.T
+        gram = part if gram is None else gram + part
+    assert gram is not None
+    return gram.to(torch.float64)
+
+
+def combine_blocks(weights_T: Tensor, blocks: Sequence[Tensor], params: Sequence[Tensor]) -> list[Tensor]:
+    """``d = wᵀ J`` per parameter, shaped like the parameters."""
+    return [(weights_T.to(b.dtype) @ b).view(p.shape) for b, p in zip(blocks, params, strict=True)]
+
+
+def concat_blocks(blocks: Sequence[Tensor]) -> Tensor:
+    """The full ``J (T, P)`` in parameter order."""
+    return torch.cat(list(blocks), dim=1)
+
+
+def split_direction(d_P: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
+    """Cut ``d (P,)`` back into per-parameter tensors."""
+    return [part.view(p.shape) for part, p in zip(d_P.split([p.numel() for p in params]), params, strict=True)]

@@ -1,0 +1,133 @@
+"""DGR through the engine: λ = 0 is the base balancer; exact ∇θR is the double-backward value; fd agrees."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.func import functional_call, grad
+
+from mtrl.balancers.dgr import DGR
+from mtrl.engine import GradientEngine
+from tests.engine.helpers import GramTestWeighting, Problem, assert_close_lists, grads_of, make_problem
+
+
+def _run(prob: Problem, balancer: DGR | GramTestWeighting) -> tuple[list[torch.Tensor], list[torch.Tensor], float]:
+    prob.clear_grads()
+    report = GradientEngine(balancer, "reference").backward(
+        prob.forward(), prob.shared(), prob.task(), loss_fn=prob.loss_fn()
+    )
+    return grads_of(prob.shared()), grads_of(prob.task()), report.extra.get("dgr_reg", 0.0)
+
+
+def _flat(grads: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def _expected_reg_grad(prob: Problem, dummies: list[list[torch.Tensor]], lam: float) -> list[torch.Tensor]:
+    """∇θ (λ/N) Σ_n ‖∇_φ̃ Σ_t L_t(θ, φ̃ⁿ)‖², independently with torch.func."""
+    names = [n for n, _ in prob.net.named_parameters()]
+    shared_names = [n for n in names if n.startswith("trunk.")]
+    head_names = [n for n in names if n.startswith("heads.")]
+    theta = tuple(p.detach() for n, p in prob.net.named_parameters() if n.startswith("trunk."))
+
+    def dummy_loss(th: tuple[torch.Tensor, ...], phi: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        params = dict(zip(shared_names, th, strict=True)) | dict(zip(head_names, phi, strict=True))
+        return prob.losses(functional_call(prob.net, params, (prob.x,))).sum()
+
+    def reg(th: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        total = torch.zeros((), dtype=prob.x.dtype)
+        for phi in dummies:
+            head_grads = grad(dummy_loss, argnums=1)(th, tuple(d.detach() for d in phi))
+            total = total + sum((g * g).sum() for g in head_grads)
+        return lam / len(dummies) * total
+
+    return [g.detach() for g in grad(reg)(theta)]
+
+
+def test_dgr_lambda_zero_equals_base() -> None:
+    prob = make_problem(T=3)
+    base_shared, base_task, _ = _run(prob, GramTestWeighting(3))
+    shared, task, reg = _run(prob, DGR(3, base=GramTestWeighting(3), lam=0.0))
+    assert reg == 0.0
+    for a, b in zip(shared + task, base_shared + base_task, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("num_dummy", [1, 2])
+def test_dgr_exact_matches_func_and_heads_get_nothing(num_dummy: int) -> None:
+    prob = make_problem(T=3)
+    base_shared, base_task, _ = _run(prob, GramTestWeighting(3))
+    balancer = DGR(3, base=GramTestWeighting(3), lam=0.5, num_dummy=num_dummy, seed=3)
+    shared, task, reg = _run(prob, balancer)
+    assert balancer.dummies is not None and len(balancer.dummies) == num_dummy
+    expected = _expected_reg_grad(prob, balancer.dummies, lam=0.5)
+    reg_grad = [a - b for a, b in zip(shared, base_shared, strict=True)]
+    assert_close_lists(reg_grad, expected, rtol=1e-9)
+    assert float(_flat(reg_grad).norm()) > 1e-3 * float(_flat(base_shared).norm())  # the term is not negligible
+    for a, b in zip(task, base_task, strict=True):
+        assert torch.equal(a, b)
+    assert reg > 0
+
+
+def test_dgr_fd_agrees_with_exact_to_first_order_in_eps() -> None:
+    """The official two-point estimate has O(ε) truncation error (balancers.md §2.4): in float64 the
+    error must shrink ~10× per 10× smaller ε, and at ε = 1e-5 be below 1e-3 relative."""
+    prob = make_problem(T=3)
+    exact, _, reg_exact = _run(prob, DGR(3, base=GramTestWeighting(3), lam=1.0, mode="exact"))
+    errors = []
+    for eps in (1e-3, 1e-4, 1e-5):
+        fd, _, reg_fd = _run(prob, DGR(3, base=GramTestWeighting(3), lam=1.0, mode="fd", eps=eps))
+        errors.append(float((_flat(fd) - _flat(exact)).norm() / _flat(exact).norm()))
+        assert reg_fd == pytest.approx(reg_exact, rel=1e-12)
+    assert errors[2] < 1e-3
+    assert errors[1] < errors[0] / 5 and errors[2] < errors[1] / 5
+
+
+def test_dgr_fd_guard_zero_head_gradient() -> None:
+    prob = make_problem(T=2)
+    balancer = DGR(2, base=GramTestWeighting(2), lam=1.0, mode="fd")
+    loss_fn = prob.loss_fn()
+    for zero_loss in (
+        lambda s, t: loss_fn(s, t) * 0.0,  # dummies used, head gradient exactly zero
+        lambda s, t: (prob.net(prob.x) * 0.0).sum(dim=(1, 2)),  # dummies not even used
+    ):
+        grads, reg = balancer.regularizer_gradient(prob.shared(), prob.task(), zero_loss)
+        assert reg == 0.0 and all(float(g.abs().max()) == 0.0 for g in grads)
+
+
+def test_dgr_dummy_init_and_state_roundtrip() -> None:
+    prob = make_problem(T=3)
+    balancer = DGR(3, base=GramTestWeighting(3), seed=7)
+    dummies = balancer.dummy_heads(prob.task())
+    weight, bias = (d.detach() for d in dummies[0])
+    fan_in = prob.net.heads.in_features
+    assert weight.shape == prob.net.heads.weight.shape and bias.shape == prob.net.heads.bias.shape
+    assert float(weight.abs().max()) <= 1 / math.sqrt(fan_in) and float(bias.abs().max()) <= 1 / math.sqrt(fan_in)
+    assert float(weight.std()) > 0.3 / math.sqrt(fan_in)  # spread over the interval, not a constant
+    assert dummies[0][0].requires_grad and not torch.equal(weight, prob.net.heads.weight.detach())
+    again = DGR(3, base=GramTestWeighting(3), seed=7).dummy_heads(prob.task())
+    assert all(torch.equal(a, b) for a, b in zip(dummies[0], again[0], strict=True))
+    restored = DGR(3, base=GramTestWeighting(3), seed=99)
+    restored.load_state_dict(balancer.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(restored.dummy_heads(prob.task())[0], dummies[0], strict=True))
+    with pytest.raises(ValueError, match="unknown state keys"):
+        restored.load_state_dict({"nope": 1})
+
+
+def test_dgr_errors() -> None:
+    prob = make_problem(T=3)
+    with pytest.raises(ValueError, match="needs loss_fn"):
+        GradientEngine(DGR(3, base=GramTestWeighting(3))).backward(prob.forward(), prob.shared(), prob.task())
+    with pytest.raises(ValueError, match="valid modes: exact, fd"):
+        DGR(3, base=GramTestWeighting(3), mode="fast")  # type: ignore[arg-type]
+    for kwargs in ({"lam": -1.0}, {"num_dummy": 0}, {"eps": 0.0}):
+        with pytest.raises(ValueError):
+            DGR(3, base=GramTestWeighting(3), **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="num_tasks"):
+        DGR(3, base=GramTestWeighting(2))
+    with pytest.raises(ValueError, match="cannot be 'dgr'"):
+        DGR(3, base="dgr")
+    with pytest.raises(ValueError, match="needs task-specific parameters"):
+        DGR(3, base=GramTestWeighting(3)).dummy_heads([])

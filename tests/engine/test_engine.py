@@ -1,0 +1,283 @@
+"""Engine behaviour: what heads receive, the exact ew path, loss weightings, report, capture, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mtrl.balancers.base import LossWeighting
+from mtrl.engine import BalanceReport, GradientEngine, LinearCapture
+from tests.engine.helpers import (
+    AggregatorTest,
+    GramTestWeighting,
+    HalfTestWeighting,
+    OnesTestWeighting,
+    UWTestWeighting,
+    assert_close_lists,
+    grads_of,
+    make_problem,
+)
+
+
+@pytest.mark.parametrize("strategy", ["reference", "batched", "task_partitioned"])
+@pytest.mark.parametrize("balancer_cls", [GramTestWeighting, AggregatorTest])
+def test_heads_get_only_their_own_unweighted_gradient(strategy: str, balancer_cls: type, device: torch.device) -> None:
+    T = 3
+    prob = make_problem(T=T, device=str(device))
+    capture = LinearCapture(prob.net.trunk, T)
+    losses = prob.forward(capture)
+    heads = prob.net.heads
+    own = [torch.autograd.grad(losses[t], [heads.weight, heads.bias], retain_graph=True) for t in range(T)]
+    for t in range(T):  # sanity: task t's loss reaches only slice t of the batched head
+        others = [s for s in range(T) if s != t]
+        assert float(own[t][0][others].abs().max()) == 0.0 and float(own[t][0][t].abs().max()) > 0
+    GradientEngine(balancer_cls(T), strategy).backward(losses, prob.shared(), prob.task(), capture=capture)
+    for t in range(T):
+        torch.testing.assert_close(heads.weight.grad[t], own[t][0][t], rtol=1e-12, atol=0.0)  # type: ignore[index]
+        torch.testing.assert_close(heads.bias.grad[t], own[t][1][t], rtol=1e-12, atol=0.0)  # type: ignore[index]
+
+
+@pytest.mark.parametrize("with_capture", [False, True])
+def test_constant_ones_reproduces_sum_backward_bitwise(with_capture: bool, device: torch.device) -> None:
+    prob = make_problem(T=4, n=8, dtype=torch.float32, device=str(device))
+    prob.forward().sum().backward()
+    expected = grads_of(list(prob.net.parameters()))
+    prob.clear_grads()
+    capture = LinearCapture(prob.net.trunk, 4) if with_capture else None
+    report = GradientEngine(OnesTestWeighting(4)).backward(
+        prob.forward(capture), prob.shared(), prob.task(), capture=capture
+    )
+    for got, want in zip(grads_of(list(prob.net.parameters())), expected, strict=True):
+        assert torch.equal(got, want)
+    assert report.strategy == "plain" and report.grad_norms is None
+    assert torch.equal(report.weights, torch.ones(4, dtype=torch.float64))  # type: ignore[arg-type]
+
+
+def test_constant_non_unit_weights_weight_only_shared(device: torch.device) -> None:
+    T = 3
+    prob = make_problem(T=T, device=str(device))
+    losses = prob.forward()
+    shared_expected = torch.autograd.grad(losses.mean(), prob.shared(), retain_graph=True)
+    task_expected = torch.autograd.grad(losses.sum(), prob.task(), retain_graph=True)
+    GradientEngine(HalfTestWeighting(T)).backward(losses, prob.shared(), prob.task())
+    assert_close_lists(grads_of(prob.shared()), list(shared_expected), rtol=1e-12)
+    assert_close_lists(grads_of(prob.task()), list(task_expected), rtol=1e-12)
+
+
+def test_loss_weighting_writes_balancer_params_and_effective_weights(device: torch.device) -> None:
+    T = 3
+    prob = make_problem(T=T, device=str(device))
+    balancer = UWTestWeighting(T)
+    losses = prob.forward()
+    objective = balancer.scalarize(losses).sum()
+    expected = torch.autograd.grad(objective, [*prob.shared(), *prob.task(), balancer.log_var], retain_graph=True)
+    report = GradientEngine(balancer).backward(losses, prob.shared(), prob.task())
+    assert_close_lists(grads_of(prob.shared()) + grads_of(prob.task()), list(expected[:-1]), rtol=1e-12)
+    assert balancer.log_var.grad is not None
+    # ∂S_t/∂s_t = 1 − exp(−s_t) L_t
+    want = 1 - torch.exp(-balancer.log_var.detach()) * losses.detach()
+    torch.testing.assert_close(balancer.log_var.grad, want, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(report.weights, torch.exp(-balancer.log_var.detach()), rtol=1e-12, atol=0.0)
+    assert balancer.stepped == 1  # after_backward was called
+    assert report.grad_norms is None and report.cond is None
+
+
+@pytest.mark.parametrize("strategy", ["reference", "batched", "task_partitioned"])
+def test_loss_weighting_diagnostics(strategy: str, device: torch.device) -> None:
+    T = 3
+    prob = make_problem(T=T, device=str(device))
+    capture = LinearCapture(prob.net.trunk, T)
+    balancer = UWTestWeighting(T)
+    losses = prob.forward(capture)
+    terms = balancer.scalarize(losses)
+    jac = torch.stack(
+        [
+            torch.cat([g.reshape(-1) for g in torch.autograd.grad(terms[t], prob.shared(), retain_graph=True)])
+            for t in range(T)
+        ]
+    )
+    plain = torch.autograd.grad(terms.sum(), prob.shared(), retain_graph=True)
+    report = GradientEngine(balancer, strategy, diagnostics=True).backward(
+        losses, prob.shared(), prob.task(), capture=capture
+    )
+    assert report.strategy == f"plain+{strategy}"
+    torch.testing.assert_close(report.grad_norms, jac.norm(dim=1).cpu(), rtol=1e-10, atol=0.0)
+    assert_close_lists(grads_of(prob.shared()), list(plain), rtol=1e-12)
+
+
+def test_report_statistics(device: torch.device) -> None:
+    T = 4
+    prob = make_problem(T=T, device=str(device))
+    losses = prob.forward()
+    jac = torch.stack(
+        [
+            torch.cat([g.reshape(-1) for g in torch.autograd.grad(losses[t], prob.shared(), retain_graph=True)])
+            for t in range(T)
+        ]
+    ).cpu()
+    report = GradientEngine(GramTestWeighting(T), "reference").backward(losses, prob.shared(), prob.task())
+    unit = jac / jac.norm(dim=1, keepdim=True)
+    cos = unit @ unit.T
+    pairs = cos[torch.triu_indices(T, T, 1).unbind()]
+    eig = torch.linalg.eigvalsh(jac @ jac.T)
+    assert report.cos_min == pytest.approx(float(pairs.min()), rel=1e-9)
+    assert report.cos_mean == pytest.approx(float(pairs.mean()), rel=1e-9)
+    assert report.cond == pytest.approx(float(eig[-1] / eig[0]), rel=1e-6)
+    names = ["a", "b", "c", "d"]
+    scalars = report.scalars("balancer/critic", names)
+    assert scalars["balancer/critic/weight/c"] == pytest.approx(float(report.weights[2]))  # type: ignore[index]
+    assert scalars["balancer/critic/grad_norm/d"] == pytest.approx(float(jac[3].norm()), rel=1e-9)
+    assert {"balancer/critic/cos_min", "balancer/critic/cos_mean", "balancer/critic/cond"} <= set(scalars)
+    with pytest.raises(ValueError, match="task_names"):
+        report.scalars("x", names[:2])
+
+
+def test_report_handles_zero_and_rank_deficient_gram() -> None:
+    from mtrl.engine.report import gram_statistics
+
+    zero = torch.zeros(3, 3, dtype=torch.float64)
+    norms, cmin, cmean, cond = gram_statistics(zero, torch.float64)
+    assert torch.equal(norms, torch.zeros(3, dtype=torch.float64)) and cmin is None and cmean is None and cond is None
+    g = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 0.0]], dtype=torch.float64)  # rank 1, one zero row
+    norms, cmin, cmean, cond = gram_statistics(g @ g.T, torch.float64)
+    assert cmin == pytest.approx(1.0) and cmean == pytest.approx(1.0) and cond == pytest.approx(1.0)
+    empty = BalanceReport(strategy="plain")
+    assert empty.scalars("p", ["a"]) == {}
+
+
+def test_opposite_gradients_cosine_minus_one() -> None:
+    from mtrl.engine.report import gram_statistics
+
+    g = torch.tensor([[1.0, 2.0], [-1.0, -2.0]], dtype=torch.float64)
+    _, cmin, _, cond = gram_statistics(g @ g.T, torch.float32)
+    assert cmin == pytest.approx(-1.0)
+    assert cond == pytest.approx(1.0)  # one non-zero eigenvalue
+
+
+def test_capture_records_only_inside_record_with_grad(device: torch.device) -> None:
+    prob = make_problem(T=2, device=str(device))
+    capture = LinearCapture(prob.net.trunk, 2)
+    prob.net(prob.x)
+    assert len(capture) == 0
+    with capture.record(), torch.no_grad():
+        prob.net(prob.x)
+    assert len(capture) == 0
+    with capture.record():
+        prob.net(prob.x)
+    assert len(capture) == len(capture.layers) == 2
+    prob.net(prob.x)  # hooks removed on exit
+    assert len(capture) == 2
+
+
+class _Post(LossWeighting):
+    name = "post_test"
+    needs_post_step_losses = True
+
+    def __init__(self, num_tasks: int) -> None:
+        super().__init__(num_tasks)
+        self.seen: list[torch.Tensor] = []
+
+    def post_step(self, losses: torch.Tensor) -> None:
+        self.seen.append(losses)
+
+
+def test_post_step_forwards_when_needed() -> None:
+    balancer = _Post(2)
+    engine = GradientEngine(balancer)
+    new = torch.tensor([1.0, 2.0], requires_grad=True)
+    engine.post_step(new)
+    assert len(balancer.seen) == 1 and torch.equal(balancer.seen[0], new.detach())
+    assert not balancer.seen[0].requires_grad
+    GradientEngine(UWTestWeighting(2)).post_step(new)  # no-op for others
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+
+def test_error_unknown_strategy_and_bad_args() -> None:
+    with pytest.raises(
+        ValueError, match="valid strategies: auto, reference, batched, task_partitioned, representation"
+    ):
+        GradientEngine(GramTestWeighting(2), strategy="fast")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Balancer"):
+        GradientEngine("mgda")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="chunk_size"):
+        GradientEngine(GramTestWeighting(2), chunk_size=0)
+
+
+def test_error_wrong_loss_shape_and_detached(device: torch.device) -> None:
+    prob = make_problem(T=3, device=str(device))
+    engine = GradientEngine(GramTestWeighting(3))
+    with pytest.raises(ValueError, match=r"shape \(T,\) = \(3,\)"):
+        engine.backward(prob.forward()[:2], prob.shared(), prob.task())
+    with pytest.raises(ValueError, match="do not require grad"):
+        engine.backward(prob.forward().detach(), prob.shared(), prob.task())
+    with pytest.raises(ValueError, match="shared_params is empty"):
+        engine.backward(prob.forward(), [], prob.task())
+    with pytest.raises(ValueError, match="both shared_params and task_params"):
+        engine.backward(prob.forward(), prob.shared(), prob.shared()[:1])
+
+
+def test_error_strategy_needs_inputs(device: torch.device) -> None:
+    prob = make_problem(T=3, device=str(device))
+    with pytest.raises(ValueError, match="needs capture="):
+        GradientEngine(GramTestWeighting(3), "task_partitioned").backward(prob.forward(), prob.shared(), prob.task())
+    with pytest.raises(ValueError, match="needs features="):
+        GradientEngine(GramTestWeighting(3), "representation").backward(prob.forward(), prob.shared(), prob.task())
+
+
+def test_error_capture_recorded_nothing(device: torch.device) -> None:
+    prob = make_problem(T=3, device=str(device))
+    capture = LinearCapture(prob.net.trunk, 3)
+    with pytest.raises(ValueError, match="recorded nothing"):
+        GradientEngine(GramTestWeighting(3)).backward(prob.forward(), prob.shared(), prob.task(), capture=capture)
+
+
+def test_error_shared_param_not_covered(device: torch.device) -> None:
+    prob = make_problem(T=3, device=str(device))
+    capture = LinearCapture(prob.net.trunk[0], 3)  # only the first layer is hooked
+    with pytest.raises(ValueError, match=r"not the weight/bias of an nn\.Linear"):
+        GradientEngine(GramTestWeighting(3)).backward(
+            prob.forward(capture), prob.shared(), prob.task(), capture=capture
+        )
+
+
+def test_error_batch_not_divisible(device: torch.device) -> None:
+    prob = make_problem(T=3, n=4, device=str(device))
+    capture = LinearCapture(prob.net.trunk, 3)
+    with capture.record():
+        z = prob.net.trunk(prob.x.reshape(12, -1)[:10])  # 10 rows for 3 tasks
+    losses = torch.stack([z[:4].sum(), z[4:8].sum(), z[8:].sum()]) ** 2
+    with pytest.raises(ValueError, match="not divisible by T = 3"):
+        GradientEngine(GramTestWeighting(3)).backward(losses, prob.shared(), capture=capture)
+
+
+def test_error_inplace_activation_detected(device: torch.device) -> None:
+    torch.manual_seed(0)
+    trunk = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True), nn.Linear(4, 2)).double().to(device)
+    capture = LinearCapture(trunk, 2)
+    x = torch.randn(2, 5, 3, dtype=torch.float64, device=device)
+    with capture.record():
+        losses = (trunk(x) ** 2).mean(dim=(1, 2))
+    with pytest.raises(ValueError, match="modified in place"):
+        GradientEngine(GramTestWeighting(2)).backward(losses, list(trunk.parameters()), capture=capture)
+
+
+def test_capture_constructor_errors() -> None:
+    with pytest.raises(ValueError, match=r"no nn\.Linear"):
+        LinearCapture(nn.ReLU(), 2)
+    with pytest.raises(ValueError, match="num_tasks"):
+        LinearCapture(nn.Linear(2, 2), 0)
+
+
+def test_grad_overwritten_not_accumulated(device: torch.device) -> None:
+    prob = make_problem(T=3, device=str(device))
+    engine = GradientEngine(GramTestWeighting(3), "batched")
+    engine.backward(prob.forward(), prob.shared(), prob.task())
+    first = grads_of(prob.shared())
+    engine.backward(prob.forward(), prob.shared(), prob.task())
+    assert_close_lists(grads_of(prob.shared()), first, rtol=1e-12)
+    assert math.isfinite(float(first[0].sum()))

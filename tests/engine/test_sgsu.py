@@ -1,0 +1,85 @@
+"""SGSU through the engine: a → 0 is ew; the meta-gradient matches an independent torch.func version."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import functional_call, grad
+
+from mtrl.balancers.sgsu import SGSU
+from mtrl.engine import GradientEngine
+from tests.engine.helpers import Problem, assert_close_lists, grads_of, make_problem
+
+
+def _expected_meta_gradient(prob: Problem, inner_lr: float, first_order: bool) -> list[torch.Tensor]:
+    """∇θ Σ_t L_t(θ − a ∇θ L_t(θ)) by nested torch.func.grad (first order: inner gradient held constant)."""
+    names = [n for n, _ in prob.net.named_parameters() if n.startswith("trunk.")]
+    theta = tuple(p.detach() for n, p in prob.net.named_parameters() if n.startswith("trunk."))
+
+    def losses(th: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return prob.losses(functional_call(prob.net, dict(zip(names, th, strict=True)), (prob.x,)))
+
+    def meta(th: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        total = torch.zeros((), dtype=prob.x.dtype)
+        for t in range(prob.num_tasks):
+            inner = grad(lambda p, t=t: losses(p)[t])(th)
+            if first_order:
+                inner = tuple(g.detach() for g in inner)
+            total = total + losses(tuple(p - inner_lr * g for p, g in zip(th, inner, strict=True)))[t]
+        return total
+
+    return [g.detach() for g in grad(meta)(theta)]
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_sgsu_matches_nested_func_grad(first_order: bool) -> None:
+    prob = make_problem(T=3)
+    inner_lr = 0.3  # large enough that the Hessian term matters
+    report = GradientEngine(SGSU(3, inner_lr=inner_lr, first_order=first_order)).backward(
+        prob.forward(), prob.shared(), prob.task(), loss_fn=prob.loss_fn()
+    )
+    assert report.strategy == "sgsu" and report.grad_norms is not None
+    assert_close_lists(grads_of(prob.shared()), _expected_meta_gradient(prob, inner_lr, first_order), rtol=1e-9)
+
+
+def test_sgsu_second_order_differs_from_first_order() -> None:
+    prob = make_problem(T=3)
+    second = _expected_meta_gradient(prob, 0.3, first_order=False)
+    first = _expected_meta_gradient(prob, 0.3, first_order=True)
+    assert max(float((a - b).abs().max()) for a, b in zip(second, first, strict=True)) > 1e-4
+
+
+def test_sgsu_zero_inner_lr_is_ew_and_heads_plain() -> None:
+    prob = make_problem(T=3)
+    losses = prob.forward()
+    expected = torch.autograd.grad(losses.sum(), prob.shared() + prob.task(), retain_graph=True)
+    GradientEngine(SGSU(3, inner_lr=0.0)).backward(losses, prob.shared(), prob.task(), loss_fn=prob.loss_fn())
+    assert_close_lists(grads_of(prob.shared()) + grads_of(prob.task()), list(expected), rtol=1e-12)
+
+
+def test_sgsu_small_inner_lr_converges_to_ew() -> None:
+    prob = make_problem(T=3)
+    losses = prob.forward()
+    ew = torch.cat([g.reshape(-1) for g in torch.autograd.grad(losses.sum(), prob.shared(), retain_graph=True)])
+    gaps = []
+    for lr in (1e-2, 1e-3):
+        prob.clear_grads()
+        GradientEngine(SGSU(3, inner_lr=lr)).backward(
+            prob.forward(), prob.shared(), prob.task(), loss_fn=prob.loss_fn()
+        )
+        gaps.append(float((torch.cat([g.reshape(-1) for g in grads_of(prob.shared())]) - ew).norm()))
+    assert gaps[1] < gaps[0] / 5  # O(a) convergence
+
+
+def test_sgsu_errors() -> None:
+    prob = make_problem(T=3)
+    with pytest.raises(ValueError, match="needs loss_fn"):
+        GradientEngine(SGSU(3)).backward(prob.forward(), prob.shared(), prob.task())
+    with pytest.raises(ValueError, match="inner_lr"):
+        SGSU(3, inner_lr=-1.0)
+    with pytest.raises(TypeError, match="first_order"):
+        SGSU(3, first_order="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        GradientEngine(SGSU(3)).backward(
+            prob.forward(), prob.shared(), prob.task(), loss_fn=lambda s, t: prob.forward().sum()
+        )
