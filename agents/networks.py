@@ -1,0 +1,126 @@
+"""Actor and twin critics for multi-task SAC: shared trunks and batched per-task heads.
+
+All inputs are task-grouped, ``(T, n, ·)``: row block ``t`` belongs to task ``t`` (stratified replay
+batches, or the ``T`` sub-envs of a vector env with ``n = 1``). Each network is a
+:class:`mtrl.nn.MultiTaskMLP` (shared trunk of ReLU layers + one batched output layer per task), so
+the per-task heads cost one ``baddbmm`` whatever ``T`` is. The task one-hot is optionally appended
+to the input here (the replay buffer stores observations without it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mtrl.nn import MultiTaskMLP
+
+__all__ = ["LOG_STD_MAX", "LOG_STD_MIN", "Actor", "TwinCritic", "polyak_update", "with_one_hot"]
+
+#: Bounds of the actor's log standard deviation (mtrl ``metaworld_actor.yaml``: log_std_bounds [-20, 2]).
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+def with_one_hot(x_TNI: Tensor) -> Tensor:
+    """Append the task one-hot to task-grouped rows: ``(T, n, I) -> (T, n, I + T)``."""
+    T, n, _ = x_TNI.shape
+    eye_TT = torch.eye(T, device=x_TNI.device, dtype=x_TNI.dtype)
+    return torch.cat([x_TNI, eye_TT[:, None, :].expand(T, n, T)], dim=-1)
+
+
+class Actor(nn.Module):
+    """Tanh-squashed diagonal Gaussian policy with a shared trunk and per-task heads.
+
+    The head outputs ``(mean, log_std)``; ``log_std`` is clamped to ``[LOG_STD_MIN, LOG_STD_MAX]``
+    as in stable-baselines3's ``sac/policies.py``. Note: mtrl/pytorch_sac instead squash it with
+    ``min + ½(max − min)(tanh(x) + 1)``, which with bounds [-20, 2] starts every policy at
+    ``std ≈ e⁻⁹``; the clamp starts at ``std ≈ 1`` (log_std ≈ 0) and explores from the first update.
+    Actions lie in ``[-1, 1]``; the log-density includes the tanh change of variables
+    ``log π(a) = log N(u) − Σ log(1 − tanh(u)² + ε)`` (SAC, Haarnoja et al. 2018, App. C, eq. 21).
+    """
+
+    def __init__(
+        self, num_tasks: int, obs_dim: int, action_dim: int, hidden: Sequence[int], use_one_hot: bool = True
+    ) -> None:
+        super().__init__()
+        self.num_tasks = num_tasks
+        self.action_dim = action_dim
+        self.use_one_hot = use_one_hot
+        self.net = MultiTaskMLP(num_tasks, obs_dim + (num_tasks if use_one_hot else 0), hidden, 2 * action_dim)
+
+    def _input(self, obs_TNO: Tensor) -> Tensor:
+        return with_one_hot(obs_TNO) if self.use_one_hot else obs_TNO
+
+    def distribution(self, obs_TNO: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mean (T, n, A), log_std (T, n, A))`` of the pre-tanh Gaussian."""
+        mean_TNA, raw_TNA = self.net(self._input(obs_TNO)).chunk(2, dim=-1)
+        return mean_TNA, raw_TNA.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def forward(self, obs_TNO: Tensor) -> tuple[Tensor, Tensor]:
+        """Reparametrised sample: ``(action (T, n, A) in [-1, 1], log_prob (T, n))``."""
+        mean_TNA, log_std_TNA = self.distribution(obs_TNO)
+        std_TNA = log_std_TNA.exp()
+        u_TNA = mean_TNA + std_TNA * torch.randn_like(mean_TNA)
+        action_TNA = torch.tanh(u_TNA)
+        gauss_TNA = -0.5 * ((u_TNA - mean_TNA) / std_TNA) ** 2 - log_std_TNA - 0.5 * math.log(2 * math.pi)
+        log_prob_TN = (gauss_TNA - torch.log(1.0 - action_TNA.pow(2) + 1e-6)).sum(-1)
+        return action_TNA, log_prob_TN
+
+    def deterministic(self, obs_TNO: Tensor) -> Tensor:
+        """The mean action ``tanh(mean) (T, n, A)`` used for evaluation."""
+        return torch.tanh(self.distribution(obs_TNO)[0])
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return self.net.shared_parameters()
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        return self.net.task_parameters()
+
+
+class TwinCritic(nn.Module):
+    """Two independent Q-networks ``Q_k(s, a)``, each a shared trunk + per-task scalar heads.
+
+    The only ``nn.Linear`` layers are the two trunks (the heads are :class:`~mtrl.nn.BatchedLinear`),
+    so ``LinearCapture(critic, T)`` hooks exactly the shared parameters.
+    """
+
+    def __init__(
+        self, num_tasks: int, obs_dim: int, action_dim: int, hidden: Sequence[int], use_one_hot: bool = True
+    ) -> None:
+        super().__init__()
+        self.use_one_hot = use_one_hot
+        in_features = obs_dim + action_dim + (num_tasks if use_one_hot else 0)
+        self.q1 = MultiTaskMLP(num_tasks, in_features, hidden, 1)
+        self.q2 = MultiTaskMLP(num_tasks, in_features, hidden, 1)
+
+    def forward(self, obs_TNO: Tensor, action_TNA: Tensor) -> tuple[Tensor, Tensor]:
+        """``(q1 (T, n), q2 (T, n))``."""
+        x_TNI = torch.cat([obs_TNO, action_TNA], dim=-1)
+        if self.use_one_hot:
+            x_TNI = with_one_hot(x_TNI)
+        return self.q1(x_TNI).squeeze(-1), self.q2(x_TNI).squeeze(-1)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return self.q1.shared_parameters() + self.q2.shared_parameters()
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        return self.q1.task_parameters() + self.q2.task_parameters()
+
+
+@torch.no_grad()
+def polyak_update(params: Iterable[Tensor], target_params: Iterable[Tensor], tau: float) -> None:
+    """Soft target update ``θ' ← τ θ + (1 − τ) θ'`` (Lillicrap et al. 2016, DDPG, Alg. 1).
+
+    The target critics move a fraction ``τ`` (0.005 in SAC) towards the online critics after every
+    update, so the bootstrap target ``r + γ (min Q' − α log π)`` changes slowly and the TD regression
+    does not chase itself. In-place ``lerp_`` on the target tensors, like stable-baselines3's
+    ``polyak_update`` (``mul_(1 − τ)`` then ``add_(τ θ)``); parameters are zipped in order and
+    must match in number and shape.
+    """
+    params, target_params = list(params), list(target_params)
+    if len(params) != len(target_params):
+        raise ValueError(f"polyak_update got {len(params)} parameters but {len(target_params)} target parameters")
+    for p, tp in zip(params, target_params, strict=True):
+        tp.lerp_(p, tau)

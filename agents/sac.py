@@ -1,0 +1,259 @@
+"""Multi-task soft actor-critic whose critic and actor updates go through a gradient balancer.
+
+SAC (Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905, Alg. 1)
+with the multi-task choices of facebookresearch/mtrl's MT-SAC (docs/metaworld.md §1.3–1.5): a
+per-task temperature ``α_t = exp(log_alpha_t)`` with target entropy ``−|A|``, twin critics with
+Polyak-averaged targets, and per-task losses — each the mean over that task's rows of a stratified
+batch ``(T, n, ·)``:
+
+    y        = r + γ (1 − terminated) (min_k Q'_k(s', a') − α_t log π(a'|s')),   a' ~ π(·|s')
+    L^Q_t    = mean_rows[(Q_1(s, a) − y)² + (Q_2(s, a) − y)²]
+    L^π_t    = mean_rows[α_t log π(ã|s) − min_k Q_k(s, ã)],                        ã ~ π(·|s)
+    L^α_t    = mean_rows[−α_t (log π(ã|s) + target_entropy)]
+
+``L^Q (T,)`` goes to the engine with the critic balancer, ``L^π (T,)`` with the actor balancer; the
+temperature losses are summed unbalanced (each ``α_t`` only sees its own task). With ``ew`` both
+engines give the gradient of ``Σ_t L_t`` and the update equals plain multi-task SAC.
+Only the engine writes the ``.grad`` of actor and critic; this module owns the optimizer steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from agents.config import SACConfig
+from agents.networks import Actor, TwinCritic, polyak_update
+from mtrl.balancers import Balancer
+from mtrl.engine import BalanceReport, GradientEngine, LinearCapture
+from mtrl.replay import Batch
+
+__all__ = ["EvalAgent", "MultiTaskSAC"]
+
+
+class MultiTaskSAC:
+    """Actor, twin critics, per-task temperatures, their optimizers and one engine per loss group.
+
+    Args:
+        num_tasks: ``T``.
+        obs_dim: ``O``, observation size without the task one-hot.
+        action_dim: ``A``.
+        cfg: SAC hyper-parameters.
+        critic_balancer, actor_balancer: separate balancer instances for the two loss groups.
+        device: where networks and tensors live.
+        action_low, action_high: env action bounds ``(A,)`` (policy actions in ``[-1, 1]`` are
+            mapped affinely onto them); default ``[-1, 1]``.
+        task_names: names used in metric keys (default ``task0`` … ``task{T-1}``).
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        obs_dim: int,
+        action_dim: int,
+        cfg: SACConfig,
+        critic_balancer: Balancer,
+        actor_balancer: Balancer,
+        device: str | torch.device = "cpu",
+        action_low: Sequence[float] | np.ndarray | None = None,
+        action_high: Sequence[float] | np.ndarray | None = None,
+        task_names: Sequence[str] | None = None,
+    ) -> None:
+        if critic_balancer is actor_balancer:
+            raise ValueError("critic and actor need separate balancer instances (their states differ)")
+        for name, b in (("critic_balancer", critic_balancer), ("actor_balancer", actor_balancer)):
+            if b.num_tasks != num_tasks:
+                raise ValueError(f"{name} was built for {b.num_tasks} tasks but the agent has T={num_tasks}")
+        self.num_tasks, self.obs_dim, self.action_dim, self.cfg = num_tasks, obs_dim, action_dim, cfg
+        self.device = torch.device(device)
+        self.task_names = list(task_names) if task_names is not None else [f"task{t}" for t in range(num_tasks)]
+        if len(self.task_names) != num_tasks:
+            raise ValueError(f"got {len(self.task_names)} task names for T={num_tasks} tasks")
+        low = torch.as_tensor(-np.ones(action_dim) if action_low is None else action_low, dtype=torch.float32)
+        high = torch.as_tensor(np.ones(action_dim) if action_high is None else action_high, dtype=torch.float32)
+        self.action_scale_A = ((high - low) / 2).to(self.device)
+        self.action_bias_A = ((high + low) / 2).to(self.device)
+
+        hidden, one_hot = cfg.hidden_sizes, cfg.use_one_hot_input
+        self.actor = Actor(num_tasks, obs_dim, action_dim, hidden, one_hot).to(self.device)
+        self.critic = TwinCritic(num_tasks, obs_dim, action_dim, hidden, one_hot).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha_T = torch.full(
+            (num_tasks,), math.log(cfg.init_temperature), device=self.device, requires_grad=True
+        )
+        self.target_entropy = -float(action_dim)
+
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha_T], lr=cfg.alpha_lr)
+
+        self.critic_balancer, self.actor_balancer = critic_balancer, actor_balancer
+        diagnostics = cfg.engine_diagnostics
+        self.critic_engine = GradientEngine(critic_balancer, strategy=cfg.engine_strategy, diagnostics=diagnostics)
+        self.actor_engine = GradientEngine(actor_balancer, strategy=cfg.engine_strategy, diagnostics=diagnostics)
+        self.critic_capture = LinearCapture(self.critic, num_tasks)
+        self.actor_capture = LinearCapture(self.actor, num_tasks)
+        self.num_updates = 0
+
+    # --- learning ------------------------------------------------------------------------------
+    def critic_losses(self, batch: Batch, target_q_Tn: Tensor) -> Tensor:
+        """Per-task twin-Q regression losses ``(T,)``, the critic forward recorded for the engine."""
+        with self.critic_capture.record():
+            q1_Tn, q2_Tn = self.critic(batch.obs, batch.action)
+        return ((q1_Tn - target_q_Tn) ** 2).mean(1) + ((q2_Tn - target_q_Tn) ** 2).mean(1)
+
+    def update(self, batch: Batch, with_metrics: bool = True) -> dict[str, float]:
+        """One SAC update on a stratified batch ``(T, n, ·)``; returns namespaced scalars
+        (empty when ``with_metrics`` is False, which avoids device synchronisation)."""
+        cfg = self.cfg
+        alpha_T = self.log_alpha_T.detach().exp()
+
+        # Critic: TD target from the target critics and a fresh next action.
+        with torch.no_grad():
+            next_action_TnA, next_log_prob_Tn = self.actor(batch.next_obs)
+            q1_next_Tn, q2_next_Tn = self.critic_target(batch.next_obs, next_action_TnA)
+            soft_q_next_Tn = torch.min(q1_next_Tn, q2_next_Tn) - alpha_T[:, None] * next_log_prob_Tn
+            target_q_Tn = batch.reward + (1.0 - batch.terminated) * cfg.gamma * soft_q_next_Tn
+        critic_losses_T = self.critic_losses(batch, target_q_Tn)
+        critic_report = self.critic_engine.backward(
+            critic_losses_T, self.critic.shared_parameters(), self.critic.task_parameters(), capture=self.critic_capture
+        )
+        self._clip(self.critic)
+        self.critic_opt.step()
+        if self.critic_balancer.needs_post_step_losses:  # FAMO: losses after the step, same batch.
+            with torch.no_grad():
+                self.critic_engine.post_step(self.critic_losses(batch, target_q_Tn))
+
+        # Actor: reparametrised actions scored by the (just updated) critics.
+        with self.actor_capture.record():
+            action_TnA, log_prob_Tn = self.actor(batch.obs)
+        q1_pi_Tn, q2_pi_Tn = self.critic(batch.obs, action_TnA)
+        actor_losses_T = (alpha_T[:, None] * log_prob_Tn - torch.min(q1_pi_Tn, q2_pi_Tn)).mean(1)
+        actor_report = self.actor_engine.backward(
+            actor_losses_T, self.actor.shared_parameters(), self.actor.task_parameters(), capture=self.actor_capture
+        )
+        self._clip(self.actor)
+        self.actor_opt.step()
+
+        # Temperatures: per-task losses, summed unbalanced (α_t only enters L^α_t).
+        alpha_losses_T = (-self.log_alpha_T.exp()[:, None] * (log_prob_Tn.detach() + self.target_entropy)).mean(1)
+        self.alpha_opt.zero_grad()
+        alpha_losses_T.sum().backward()
+        self.alpha_opt.step()
+
+        polyak_update(self.critic.parameters(), self.critic_target.parameters(), cfg.tau)
+        self.num_updates += 1
+        if not with_metrics:
+            return {}
+        return self._metrics(critic_losses_T, actor_losses_T, alpha_losses_T, log_prob_Tn, critic_report, actor_report)
+
+    def _clip(self, net: nn.Module) -> None:
+        if self.cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(net.parameters(), self.cfg.grad_clip)
+
+    def _metrics(
+        self,
+        critic_losses_T: Tensor,
+        actor_losses_T: Tensor,
+        alpha_losses_T: Tensor,
+        log_prob_Tn: Tensor,
+        critic_report: BalanceReport,
+        actor_report: BalanceReport,
+    ) -> dict[str, float]:
+        out: dict[str, float] = {
+            "train/critic_loss": critic_losses_T.detach().mean().item(),
+            "train/actor_loss": actor_losses_T.detach().mean().item(),
+            "train/alpha_loss": alpha_losses_T.detach().mean().item(),
+            "train/entropy": -log_prob_Tn.detach().mean().item(),
+        }
+        per_task = {
+            "critic_loss": critic_losses_T.detach().cpu().tolist(),
+            "actor_loss": actor_losses_T.detach().cpu().tolist(),
+            "alpha": self.log_alpha_T.detach().exp().cpu().tolist(),
+        }
+        for key, values in per_task.items():
+            out.update({f"train/{key}/{name}": v for name, v in zip(self.task_names, values, strict=True)})
+        out.update(critic_report.scalars("balancer/critic", self.task_names))
+        out.update(actor_report.scalars("balancer/actor", self.task_names))
+        return out
+
+    # --- acting --------------------------------------------------------------------------------
+    def _policy_obs(self, obs: np.ndarray | Tensor) -> Tensor:
+        """Env observations ``(T, O)`` or ``(T, O + T)`` (one-hot appended) → ``(T, 1, O)``."""
+        obs_TX = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
+        T, O = self.num_tasks, self.obs_dim
+        if obs_TX.dim() != 2 or obs_TX.shape[0] != T or obs_TX.shape[1] not in (O, O + T):
+            raise ValueError(
+                f"observations must have shape (T, O) = ({T}, {O}) or (T, O + T) = ({T}, {O + T}); "
+                f"got {tuple(obs_TX.shape)}"
+            )
+        return obs_TX[:, None, :O]
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray | Tensor, deterministic: bool = False) -> np.ndarray:
+        """One action per task ``(T, A)`` in the env's bounds, for env observations ``(T, ·)``."""
+        obs_T1O = self._policy_obs(obs)
+        action_T1A = self.actor.deterministic(obs_T1O) if deterministic else self.actor(obs_T1O)[0]
+        return self.to_env_action(action_T1A[:, 0]).cpu().numpy()
+
+    def to_env_action(self, action_TA: Tensor) -> Tensor:
+        """Map policy actions in ``[-1, 1]`` onto the env bounds."""
+        return action_TA * self.action_scale_A + self.action_bias_A
+
+    def to_policy_action(self, env_action_TA: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_env_action` (what the replay buffer stores)."""
+        scale, bias = self.action_scale_A.cpu().numpy(), self.action_bias_A.cpu().numpy()
+        return ((np.asarray(env_action_TA) - bias) / scale).astype(np.float32)
+
+    # --- state ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, temperatures, optimizers and balancer states."""
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha_T.detach().clone(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "alpha_opt": self.alpha_opt.state_dict(),
+            "critic_balancer": self.critic_balancer.state_dict(),
+            "actor_balancer": self.actor_balancer.state_dict(),
+            "num_updates": self.num_updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (tensors are moved to this agent's device)."""
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        with torch.no_grad():
+            self.log_alpha_T.copy_(state["log_alpha"].to(self.device))
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
+        self.critic_balancer.load_state_dict(state["critic_balancer"])
+        self.actor_balancer.load_state_dict(state["actor_balancer"])
+        self.num_updates = int(state["num_updates"])
+
+
+class EvalAgent:
+    """Deterministic acting adapter satisfying ``metaworld.evaluation.Agent``.
+
+    ``eval_action(obs (T, O + T)) -> actions (T, A)`` (the mean action); ``reset(mask)`` is a
+    no-op because the SAC policy is memoryless.
+    """
+
+    def __init__(self, agent: MultiTaskSAC) -> None:
+        self.agent = agent
+
+    def eval_action(self, observations: np.ndarray) -> np.ndarray:
+        return self.agent.act(observations, deterministic=True).astype(np.float64)
+
+    def reset(self, env_mask: np.ndarray) -> None:
+        return None

@@ -1,0 +1,38 @@
+"""Train multi-task SAC from a preset with dotted overrides.
+
+    python scripts/train.py configs/mt10_sac.yaml seed=1 balancer=imtl_g total_steps=100000 device=cpu
+    python scripts/train.py configs/toy_sac.yaml balancer=aligned_mtl logdir=runs/toy
+    python scripts/train.py configs/mt10_sac.yaml run_name=<dir under logdir> resume=true
+
+Writes ``<logdir>/<run_name>/`` (config.yaml, TensorBoard events, metrics.jsonl, checkpoints/,
+results.json). Ctrl-C saves a checkpoint and the results before exiting.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.trainer import train_from_args
+from mtrl.config import ConfigError
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    try:
+        results = train_from_args(argv[0], argv[1:])
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: results[k] for k in ("run_dir", "protocol", "steps", "summary")}, indent=2))
+    print(f"TensorBoard: tensorboard --logdir {Path(results['run_dir']).parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,238 @@
+"""Training loop on the toy suite and a short real MT10 run: learning, determinism, resume,
+TensorBoard output, results, config errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.checkpoint import load_checkpoint
+from agents.config import TrainConfig
+from agents.trainer import train_from_args
+from envs import evaluate, make_toy_envs
+from mtrl.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+TOY = str(ROOT / "configs" / "toy_sac.yaml")
+SHORT = [
+    "log_every=50",
+    "sac.warmup_steps=100",
+    "sac.hidden_sizes=[32, 32]",
+    "sac.batch_per_task=16",
+    "eval_every=150",
+    "progress=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Small networks run fastest on one thread (and the machine's cores are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class RandomAgent:
+    """Uniform random actions in [-1, 1] (the toy action space), for the success baseline."""
+
+    def __init__(self, num_tasks: int, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.num_tasks = num_tasks
+
+    def eval_action(self, observations: np.ndarray) -> np.ndarray:
+        return self.rng.uniform(-1.0, 1.0, size=(self.num_tasks, 2))
+
+    def reset(self, env_mask: np.ndarray) -> None:
+        return None
+
+
+def _random_success(num_tasks: int = 4, episodes: int = 10) -> float:
+    return evaluate(
+        RandomAgent(num_tasks, 0), make_toy_envs(num_tasks, seed=123), episodes_per_task=episodes
+    ).success_mean
+
+
+@pytest.mark.parametrize("balancer", ["ew", "imtl_g"])
+def test_learns_toy_suite(tmp_path: Path, balancer: str) -> None:
+    start = time.perf_counter()
+    results = train_from_args(TOY, [f"logdir={tmp_path}", f"balancer={balancer}", "progress=false"])
+    elapsed = time.perf_counter() - start
+    final = results["summary"]["final"]["success_mean"]
+    random_success = _random_success()
+    assert random_success <= 0.1
+    assert final >= 0.75, f"{balancer}: final success {final} after {results['steps']} steps"
+    assert elapsed < 60, f"{balancer}: took {elapsed:.1f}s"
+    if balancer != "ew":  # a Gramian balancer reports its geometry for both loss groups
+        logged = set().union(*(json.loads(line) for line in (Path(results["run_dir"]) / "metrics.jsonl").open()))
+        for group in ("critic", "actor"):
+            assert {f"balancer/{group}/cos_min", f"balancer/{group}/cond", f"balancer/{group}/weight/reach-0"} <= logged
+
+
+def _run(tmp_path: Path, name: str, steps: int, *extra: str) -> dict:
+    return train_from_args(TOY, [f"logdir={tmp_path}", f"run_name={name}", f"total_steps={steps}", *SHORT, *extra])
+
+
+def _jsonl_losses(run_dir: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["train/critic_loss"]) for r in rows if "train/critic_loss" in r]
+
+
+def test_two_runs_one_seed_identical(tmp_path: Path) -> None:
+    a = _run(tmp_path, "a", 300, "checkpoint_every=0")
+    b = _run(tmp_path, "b", 300, "checkpoint_every=0")
+    assert a["evals"] == b["evals"]
+    la, lb = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    for key, value in la["agent"]["critic"].items():
+        assert torch.equal(value, lb["agent"]["critic"][key])
+
+
+def test_resume_continues_identically(tmp_path: Path) -> None:
+    _run(tmp_path, "full", 400)
+    _run(tmp_path, "split", 200)
+    resumed = _run(tmp_path, "split", 400, "resume=true")
+    assert resumed["steps"] == 400
+    full, split = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "split")
+    assert full["step"] == split["step"] == 400
+    for net in ("actor", "critic", "critic_target"):
+        for key, value in full["agent"][net].items():
+            assert torch.equal(value, split["agent"][net][key]), f"{net}.{key} differs after resume"
+    assert torch.equal(full["agent"]["log_alpha"], split["agent"]["log_alpha"])
+    assert full["last_metrics"] == split["last_metrics"]
+    assert dict(_jsonl_losses(tmp_path / "full"))[400] == dict(_jsonl_losses(tmp_path / "split"))[400]
+
+
+def test_run_directory_and_tensorboard(tmp_path: Path) -> None:
+    results = _run(tmp_path, "tb", 300, "balancer=famo")
+    run_dir = tmp_path / "tb"
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "results.json").is_file()
+    assert list((run_dir / "checkpoints").glob("step_*.pt"))
+    saved = load_config(TrainConfig, run_dir / "config.yaml")
+    assert (saved.critic_balancer, saved.actor_balancer, saved.env.protocol) == ("famo", "ew", "toy")
+    assert json.loads((run_dir / "results.json").read_text())["summary"] == results["summary"]
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    for tag in (
+        "train/critic_loss",
+        "train/actor_loss",
+        "train/alpha/reach-0",
+        "train/critic_loss/reach-3",
+        "eval/success/reach-1",
+        "eval/success_mean",
+        "perf/sps",
+        "perf/updates_per_s",
+        "balancer/critic/weight/reach-0",
+    ):
+        assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    assert acc.Scalars("eval/success_mean")[-1].step == 300
+    hparams = acc.PluginTagToContent("hparams")
+    assert hparams, "no hparams summary"
+    texts = acc.Tags()["tensors"]
+    assert any("run/notes" in t for t in texts)
+    assert b"env.protocol" in b"".join(hparams.values())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "evaluate.py"),
+            str(run_dir),
+            "episodes=2",
+            f"out={tmp_path / 'e.json'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = json.loads((tmp_path / "e.json").read_text())
+    assert table["step"] == 300 and table["episodes"] == 2 and set(table["success"]) == {f"reach-{t}" for t in range(4)}
+    assert "reach-3" in proc.stdout and "mean" in proc.stdout
+
+
+def test_bad_config_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"sac\.nope"):
+        load_config(TrainConfig, TOY, ["sac.nope=1"])
+    with pytest.raises(ConfigError, match="valid choices"):
+        load_config(TrainConfig, TOY, ["balancer=adam"])
+    with pytest.raises(ConfigError, match="protocol"):
+        load_config(TrainConfig, TOY, ["env.protocol=metaworld-v3"])
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), TOY, "env.vector_strategy=threads", f"logdir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "env.vector_strategy" in proc.stderr and "'sync'" in proc.stderr
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "train.py"),
+        TOY,
+        f"logdir={tmp_path}",
+        "run_name=int",
+        "total_steps=1000000",
+        "eval_every=0",
+        "checkpoint_every=0",
+        "log_every=20",
+        "progress=false",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics = tmp_path / "int" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.exists() and '"train/critic_loss"' in metrics.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    state = load_checkpoint(tmp_path / "int")
+    assert 0 < state["step"] < 1_000_000
+    results = json.loads((tmp_path / "int" / "results.json").read_text())
+    assert results["complete"] is False and results["steps"] == state["step"]
+
+
+def test_short_real_mt10_run(tmp_path: Path) -> None:
+    """40 vector steps of real MT10 (mtrl-legacy) through scripts/train.py: ~20 s on an idle 2-core CPU."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            str(ROOT / "configs" / "mt10_sac.yaml"),
+            "env.protocol=mtrl-legacy",
+            "total_steps=40",
+            "sac.warmup_steps=20",
+            "sac.batch_per_task=8",
+            "sac.hidden_sizes=[64, 64]",
+            "eval_every=0",
+            "progress=false",
+            "device=cpu",
+            f"logdir={tmp_path}",
+            "run_name=mt10",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "mt10" / "results.json").read_text())
+    assert results["steps"] == 40 and results["protocol"] == "mtrl-legacy"
+    assert len(results["summary"]["final"]["success"]) == 10
+    assert "reach-v3" in results["summary"]["final"]["success"]
