@@ -65,6 +65,8 @@ def _group_name(cfg: Mapping[str, Any], group_keys: Sequence[str]) -> str:
         node: Any = cfg
         for part in key.split("."):
             node = node.get(part) if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping) and "name" in node:  # the vision config nests {name, hparams}
+            node = node["name"]
         if node is not None:
             parts.append(str(node) if len(group_keys) == 1 else f"{key}={node}")
     return ",".join(parts) or "run"

@@ -5,7 +5,8 @@
         --seeds 0 1 2 --root runs/sweep/mt10 --jobs 2 total_steps=100000
     python scripts/sweep.py ... --ray-address auto     # one Ray task per run (needs `pip install ray`)
 
-Each run gets ``balancer=B seed=S logdir=ROOT/B/seedS`` plus the given overrides; a run whose
+Each run gets ``balancer=B seed=S`` (``balancer.name=B`` for ``train_vision.py``) and the run directory
+``ROOT/B/seedS`` (``logdir=ROOT/B run_name=seedS``) plus the given overrides; a run whose
 ``results.json`` exists is skipped, and an interrupted run is continued with ``resume=true``.
 Aggregate afterwards with ``scripts/aggregate.py ROOT``.
 """
@@ -29,7 +30,9 @@ def run_commands(
             logdir = root / balancer / f"seed{seed}"
             if (logdir / "results.json").is_file():
                 continue
-            cmd = [sys.executable, script, config, f"balancer={balancer}", f"seed={seed}", f"logdir={logdir}", *extra]
+            key = "balancer.name" if "vision" in Path(script).name else "balancer"  # vision nests balancer hparams
+            cmd = [sys.executable, script, config, f"{key}={balancer}", f"seed={seed}",
+                   f"logdir={logdir.parent}", f"run_name={logdir.name}", *extra]  # fmt: skip
             if (logdir / "config.yaml").is_file():
                 cmd.append("resume=true")
             commands.append(cmd)

@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _write_run(path: Path, balancer: str, seed: int, final: float, curve: list[float]) -> None:
     path.mkdir(parents=True)
-    (path / "config.yaml").write_text(yaml.safe_dump({"balancer": balancer, "seed": seed}))
+    nested = balancer.startswith("vision:")  # the vision config nests the balancer as {name, hparams}
+    name = balancer.removeprefix("vision:")
+    cfg = {"balancer": {"name": name, "hparams": {}} if nested else name, "seed": seed}
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
     (path / "results.json").write_text(json.dumps({"eval": {"success_mean": {"final": final}}, "flag": True}))
     rows = [json.dumps({"step": 10 * (i + 1), "eval/success_mean": v}) for i, v in enumerate(curve)]
     (path / "metrics.jsonl").write_text("\n".join(rows) + "\n")
@@ -28,7 +31,7 @@ def _write_run(path: Path, balancer: str, seed: int, final: float, curve: list[f
 def test_summary_over_seeds(tmp_path: Path) -> None:
     for seed, final in enumerate([0.2, 0.4, 0.6]):
         _write_run(tmp_path / "ew" / f"seed{seed}", "ew", seed, final, [0.1, final])
-    _write_run(tmp_path / "pcgrad" / "seed0", "pcgrad", 0, 0.9, [0.5, 0.9])
+    _write_run(tmp_path / "pcgrad" / "seed0", "vision:pcgrad", 0, 0.9, [0.5, 0.9])
     records = find_runs(tmp_path)
     assert sorted(r.group for r in records) == ["ew", "ew", "ew", "pcgrad"]
     summary = summarize(records, ["eval/success_mean/final"])
@@ -68,8 +71,30 @@ def test_sweep_skips_finished_runs_and_resumes_started_ones(tmp_path: Path) -> N
     assert len(cmds) == 2
     assert cmds[0][-1] == "resume=true" and "seed=1" in cmds[0]
     assert "resume=true" not in cmds[1] and cmds[1][-1] == "total_steps=5"
+    assert f"logdir={tmp_path / 'ew'}" in cmds[1] and "run_name=seed2" in cmds[1]
+    vision = run_commands(tmp_path, "scripts/train_vision.py", "configs/vision/synthetic.yaml", ["pcgrad"], [0], [])
+    assert "balancer.name=pcgrad" in vision[0]
 
 
 def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         find_runs(tmp_path / "nope")
+
+
+def test_real_sweep_then_aggregate_on_the_toy_suite(tmp_path: Path) -> None:
+    """Two balancers through scripts/sweep.py (real toy training runs), then scripts/aggregate.py."""
+    sweep = [sys.executable, str(ROOT / "scripts/sweep.py"), "scripts/train.py", "configs/toy_sac.yaml",
+             "--balancers", "ew", "pcgrad", "--seeds", "0", "--root", str(tmp_path),
+             "total_steps=40", "sac.warmup_steps=20", "eval_every=20", "eval_episodes=1", "progress=false"]  # fmt: skip
+    subprocess.run(sweep, cwd=ROOT, check=True, capture_output=True, text=True)
+    records = find_runs(tmp_path)
+    assert sorted(r.group for r in records) == ["ew", "pcgrad"]
+    assert all(r.results["steps"] == 40 and 0.0 <= r.results["summary/reported/final"] <= 1.0 for r in records)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/aggregate.py"), str(tmp_path), "--metrics", "summary/reported/final"],
+        check=True, capture_output=True, text=True,
+    )
+    assert "| ew |" in out.stdout and "| pcgrad |" in out.stdout
+    # A finished sweep is not run again.
+    again = subprocess.run(sweep, cwd=ROOT, check=True, capture_output=True, text=True)
+    assert "every run of the sweep has results.json already" in again.stdout
