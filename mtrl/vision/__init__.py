@@ -23,3 +23,10 @@ __all__ = [
     "multi_task_losses",
     "task_loss",
 ]
+
+# Models, configuration and trainer (appended by the models/trainer owner).
+from mtrl.vision.config import VisionConfig
+from mtrl.vision.models import MODELS, MultiTaskDenseModel, make_model
+from mtrl.vision.trainer import BalancedStep, VisionTrainer, train
+
+__all__ += ["MODELS", "BalancedStep", "MultiTaskDenseModel", "VisionConfig", "VisionTrainer", "make_model", "train"]
