@@ -15,7 +15,8 @@
 Task-specific parameters and the balancer's own parameters always get ``∇ Σ_t S_t`` (each head its
 own task's unweighted gradient). Strategies for ``J``/``G`` are in :mod:`mtrl.engine.strategies`;
 ``"auto"`` picks ``representation`` for representation-level balancers given ``features``, else
-``task_partitioned`` given a ``capture``, else ``batched``.
+``task_partitioned`` given a ``capture``, else ``batched`` on accelerators and ``reference`` on the CPU
+(where the vmapped backward measured no faster than ``T`` plain calls).
 
 ``.grad`` is overwritten. Parameters the losses do not reach get ``None`` on the plain path (as
 after ``zero_grad(set_to_none=True); loss.backward()``); on the balanced paths unreached shared
@@ -172,12 +173,18 @@ class GradientEngine:
                 raise ValueError(f"{what} holds a tensor of shape {tuple(p.shape)} that does not require grad")
         return out
 
-    def _choose(self, balancer: Balancer, features: Tensor | None, capture: LinearCapture | None) -> str:
+    def _choose(
+        self, balancer: Balancer, losses: Tensor, features: Tensor | None, capture: LinearCapture | None
+    ) -> str:
         strategy = self.strategy
         if strategy == "auto":
             if getattr(balancer, "representation_level", False) and features is not None:
                 return "representation"
-            return "task_partitioned" if capture is not None else "batched"
+            if capture is not None:
+                return "task_partitioned"
+            # On the CPU the vmapped backward measured no faster than T plain calls (bench_balancers,
+            # bench_vision), so it is only the automatic choice on accelerators.
+            return "reference" if losses.device.type == "cpu" else "batched"
         if strategy == "representation" and features is None:
             raise ValueError("strategy 'representation' needs features= (the shared representation z)")
         if strategy == "task_partitioned" and capture is None:
@@ -225,7 +232,7 @@ class GradientEngine:
         """One ordinary backward; effective weights ``∂ΣS/∂L`` come from the same call."""
         report = BalanceReport(strategy="plain")
         if self.diagnostics:
-            strategy = self._choose(core, features, capture)
+            strategy = self._choose(core, losses, features, capture)
             gram = self._diagnostic_gram(strategy, terms_T, shared, features, capture)
             self._fill(report, gram, shared[0].dtype)
             report.strategy = f"plain+{strategy}"
@@ -284,7 +291,7 @@ class GradientEngine:
         features: Tensor | None,
         capture: LinearCapture | None,
     ) -> BalanceReport:
-        strategy = self._choose(core, features, capture)
+        strategy = self._choose(core, losses, features, capture)
         report = BalanceReport(strategy=strategy)
         losses64 = losses.detach().to(torch.float64)
         gramian_only = _is_gramian_only(core)

@@ -75,7 +75,8 @@ class BalancerConfig:
     name: str = "ew"
     #: hyper-parameters of the balancer (``mtrl.balancers.balancer_hparams(name)`` lists them).
     hparams: dict[str, Any] = field(default_factory=dict)
-    #: engine strategy: auto picks "representation" for representation-level balancers, else "batched".
+    #: engine strategy: auto picks "representation" for representation-level balancers, else "batched" on
+    #: accelerators and "reference" on the CPU (where the vmapped backward is no faster).
     strategy: Literal["auto", "reference", "batched", "representation"] = "auto"
     #: also compute G (grad norms, cosines, condition number) for loss weightings such as ew (costs T backwards).
     diagnostics: bool = False

@@ -281,3 +281,4 @@ def test_grad_overwritten_not_accumulated(device: torch.device) -> None:
     engine.backward(prob.forward(), prob.shared(), prob.task())
     assert_close_lists(grads_of(prob.shared()), first, rtol=1e-12)
     assert math.isfinite(float(first[0].sum()))
+

@@ -93,7 +93,9 @@ def test_auto_picks_strategy(device: torch.device) -> None:
     assert engine.backward(prob.forward(capture), prob.shared(), prob.task(), capture=capture).strategy == (
         "task_partitioned"
     )
-    assert engine.backward(prob.forward(), prob.shared(), prob.task()).strategy == "batched"
+    # No capture: batched on accelerators, reference on the CPU (vmap measured no faster there).
+    expected = "reference" if device.type == "cpu" else "batched"
+    assert engine.backward(prob.forward(), prob.shared(), prob.task()).strategy == expected
     rep_engine = GradientEngine(RepGramTestWeighting(3))
     z = prob.net.features(prob.x)
     losses = prob.losses(prob.net.heads(z))
