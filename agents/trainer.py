@@ -34,20 +34,11 @@ from agents.sac import EvalAgent, MultiTaskSAC
 from envs import MultiTaskVecEnv, Protocol, env_state, evaluate, load_env_state, step_transitions
 from mtrl.balancers import make_balancer
 from mtrl.config import config_to_dict, load_config, save_config
+from mtrl.device import resolve_device
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, flatten_hparams
 from mtrl.replay import MultiTaskReplayBuffer
 
 __all__ = ["Trainer", "build_envs", "resolve_device", "summarize", "train_from_args"]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"bad device {name!r}; valid: 'auto', 'cpu', 'cuda', 'cuda:<i>', 'mps'") from err
 
 
 def build_envs(cfg: TrainConfig, seed: int) -> tuple[MultiTaskVecEnv, list[str]]:

@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mtrl.balancers import Balancer, make_balancer
 from mtrl.config import config_to_dict, save_config
+from mtrl.device import resolve_device
 from mtrl.engine import BalanceReport, GradientEngine, LossClosure, Strategy, make_loss_fn
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter
 from mtrl.vision.config import VisionConfig
@@ -61,16 +62,6 @@ __all__ = ["BalancedStep", "EpochSampler", "VisionTrainer", "resolve_device", "t
 
 #: balancers that need a loss closure (they recompute the losses with substituted parameters).
 CLOSURE_BALANCERS = ("sgsu", "dgr")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` → cuda when available else cpu; otherwise ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"bad device {name!r}; valid: 'auto', 'cpu', 'cuda', 'cuda:<i>', ...") from err
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -5,9 +5,6 @@ Tasks: 7-class segmentation (−1 = ignore) and depth (0 = invalid); no normals.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from mtrl.vision.data.augment import DEFAULT_SCALES
 from mtrl.vision.data.npy_layout import NpyLayoutDataset
 from mtrl.vision.tasks import TaskSpec
 
@@ -24,13 +21,4 @@ class Cityscapes(NpyLayoutDataset):
 
     native_size: tuple[int, int] = (128, 256)
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        *,
-        augment: bool = False,
-        seed: int = 0,
-        scales: tuple[float, ...] = DEFAULT_SCALES,
-    ) -> None:
-        super().__init__(root, split, CITYSCAPES_TASKS, augment=augment, seed=seed, scales=scales)
+    default_tasks = CITYSCAPES_TASKS

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -37,18 +38,22 @@ class NpyLayoutDataset(Dataset[dict[str, Tensor]]):
     Args:
         root: data set folder holding ``train/`` and ``val/``.
         split: ``"train"`` or ``"val"``.
-        tasks: the tasks to load (``seg`` from ``label/``, ``depth`` from ``depth/``, ``normal`` from ``normal/``).
+        tasks: the tasks to load (``seg`` from ``label/``, ``depth`` from ``depth/``, ``normal`` from ``normal/``);
+            None = the class's ``default_tasks`` (NYUv2, Cityscapes).
         augment: random scale-crop and horizontal flip (:mod:`mtrl.vision.data.augment`).
         seed: seed of the augmentation; sample ``i`` of epoch ``e`` uses the generator seeded with
             ``(seed, e, i)``, so runs and DataLoader workers agree. Call :meth:`set_epoch` each epoch.
         scales: crop scales of the augmentation.
     """
 
+    #: tasks loaded when ``tasks`` is not given (set by the data set subclasses).
+    default_tasks: ClassVar[tuple[TaskSpec, ...]] = ()
+
     def __init__(
         self,
         root: str | Path,
-        split: str,
-        tasks: tuple[TaskSpec, ...],
+        split: str = "train",
+        tasks: tuple[TaskSpec, ...] | None = None,
         *,
         augment: bool = False,
         seed: int = 0,
@@ -58,6 +63,10 @@ class NpyLayoutDataset(Dataset[dict[str, Tensor]]):
             raise ValueError(f"split={split!r}; valid splits: {SPLITS}")
         self.root = Path(root)
         self.split = split
+        if tasks is None:
+            tasks = self.default_tasks
+        if not tasks:
+            raise ValueError("NpyLayoutDataset needs tasks= (a tuple of TaskSpec) or a subclass with default_tasks")
         self.tasks = tasks
         self.augment = augment
         self.seed = seed

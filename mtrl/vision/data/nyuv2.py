@@ -5,9 +5,6 @@ Tasks: 13-class segmentation (−1 = ignore), depth (0 = invalid), surface norma
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from mtrl.vision.data.augment import DEFAULT_SCALES
 from mtrl.vision.data.npy_layout import NpyLayoutDataset
 from mtrl.vision.tasks import TaskSpec
 
@@ -28,13 +25,4 @@ class NYUv2(NpyLayoutDataset):
 
     native_size: tuple[int, int] = (288, 384)
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        *,
-        augment: bool = False,
-        seed: int = 0,
-        scales: tuple[float, ...] = DEFAULT_SCALES,
-    ) -> None:
-        super().__init__(root, split, NYUV2_TASKS, augment=augment, seed=seed, scales=scales)
+    default_tasks = NYUV2_TASKS
