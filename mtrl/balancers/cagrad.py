@@ -77,13 +77,20 @@ class CAGrad(GramianWeighting):
             return torch.zeros(num_tasks, dtype=torch.float64, device=gram.device)
         ones = np.ones(num_tasks)
 
+        last: list[npt.NDArray[np.float64]] = []  # the previous solve warm-starts the next one
+        solved: dict[float, tuple[npt.NDArray[np.float64], float]] = {}
+
         def solve(s: float) -> tuple[npt.NDArray[np.float64], float]:
-            shifted = g + s * (np.outer(lin, ones) + np.outer(ones, lin)) + s * s * g0_sq
-            w = min_norm_simplex(shifted)
-            return w, math.sqrt(max(float(w @ g @ w), 0.0))
+            if s not in solved:
+                shifted = g + s * (np.outer(lin, ones) + np.outer(ones, lin)) + s * s * g0_sq
+                w = min_norm_simplex(shifted, warm_start=last[-1] if last else None)
+                last[:] = [w]
+                solved[s] = (w, math.sqrt(max(float(w @ g @ w), 0.0)))
+            return solved[s]
 
         s_hi = math.sqrt(float(np.max(np.diag(g)))) / radius  # h(s_hi) ≤ max‖g_t‖/s_hi = c‖g0‖
         w_mgda = min_norm_simplex(g)
+        last.append(w_mgda)
         m0 = math.sqrt(max(float(w_mgda @ g @ w_mgda), 0.0))
         s_lo = m0 / radius if m0 > 1e-12 * radius * s_hi else s_hi  # h(m0/c‖g0‖) ≥ c‖g0‖
         while solve(s_lo)[1] < radius * s_lo:

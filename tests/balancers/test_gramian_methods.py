@@ -10,6 +10,7 @@ import torch
 from scipy.optimize import minimize, nnls
 from torch import Tensor
 
+from mtrl.balancers._qp import min_norm_kkt_violation, min_norm_simplex
 from mtrl.balancers.aligned_mtl import AlignedMTL, AlignedMTLUB
 from mtrl.balancers.cagrad import CAGrad
 from mtrl.balancers.ew import EW
@@ -401,3 +402,21 @@ def test_aligned_mtl_options() -> None:
     single, single_losses = _entry("full_T1")
     torch.testing.assert_close(AlignedMTL(1).aggregate(single, single_losses), single[0])
     assert AlignedMTLUB(2).representation_level and not AlignedMTL(2).representation_level
+
+
+@pytest.mark.parametrize("T", [3, 10, 50])
+def test_min_norm_warm_start_gives_the_same_optimum(T: int) -> None:
+    """A warm start (the solution of a nearby Gramian, as CAGrad's root search uses) changes the path
+    of Wolfe's method, not its answer: same weights, KKT conditions satisfied."""
+    gen = torch.Generator().manual_seed(T)
+    jac = torch.randn(T, 4 * T, generator=gen, dtype=torch.float64) + 0.2
+    gram = (jac @ jac.T).numpy()
+    nearby = gram + 0.05 * np.outer(gram.mean(1), np.ones(T)) + 0.05 * np.outer(np.ones(T), gram.mean(1))
+    warm = min_norm_simplex(nearby)
+    cold = min_norm_simplex(gram)
+    hot = min_norm_simplex(gram, warm_start=warm)
+    np.testing.assert_allclose(hot, cold, atol=1e-9)
+    assert min_norm_kkt_violation(gram, hot) < 1e-9
+    bad_start = np.zeros(T)
+    bad_start[:2] = [0.5, 0.5]  # any start is safe: a corral that is not optimal is left as usual
+    np.testing.assert_allclose(min_norm_simplex(gram, warm_start=bad_start), cold, atol=1e-9)
