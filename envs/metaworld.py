@@ -27,11 +27,24 @@ from envs.checkpoint import env_state, load_env_state
 from envs.protocols import PROTOCOLS, Protocol, get_protocol
 from envs.vector import MultiTaskVecEnv
 
-__all__ = ["BENCHMARKS", "PROTOCOLS", "Protocol", "env_state", "load_env_state", "make_mt_envs"]
+__all__ = ["BENCHMARKS", "MT10_TASKS", "PROTOCOLS", "Protocol", "env_state", "load_env_state", "make_mt_envs"]
 
 #: Our benchmark names → gymnasium ids registered by ``import metaworld``.
 BENCHMARKS: dict[str, str] = {"MT10": "Meta-World/MT10", "MT50": "Meta-World/MT50"}
 VECTOR_STRATEGIES = ("sync", "async")
+#: MT10 task names in env-index (= one-hot) order, Meta-World v3 ``env_dict.MT10_V3``.
+MT10_TASKS: tuple[str, ...] = (
+    "reach-v3",
+    "push-v3",
+    "pick-place-v3",
+    "door-open-v3",
+    "drawer-open-v3",
+    "drawer-close-v3",
+    "button-press-topdown-v3",
+    "peg-insert-side-v3",
+    "window-open-v3",
+    "window-close-v3",
+)
 
 
 def make_mt_envs(

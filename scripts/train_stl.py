@@ -27,21 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
+from envs.metaworld import MT10_TASKS
 from envs.protocols import PROTOCOLS, Protocol
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter
-
-MT10_TASKS = [
-    "reach-v3",
-    "push-v3",
-    "pick-place-v3",
-    "door-open-v3",
-    "drawer-open-v3",
-    "drawer-close-v3",
-    "button-press-topdown-v3",
-    "peg-insert-side-v3",
-    "window-open-v3",
-    "window-close-v3",
-]
 
 
 def make_task_env(task: str, protocol: Protocol, seed: int) -> Any:
@@ -81,7 +69,7 @@ def success_rate(model: Any, env: Any, episodes: int) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tasks", nargs="+", default=MT10_TASKS, help="Meta-World v3 task names (default: MT10)")
+    p.add_argument("--tasks", nargs="+", default=list(MT10_TASKS), help="Meta-World v3 task names (default: MT10)")
     p.add_argument("--protocol", default="metaworld-v3", choices=sorted(PROTOCOLS))
     p.add_argument("--steps", type=int, default=3000, help="env steps per task (full budget: 2000000)")
     p.add_argument("--warmup", type=int, default=1500, help="random steps before learning (mtrl: 1500)")

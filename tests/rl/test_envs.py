@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from envs import PROTOCOLS, MultiTaskVecEnv, env_state, evaluate, get_protocol, load_env_state, step_transitions
+from envs import metaworld as metaworld_builders
 from envs.metaworld import make_mt_envs
 
 pytest.importorskip("metaworld")
@@ -137,7 +138,7 @@ def test_different_seed_gives_different_goals(v3_a: Built, v3_other_seed: Built)
 
 def test_one_hot_and_task_order(v3_a: Built) -> None:
     envs, first_obs = v3_a
-    assert envs.task_names == MT10_TASKS and envs.num_tasks == envs.num_envs == 10
+    assert envs.task_names == MT10_TASKS == metaworld_builders.MT10_TASKS and envs.num_tasks == envs.num_envs == 10
     assert (envs.obs_dim, envs.obs_dim_with_one_hot, envs.action_dim) == (39, 49, 4)
     assert first_obs.shape == (10, 49)
     one_hot = first_obs[:, 39:]
