@@ -7,12 +7,19 @@ task grouped by task, per-task MSE losses. For each ``T`` it times, side by side
 
 * ``plain``: ``losses.sum().backward()`` (the denominator);
 * ``<strategy>``: ``GradientEngine(balancer, strategy).backward(...)`` for reference, batched and
-  task_partitioned (which records the forward with a ``LinearCapture``);
+  task_partitioned (which records the forward with a ``LinearCapture``); ``imtl`` runs these with
+  ``representation_level=False`` (parameter gradients);
+* ``representation``: the balancer's representation-level variant (``mgda`` → ``mgda_ub``,
+  ``aligned_mtl`` → ``aligned_mtl_ub``, ``imtl_g`` → ``imtl_g(representation_level=True)``, ``imtl``)
+  with ``features=z``, the trunk output ``(T, n, 400)``: gradients w.r.t. ``z`` by one vectorised
+  backward through the heads, then one trunk backward with ``Σ_t w_t Z_t``; balancers without such a
+  variant have no row;
 * ``peers``: the common implementation (LibMTL ``autograd`` mode): a ``T``-call
   ``torch.autograd.grad`` loop filling a ``(T, P)`` Jacobian, the head gradients, ``w`` from
   ``G = JJᵀ``, ``d = wᵀJ`` written to ``.grad``;
 * ``torchjd_autojac`` / ``torchjd_autogram``: torchjd's own implementation of the balancer (see
-  :func:`torchjd_runners`), only if ``torchjd`` is importable (optional; not an mtrl dependency).
+  :func:`torchjd_runners`), only if ``torchjd`` is importable (the optional ``bench`` extra:
+  ``pip install -e ".[bench]"``).
 
 Above ``--all-slow-up-to`` tasks the ``T``-pass rows (reference, batched, peers, torchjd_autojac)
 are timed for the first balancer and the first non-constant-weight one only; configurations slower
@@ -26,7 +33,6 @@ than ``--slow-seconds`` in warm-up get ``--slow-repeats`` timed rounds.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import statistics
 import sys
@@ -43,14 +49,20 @@ from mtrl.balancers import BALANCERS, GramianWeighting, make_balancer
 from mtrl.engine import GradientEngine, LinearCapture
 from mtrl.nn import MultiTaskMLP
 
-DEFAULT_BALANCERS = ("ew", "mgda", "imtl_g", "aligned_mtl", "pcgrad", "cagrad", "nash_mtl")
+DEFAULT_BALANCERS = (
+    "ew", "mgda", "imtl_g", "aligned_mtl", "pcgrad", "cagrad", "nash_mtl", "upgrad", "gradnorm", "imtl",
+)  # fmt: skip
 STRATEGIES = ("reference", "batched", "task_partitioned")
+#: the representation-level variant timed in the ``representation`` row: (registry key, hyper-parameters)
+REPRESENTATION_VARIANT: dict[str, tuple[str, dict[str, object]]] = {
+    "mgda": ("mgda_ub", {}),
+    "aligned_mtl": ("aligned_mtl_ub", {}),
+    "imtl_g": ("imtl_g", {"representation_level": True}),
+    "imtl": ("imtl", {}),
+}
+#: hyper-parameters of the parameter-level rows (imtl is feature-level by default)
+PARAMETER_LEVEL: dict[str, dict[str, object]] = {"imtl": {"representation_level": False}}
 OBS_DIM = 39  # Meta-World observation size
-
-
-def implemented(key: str) -> bool:
-    source = Path(inspect.getsourcefile(BALANCERS[key]) or "").read_text()
-    return "PLACEHOLDER" not in source
 
 
 class Setup:
@@ -73,6 +85,11 @@ class Setup:
         else:
             out = self.net(self.x)
         return ((out - self.y) ** 2).mean(dim=(1, 2))  # (T,)
+
+    def features_and_losses(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z (T, n, hidden)`` (the trunk output) and the losses computed from it."""
+        z = self.net.features(self.x)
+        return z, ((self.net.heads(z) - self.y) ** 2).mean(dim=(1, 2))
 
 
 def peers_backward(balancer: GramianWeighting, setup: Setup, losses: torch.Tensor) -> None:
@@ -100,7 +117,7 @@ TORCHJD_NAMES = {"ew": "Sum", "mgda": "MGDA", "imtl_g": "IMTLG", "aligned_mtl": 
 def torchjd_runners(
     key: str, setup: Setup, twin: Setup, engines: dict[int, object]
 ) -> dict[str, Callable[[], tuple[float, float]]]:
-    """torchjd's own implementation of ``key``, when torchjd (optional, not an mtrl dependency) imports:
+    """torchjd's own implementation of ``key``, when torchjd (the optional ``bench`` extra) imports:
 
     * ``torchjd_autojac``: ``mtl_backward(losses, features)`` (one vmapped trunk backward) then
       ``jac_to_grad(shared, aggregator)``;
@@ -176,6 +193,13 @@ def bench(num_tasks: int, keys: list[str], args: argparse.Namespace) -> list[tup
         capture = setup.capture if record else None
         return timed(record, lambda losses: engine.backward(losses, setup.shared, setup.task, capture=capture))
 
+    def run_representation(engine: GradientEngine) -> tuple[float, float]:
+        start = time.perf_counter()
+        z, losses = setup.features_and_losses()
+        mid = time.perf_counter()
+        engine.backward(losses, setup.shared, setup.task, features=z)
+        return mid - start, time.perf_counter() - mid
+
     def run_peers(balancer: GramianWeighting) -> tuple[float, float]:
         return timed(False, lambda losses: peers_backward(balancer, setup, losses))
 
@@ -187,14 +211,20 @@ def bench(num_tasks: int, keys: list[str], args: argparse.Namespace) -> list[tup
         # shows in the task_partitioned row), so above --all-slow-up-to tasks they are timed only for the
         # first balancer and the first non-constant-weight one
         loops = key in loop_keys or num_tasks <= args.all_slow_up_to
+        hparams = PARAMETER_LEVEL.get(key, {})
         for strategy in STRATEGIES:
             if strategy != "task_partitioned" and not loops:
                 continue
-            engine = GradientEngine(make_balancer(key, num_tasks), strategy, chunk_size=args.chunk_size)
+            engine = GradientEngine(make_balancer(key, num_tasks, **hparams), strategy, chunk_size=args.chunk_size)
             record = strategy == "task_partitioned"
             configs[(key, strategy)] = partial(run_engine, engine, record)
-        peer_balancer = make_balancer(key, num_tasks)
-        if loops and isinstance(peer_balancer, GramianWeighting):
+        if key in REPRESENTATION_VARIANT:
+            rep_key, rep_hparams = REPRESENTATION_VARIANT[key]
+            rep_engine = GradientEngine(make_balancer(rep_key, num_tasks, **rep_hparams), "representation")
+            configs[(key, "representation")] = partial(run_representation, rep_engine)
+        peer_balancer = make_balancer(key, num_tasks, **hparams)
+        scalarizes = type(peer_balancer).scalarize is not GramianWeighting.scalarize  # imtl: peers would differ
+        if loops and isinstance(peer_balancer, GramianWeighting) and not scalarizes:
             configs[(key, "peers")] = partial(run_peers, peer_balancer)
         for strategy, runner in torchjd_runners(key, setup, twin, jd_engines).items():
             if loops or strategy == "torchjd_autogram":  # autojac is a vmapped T-row backward, like batched
@@ -249,19 +279,16 @@ def main() -> None:
     unknown = [k for k in args.balancers if k not in BALANCERS]
     if unknown:
         parser.error(f"unknown balancers {unknown}; valid: {', '.join(sorted(BALANCERS))}")
-    keys = [k for k in args.balancers if implemented(k)]
-    skipped = [k for k in args.balancers if k not in keys]
+    keys = list(args.balancers)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, load(1 min) {load:.2f}, "
         f"{args.per_task} rows/task, trunk 3x{args.hidden}, median of {args.repeats} (+{args.warmup} warm-up)"
     )
-    if skipped:
-        print(f"skipped (still PLACEHOLDER): {', '.join(skipped)}")
     try:
         import torchjd  # noqa: F401
     except ImportError:
-        print("torchjd not installed: its column is omitted")
+        print("torchjd not installed (optional bench extra: pip install -e '.[bench]'): its rows are omitted")
     for num_tasks in args.tasks:
         rows = bench(num_tasks, keys, args)
         print(f"\nT = {num_tasks}  (plain backward {rows[0][2]:.1f} ms)")

@@ -1,8 +1,13 @@
 """Small float64 linear algebra on Gramians ``G (T, T)`` shared by the Gramian weightings.
 
 Every helper takes and returns float64 tensors on the input's device. Rank handling is explicit:
-eigenvalues at or below ``rtol · λ_max`` (default ``rtol = T · eps``, the ``torch.linalg.pinv``
-default) count as zero, and an all-zero Gramian has rank 0 (never a NaN).
+eigenvalues at or below ``rtol · λ_max`` count as zero, and an all-zero Gramian has rank 0 (never a
+NaN). ``rtol`` must match the precision the Gramian was computed from: ``T · eps(dtype)`` of the
+gradients (:func:`default_rtol`, the ``torch.linalg.pinv`` convention). A ``G`` of float32 gradients
+carries rounding eigenvalues of ~1e-9…1e-7 ``λ_max``: above ``T · eps(float64)``, so with the float64
+cut-off a rank-deficient float32 Jacobian looks full rank and Aligned-MTL's ``σ = √λ_min`` collapses
+to the noise (the engine therefore passes ``T · eps(float32)`` for float32 models, as the official
+Aligned-MTL code does).
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ __all__ = [
 EPS64 = float(torch.finfo(torch.float64).eps)
 
 
-def default_rtol(num_tasks: int) -> float:
-    """Relative eigenvalue cut-off ``T · eps(float64)`` used for ranks and pseudo-inverses."""
-    return num_tasks * EPS64
+def default_rtol(num_tasks: int, dtype: torch.dtype = torch.float64) -> float:
+    """Relative eigenvalue cut-off ``T · eps(dtype)`` for a Gramian of gradients computed in ``dtype``."""
+    return num_tasks * float(torch.finfo(dtype).eps)
 
 
 def to_numpy64(gram: Tensor) -> npt.NDArray[np.float64]:
@@ -59,7 +64,7 @@ def psd_eigh(gram: Tensor, rtol: float | None = None) -> tuple[Tensor, Tensor, i
     """Eigen-decomposition of a PSD ``gram (T, T)`` in float64, sorted **descending**.
 
     Returns ``(λ (T,), V (T, T), rank)`` where ``rank`` counts ``λ > rtol · λ_max`` (0 when
-    ``λ_max ≤ 0``). Columns of ``V`` are the eigenvectors.
+    ``λ_max ≤ 0``; ``rtol=None``: ``T · eps(float64)``). Columns of ``V`` are the eigenvectors.
     """
     g = gram.to(torch.float64)
     g = 0.5 * (g + g.T)

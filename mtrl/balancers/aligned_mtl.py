@@ -22,16 +22,20 @@ class AlignedMTL(GramianWeighting):
     """Aligned-MTL: replace the task gradients by the closest orthogonal system of equal norms.
 
     Update rule: ``G = V Λ Vᵀ`` (float64 ``eigh``, truncated to the rank ``R``: eigenvalues above
-    ``λ_max · T · eps``), ``B = σ · V_R Λ_R^{-1/2} V_Rᵀ`` with ``σ = √λ_R`` (``min``), ``√median(λ_{1..R})``
-    (``median``) or ``√mean(λ_{1..R})`` (``rmse``), and ``w = B·pref``, ``d = Jᵀw``. The aligned
-    gradients (rows of ``B J``) are orthogonal with equal norm ``σ`` (condition number 1).
+    ``rtol · λ_max``, ``rtol = T · eps`` of the gradients' dtype), ``B = σ · V_R Λ_R^{-1/2} V_Rᵀ`` with
+    ``σ = √λ_R`` (``min``), ``√median(λ_{1..R})`` (``median``) or ``√mean(λ_{1..R})`` (``rmse``), and
+    ``w = B·pref``, ``d = Jᵀw``. The aligned gradients (rows of ``B J``) are orthogonal with equal norm
+    ``σ`` (condition number 1).
 
     Paper: Senushkin et al., "Independent Component Alignment for Multi-Task Learning", CVPR 2023,
     arXiv 2305.19000, Eq. 5 and Algorithm 1 (``pref = w = 1/T``, Eq. 1).
 
     Note: the official code (SamsungLabs/MTL) sums the aligned gradients, i.e. ``pref = 1`` (``T``
     times the paper's update; pass ``pref=[1.0] * T`` to reproduce it); it computes the rank
-    tolerance with float32 ``eps`` even for float64 (here float64 ``eps``); it uses the removed
+    tolerance with float32 ``eps`` even for float64 gradients (here ``eps`` of the Jacobian's dtype:
+    float32 ``eps`` for float32 models, as the official code, float64 ``eps`` for float64 ones; with
+    float64 ``eps`` on a float32 ``G`` the rounding eigenvalues count as rank and ``σ`` collapses
+    to ~1e-4 of its value); it uses the removed
     ``torch.symeig`` and crashes on rank 0, where this class returns zero weights. ``median`` and
     ``rmse`` are code-only extras (``median`` is the lower median, as ``torch.median``).
 
@@ -55,9 +59,10 @@ class AlignedMTL(GramianWeighting):
         self.pref = tuple(pref_values)
         self.scale_mode: ScaleMode = scale_mode
 
-    def alignment_matrix(self, gram: Tensor) -> Tensor:
-        """``B (T, T)`` float64 such that the aligned gradients are the rows of ``B J`` (zeros at rank 0)."""
-        vals, vecs, rank = psd_eigh(gram.detach())
+    def alignment_matrix(self, gram: Tensor, rtol: float | None = None) -> Tensor:
+        """``B (T, T)`` float64 such that the aligned gradients are the rows of ``B J`` (zeros at rank 0);
+        ``rtol``: eigenvalue cut-off relative to ``λ_max`` (None: ``T · eps(float64)``)."""
+        vals, vecs, rank = psd_eigh(gram.detach(), rtol)
         if rank == 0:
             return torch.zeros_like(vecs)
         vals_r, vecs_r = vals[:rank], vecs[:, :rank]
@@ -69,9 +74,9 @@ class AlignedMTL(GramianWeighting):
             sigma = vals_r.mean().sqrt()
         return sigma * (vecs_r / vals_r.sqrt()) @ vecs_r.T
 
-    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+    def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """Weights ``w = B·pref (T,)`` float64."""
-        b = self.alignment_matrix(gram)
+        b = self.alignment_matrix(gram, rtol)
         return b @ torch.tensor(self.pref, dtype=torch.float64, device=b.device)
 
     def extra_repr(self) -> str:
@@ -94,3 +99,4 @@ class AlignedMTLUB(AlignedMTL):
 
     name: ClassVar[str] = "aligned_mtl_ub"
     representation_level: bool = True
+    representation_required: ClassVar[bool] = True

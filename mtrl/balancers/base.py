@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from mtrl.balancers._linalg import default_rtol
+
 __all__ = [
     "Balancer",
     "GradientBalancer",
@@ -136,9 +138,17 @@ class LossWeighting(Balancer):
 class GradientBalancer(Balancer, ABC):
     """A method that combines the per-task shared gradients: ``d = aggregate(J, L)``."""
 
-    #: True when :meth:`aggregate` may be computed from per-task gradients w.r.t. the shared
-    #: representation instead of the shared parameters (the "-UB" / feature-level variants).
+    #: True when the method computes its weights / direction from per-task gradients w.r.t. the
+    #: shared representation ``z`` (the "-UB" / feature-level variants): the engine then runs the
+    #: ``representation`` strategy when given ``features=z``. Only such balancers accept
+    #: ``strategy="representation"``.
     representation_level: bool = False
+    #: True when the method is *defined* at representation level only (``mgda_ub``,
+    #: ``aligned_mtl_ub``): the engine raises instead of running it on parameter gradients (which
+    #: would silently be the parameter-level method). False with ``representation_level`` True
+    #: (``imtl``): without ``features`` the engine falls back to parameter gradients and flags it in
+    #: the report (``BalanceReport.representation_fallback``).
+    representation_required: ClassVar[bool] = False
 
     @abstractmethod
     def aggregate(self, jac: Tensor, losses: Tensor) -> Tensor:
@@ -149,17 +159,25 @@ class GramianWeighting(GradientBalancer):
     """A method whose weights depend only on the Gramian ``G = J Jᵀ`` and the losses.
 
     ``d = wᵀ J``. Subclasses implement :meth:`weights`. When ``constant_weights`` is True the
-    weights do not depend on ``G`` at all and the engine skips computing it.
+    weights do not depend on ``G`` at all and the engine skips computing it (and the balancer is
+    then a loss weighting: every parameter, heads included, receives ``∇ Σ_t w_t S_t``).
+
+    ``weights(gram, losses, rtol)``: ``rtol`` is the relative eigenvalue cut-off below which an
+    eigenvalue of ``G`` counts as rounding noise (rank decisions, pseudo-inverses); ``None`` means
+    ``T · eps(float64)``, right for a ``G`` of float64 gradients. The engine passes
+    ``T · eps(dtype of the Jacobian)``, and :meth:`aggregate` ``T · eps(jac.dtype)``, so both agree
+    for a float32 model (see :mod:`mtrl.balancers._linalg`). Methods without rank decisions ignore it.
     """
 
     constant_weights: ClassVar[bool] = False
 
     @abstractmethod
-    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
-        """Task weights ``w (T,)`` from ``gram (T, T)`` and ``losses (T,)``."""
+    def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
+        """Task weights ``w (T,)`` from ``gram (T, T)`` and ``losses (T,)`` (``rtol``: see the class)."""
 
     def aggregate(self, jac: Tensor, losses: Tensor) -> Tensor:
         check_jacobian(jac, losses, self.num_tasks)
         jac64 = jac.to(torch.float64)
-        w = self.weights(jac64 @ jac64.T, losses.detach().to(torch.float64))
+        rtol = default_rtol(self.num_tasks, jac.dtype if jac.is_floating_point() else torch.float64)
+        w = self.weights(jac64 @ jac64.T, losses.detach().to(torch.float64), rtol=rtol)
         return (w.to(jac64) @ jac64).to(jac.dtype)

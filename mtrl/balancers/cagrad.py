@@ -35,7 +35,8 @@ class CAGrad(GramianWeighting):
     Gramian divided by its mean diagonal, with no absolute epsilon (the official code adds
     ``1e-4``/``1e-8`` inside square roots), so the weights do not depend on the gradients' scale.
     When ``g_w* = 0`` (the dual optimum is the origin, e.g. ``0`` in the hull of the gradients),
-    ``d = g0`` (the official code's ``+1e-8`` and torchjd's ``norm_eps`` lead to the same).
+    ``d = g0``, divided by ``1 + c²`` under ``rescale`` like every update (the official code's
+    ``+1e-8`` and torchjd's ``norm_eps`` lead to the same).
     ``rescale`` is the official ``rescale=1`` (torchjd does not rescale).
 
     Stateless.
@@ -103,7 +104,7 @@ class CAGrad(GramianWeighting):
             s_star = s_lo
         return torch.from_numpy(solve(s_star)[0]).to(gram.device)
 
-    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+    def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """Weights ``w (T,)`` float64 such that ``d = wᵀJ`` (see the class docstring)."""
         gram64 = gram.detach().to(torch.float64)
         uniform = torch.full((self.num_tasks,), 1.0 / self.num_tasks, dtype=torch.float64, device=gram64.device)

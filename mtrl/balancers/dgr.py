@@ -35,7 +35,16 @@ class DGR(Balancer):
 
         ∇θ R_n ≈ 2 (D_n(φ̃ + εu) − D_n(φ̃)) (∇θ D_n(φ̃ + εu) − ∇θ D_n(φ̃)) / ε²
 
-    Note: the official code has no guard for ``∇_φ̃ D = 0`` (division by zero → NaN); here that
+    Paper: Shin, Do & Son, "Learning Representation for Multitask Learning through Self-Supervised
+    Auxiliary Learning", ECCV 2024, arXiv 2409.16651. The full text was not available, so no
+    equation number is cited: ``R`` is derived from the official code (Sinseokwon/LearningUnivforMTL,
+    commit dacf8bb, SceneUnderstanding/DGR_train.py: the dummy-head loss and ``compute_hessian``),
+    and the derivation was checked numerically (balancers.md §2.3–2.4).
+
+    Note: whether the paper writes the norm squared and per-task or summed is unverified (the code
+    squares the norm of the summed dummy loss, as here). ``mode="exact"`` (the default) is not in the
+    official code, which uses ``fd``; both compute the same ``∇θ R`` (``fd`` to ``O(ε)``). The official
+    code has no guard for ``∇_φ̃ D = 0`` (division by zero → NaN); here that
     dummy set then contributes zero. Dummy heads are drawn once, on first use, from ``seed`` with
     PyTorch's ``nn.Linear`` default ``U(±1/√fan_in)``; with mtrl's ``(T, in, out)`` batched-weight
     layout ``fan_in = shape[-2]`` for tensors of ≥ 2 dims, and a bias-like tensor (``dim < 2`` or
@@ -207,14 +216,13 @@ class DGR(Balancer):
         return {"dummies": dummies, "base": self.base.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        unknown = sorted(set(state) - {"dummies", "base"})
-        if unknown:
-            raise ValueError(f"dgr: unknown state keys {unknown}; valid keys: dummies, base")
-        dummies = state.get("dummies")
+        if set(state) != {"dummies", "base"}:
+            raise ValueError(f"dgr: state must have exactly the keys ['base', 'dummies'], got {sorted(state)}")
+        dummies = state["dummies"]
         if dummies is not None and len(dummies) != self.num_dummy:
             raise ValueError(f"dgr: state has {len(dummies)} dummy sets, expected num_dummy={self.num_dummy}")
         self.dummies = None if dummies is None else [[d.clone().requires_grad_(True) for d in s] for s in dummies]
-        self.base.load_state_dict(state.get("base", {}))
+        self.base.load_state_dict(state["base"])
 
     def reset(self) -> None:
         """Reset the base balancer; the dummy heads stay (they are fixed by design)."""

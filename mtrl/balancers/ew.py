@@ -16,7 +16,9 @@ class EW(GramianWeighting):
     """Equal weighting of the task gradients: the unbalanced multi-task baseline.
 
     Update rule: ``w = 1`` (sum, default) or ``w = 1/T`` (``mean=True``), ``d = wᵀJ = Σ_t w_t g_t``,
-    i.e. the gradient of ``Σ_t w_t L_t``. Weights are constant, so the engine never computes ``G``.
+    i.e. the gradient of ``Σ_t w_t L_t``. Weights are constant, so the engine never computes ``G``
+    (only with diagnostics) and runs ONE backward of ``Σ_t w_t L_t``: like any loss weighting, every
+    parameter receives that gradient, heads included (``mean=True``: each head ``∇L_t / T``).
 
     Paper: none (the "unitary scalarisation"; see Kurin et al., NeurIPS 2022, arXiv 2201.04122, for
     why it is a strong baseline).
@@ -36,7 +38,7 @@ class EW(GramianWeighting):
             raise TypeError(f"mean must be a bool (True: weights 1/T, False: weights 1), got {mean!r}")
         self.mean = mean
 
-    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+    def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """Constant weights ``(T,)``: ones, or ``1/T`` when ``mean``; ``gram`` is ignored (may be any tensor)."""
         value = 1.0 / self.num_tasks if self.mean else 1.0
         return torch.full((self.num_tasks,), value, dtype=torch.float64, device=losses.device)

@@ -70,7 +70,7 @@ class GradNorm(GramianWeighting):
             self._optimizer = torch.optim.Adam([self.task_weights], lr=self.lr)
         return self.task_weights, self.initial_losses, self._optimizer
 
-    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+    def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """Return the current ``w (T,)`` (sum ``T``) for ``gram (T, T)``, ``losses (T,)``; then update ``w``."""
         self.check(losses)
         if gram.shape != (self.num_tasks, self.num_tasks):

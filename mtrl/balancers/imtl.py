@@ -15,16 +15,17 @@ from mtrl.balancers.base import GramianWeighting, LossWeighting
 __all__ = ["IMTL", "IMTLG", "IMTLL", "imtl_g_weights"]
 
 
-def imtl_g_weights(gram: Tensor) -> Tensor:
+def imtl_g_weights(gram: Tensor, rtol: float | None = None) -> Tensor:
     """IMTL-G weights ``w (T,)`` float64 from ``gram (T, T)``: ``Σw = 1`` and equal projections of
     ``d = Jᵀw`` onto every unit task gradient.
 
     ``w ∝ G⁺·√diag(G)``, evaluated as ``D⁺ C⁺ 1`` with ``G = D C D``, ``D = diag(‖g_t‖)``, ``C`` the
-    cosine matrix (identical for full-rank ``G``, and accurate when norms span decades). Zero-norm
+    cosine matrix (identical for full-rank ``G``; for rank-deficient ``G`` see the :class:`IMTLG`
+    note). ``C⁺`` drops eigenvalues at or below ``rtol·λ_max`` (None: ``T·eps(float64)``). Zero-norm
     tasks get weight 0; if ``|Σ_t v_t| ≤ 1e-12 Σ_t |v_t|`` the weights are all zero.
     """
     cos, norms = cosine_matrix(gram.detach())
-    v = psd_pinv(cos) @ (norms > 0).to(cos)
+    v = psd_pinv(cos, rtol) @ (norms > 0).to(cos)
     v = torch.where(norms > 0, v / torch.where(norms > 0, norms, torch.ones_like(norms)), torch.zeros_like(v))
     total = v.sum()
     if float(total.abs()) <= 1e-12 * float(v.abs().sum()) or float(v.abs().sum()) == 0.0:
@@ -36,25 +37,52 @@ class IMTLG(GramianWeighting):
     """IMTL-G: the combination of task gradients with equal projection onto every task direction.
 
     Update rule: ``w`` with ``Σ_t w_t = 1`` such that ``d = Jᵀw`` satisfies ``d·u_1 = d·u_t`` for all ``t``
-    (``u_t = g_t/‖g_t‖``); closed form ``w ∝ G⁺·√diag(G)``.
+    (``u_t = g_t/‖g_t‖``); closed form ``w ∝ G⁺·√diag(G)``, evaluated as ``w ∝ D⁺C⁺1`` with
+    ``G = DCD``, ``D = diag(‖g_t‖)``, ``C`` the cosine matrix (:func:`imtl_g_weights`).
 
     Paper: Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021 (OpenReview IMPnRXEWpvr),
     Eq. 1–2 (Gramian/pinv form as in torchjd and the Jacobian-descent paper, arXiv 2406.16232).
 
-    Note: the paper's Eq. 2 inverts ``DUᵀ`` (LibMTL raises when singular; nash-mtl/SamsungLabs add
-    ``1e-8·I``); here the pseudo-inverse is taken on the cosine matrix (:func:`imtl_g_weights`):
-    same weights for full-rank ``G``, defined for every ``G``; zero-norm tasks get weight 0 (the
-    references produce NaN). No guard against a negative common projection (balancers.md §5.7),
-    as in every reference. Heads receive their own raw gradient (nash-mtl weights them by ``α_t``).
+    Note: the paper's default computes ``w`` from feature-level gradients ``∇_z L_t`` (§3.1, to back-
+    propagate through the backbone once); this class is parameter-level by default, as in LibMTL,
+    nash-mtl and SamsungLabs. ``representation_level=True`` gives the paper's feature-level IMTL-G
+    (the engine then needs ``features=``; without them it falls back to parameter gradients and
+    flags it in the report); the full paper method with IMTL-L is :class:`IMTL`.
+
+    Note: ``D⁺C⁺1`` instead of the spec's ``G⁺·diag(G)^½``. They are equal when ``G`` has full
+    rank. With ``U`` the unit rows (``C = UUᵀ``): whenever ``1 ∈ range(C)`` (an equal-projection
+    combination exists, e.g. linearly dependent rows that repeat directions) both give the
+    equal-projection direction ``d* = U⁺1`` (``Ud* = 1``); ``Σw = 1`` then does not fix ``‖d‖`` (any
+    null vector of ``G`` may be added to ``w``) and the forms pick different representatives (here
+    ``Dw ∈ range(C)``, there ``w ∈ range(G)``). When ``1 ∉ range(C)`` (generic rank deficiency), this
+    form projects ``1`` onto ``range(C)`` in cosine space: ``d ∝ U⁺1`` gives ``U d ∝ CC⁺1``, the
+    least-squares closest to equal projections, independent of the gradient norms, so the direction
+    stays invariant to rescaling a task gradient (the paper's Theorem 2); ``G⁺·diag(G)^½`` gives
+    ``d ∝ J⁺·diag(G)^½`` (least squares weighted by ``‖g_t‖²``), whose direction changes when one task's
+    loss is rescaled. Cosine space also keeps the solve accurate when norms span decades. The
+    paper's Eq. 2 inverts ``DUᵀ`` (LibMTL raises when singular; nash-mtl/SamsungLabs add
+    ``1e-8·I``); here ``C⁺`` (eigenvalues below ``rtol·λ_max`` dropped, ``rtol = T·eps`` of the
+    gradients' dtype) is defined for every ``G``; zero-norm tasks get weight 0 (the references
+    produce NaN). No guard against a negative common projection (balancers.md §5.7), as in every
+    reference. Heads receive their own raw gradient (nash-mtl weights them by ``α_t``).
 
     Stateless.
     """
 
     name: ClassVar[str] = "imtl_g"
 
-    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+    def __init__(self, num_tasks: int, representation_level: bool = False) -> None:
+        super().__init__(num_tasks)
+        if not isinstance(representation_level, bool):
+            raise TypeError(f"representation_level must be a bool, got {representation_level!r}")
+        self.representation_level = representation_level
+
+    def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """Weights ``w (T,)`` float64, summing to 1 (or all zero)."""
-        return imtl_g_weights(gram)
+        return imtl_g_weights(gram, rtol)
+
+    def extra_repr(self) -> str:
+        return f"representation_level={self.representation_level}" if self.representation_level else ""
 
 
 class IMTLL(LossWeighting):
@@ -179,9 +207,9 @@ class IMTL(GramianWeighting):
         """``S (T,) = e^{s} ⊙ L − s`` (IMTL-L)."""
         return self.loss_balance.scalarize(losses)
 
-    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+    def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """IMTL-G weights ``w (T,)`` float64 on the Gramian of the scaled-loss gradients."""
-        return imtl_g_weights(gram)
+        return imtl_g_weights(gram, rtol)
 
     def parameters(self) -> list[Tensor]:
         return self.loss_balance.parameters()

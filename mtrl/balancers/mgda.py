@@ -60,7 +60,7 @@ class MGDA(GramianWeighting):
             return loss64 * norms
         return torch.ones_like(norms)
 
-    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+    def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """Weights ``w (T,)`` float64 from ``gram (T, T)`` and ``losses (T,)``."""
         gram64 = gram.detach().to(torch.float64)
         scale = self.normalizers(gram64, losses)
@@ -90,3 +90,4 @@ class MGDAUB(MGDA):
 
     name: ClassVar[str] = "mgda_ub"
     representation_level: bool = True
+    representation_required: ClassVar[bool] = True

@@ -71,7 +71,9 @@ class NashMTL(GramianWeighting):
     bargaining solution (``f`` is unbounded below along non-negative null directions): a zero-norm
     task gets weight 0, and a ridge ``reg_eps · I`` on the cosine matrix makes linearly dependent
     gradients well posed: weights along null directions become large (``~1/√reg_eps``) but cancel
-    in ``d``, which is then clipped. An all-zero ``G`` gives zero weights.
+    in ``d``, which is then clipped. An all-zero ``G`` gives zero weights. Heads: the official code
+    backpropagates ``Σ_t α_t L_t``, so each head receives ``α_t``-weighted gradients; here, as for every
+    Gramian weighting of mtrl, each head receives its own task's raw (unweighted) gradient.
 
     Stateful: the previous ``α`` (warm start and reuse between updates) and the step counter.
     """
@@ -118,7 +120,7 @@ class NashMTL(GramianWeighting):
         self.alpha = alpha
         return alpha.to(gram.device)
 
-    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+    def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """Weights ``w (T,)`` float64: ``α``, clipped so that ``‖Jᵀw‖ ≤ max_norm``; advances the step."""
         gram64 = gram.detach().to(torch.float64)
         if self.step % self.update_weights_every == 0 or self.alpha is None:

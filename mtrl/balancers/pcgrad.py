@@ -44,7 +44,7 @@ class PCGrad(GramianWeighting):
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
 
-    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+    def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """Weights ``w (T,)`` float64: the sum over tasks of the projected-row coefficients."""
         g = to_numpy64(gram)
         num_tasks = self.num_tasks

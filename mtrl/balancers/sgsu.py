@@ -29,17 +29,25 @@ class SGSUStep:
 class SGSU(Balancer):
     """Shared parameters follow the meta-gradient of one virtual SGD step per task.
 
-    Update rule (a RECONSTRUCTION: the paper's full text and code were not available; the
-    abstract-level facts and the open choices are in balancers.md §1)::
+    Update rule::
 
         θ'_t = θ − a · ∇θ L_t(θ)                         (one virtual step per task, inner lr a)
         d    = ∇θ Σ_t L_t(θ'_t)  =  Σ_t (I − a H_t) ∇L_t(θ'_t)      (second order, default)
         d    ≈ Σ_t ∇L_t(θ'_t)                             (``first_order=True``: θ'_t treated as θ + const)
 
     Task-specific parameters (heads) step on their own unweighted loss (``∇ Σ_t L_t``), separately
-    from the shared update. Reconstruction choices: one minibatch for the inner and the outer loss;
-    each task is evaluated only at its own adapted ``θ'_t`` (``loss_fn(θ'_t, None)[t]``); the heads'
-    gradient uses the pre-update ``θ``. ``a → 0`` gives ``∇θ Σ_t L_t``, i.e. ``ew``.
+    from the shared update. ``a → 0`` gives ``∇θ Σ_t L_t``, i.e. ``ew``.
+
+    Paper: Lee & Son, "Multitask Learning with Single Gradient Step Update for Task Balancing",
+    Neurocomputing 467:442–453 (2022), arXiv 2005.09910. Only the abstract was available (no full
+    text, no code anywhere searched), so no equation or algorithm number could be checked.
+
+    Note: a RECONSTRUCTION from the abstract (MAML with a one-step inner loop whose meta-"tasks" are
+    the MTL tasks; balancers.md §1.3 lists the open choices). Choices made here, each possibly
+    different from the paper: one minibatch for the inner and the outer loss (no support/query
+    split); each task evaluated only at its own adapted ``θ'_t`` (``loss_fn(θ'_t, None)[t]``), not
+    ``Σ_k L_k(θ'_t)``; second order by default; ``a`` fixed (not learned); the heads' gradient at the
+    pre-update ``θ``; the outer step is the caller's optimizer on ``d``.
 
     Cost: ``T`` inner gradients (kept in the graph when second order), ``T`` forwards at ``θ'_t``
     through the loss closure and ``T`` (double) backwards. Needs ``loss_fn`` in

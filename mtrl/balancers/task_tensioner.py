@@ -50,7 +50,9 @@ class TaskTensioner(GradientBalancer):
     Positive losses only (``log10 L``; in SAC use it on the critic). Stateful: the norm buffer
     ``(T, K)``, the previous window sums ``(T,)`` and the call count are in :meth:`state_dict`.
     Shapes: ``jac (T, P)``, ``losses (T,)`` → ``d (P,)``; ``last_edm_weights (T,)`` (``d* = wᵀJ``,
-    ``Σ w = 1``) and ``last_tensions (T,)`` (``c``, or None before tensions start) for logging.
+    ``Σ w = 1``), ``last_tensions (T,)`` (``c``, or None before tensions start) and ``last_weights (T,)``
+    (float64 CPU, the effective row weights: ``d = last_weightsᵀJ`` exactly, tensions and direction
+    checks included; the engine reports them as the task weights) for logging.
     """
 
     name = "task_tensioner"
@@ -73,6 +75,7 @@ class TaskTensioner(GradientBalancer):
         self.steps = 0  # calls that entered a norm into the buffer
         self.last_edm_weights: Tensor | None = None
         self.last_tensions: Tensor | None = None
+        self.last_weights: Tensor | None = None  # β (T,) with d = βᵀJ, for the engine's report
 
     def tensions(self, window_sum: Tensor, prev_window_sum: Tensor, losses: Tensor) -> Tensor:
         """``c (T,)`` from ``S(k)``, ``S(k−1)`` and ``L`` (all ``(T,)``, float64)."""
@@ -82,31 +85,52 @@ class TaskTensioner(GradientBalancer):
     @staticmethod
     def tension_direction(jac64: Tensor, d_star: Tensor, tension: Tensor) -> Tensor:
         """``v (P,)``: ``d*`` plus the tensions ``c (T,)`` along unit ``g_t − d*``, then the direction check."""
+        return TaskTensioner._tension_step(jac64, d_star, None, tension)[0]
+
+    @staticmethod
+    def _tension_step(
+        jac64: Tensor, d_star: Tensor, edm_weights: Tensor | None, tension: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(v (P,), β (T,) or None)``: :meth:`tension_direction`, and with ``edm_weights`` (``d* = wᵀJ``)
+        the row weights with ``v = βᵀJ``: every step keeps ``v`` a combination of the rows
+        (``v = Σ_t k_t g_t + (1 − Σ_t k_t) d*`` with ``k_t = c_t/‖g_t − d*‖``, and the check subtracts a
+        multiple of ``g_t`` and rescales), so ``β`` is tracked alongside in float64."""
         diff = jac64 - d_star  # (T, P)
         diff_norm = diff.norm(dim=1)
         safe = torch.where(diff_norm > 0, diff_norm, torch.ones_like(diff_norm))
         coef = torch.where(diff_norm > 0, tension.to(jac64) / safe, torch.zeros_like(diff_norm))  # c_t / ‖g_t − d*‖
         v = d_star + coef @ diff
+        beta = None
+        if edm_weights is not None:
+            beta = coef.to(torch.float64) + (1.0 - coef.sum().to(torch.float64)) * edm_weights.to(coef.device)
         norms = jac64.norm(dim=1)
         for t in range(jac64.shape[0]):
             u = jac64[t] / norms[t]
             along = v @ u
             if along < 0:  # ∠(g_t, v) > 90°: move v to where the segment g_t → v crosses g_t^⊥
-                v = (norms[t] / (norms[t] - along)) * (v - along * u)
-        return v
+                factor = norms[t] / (norms[t] - along)
+                v = factor * (v - along * u)
+                if beta is not None:
+                    beta = beta.clone()
+                    beta[t] -= float(along / norms[t])
+                    beta = float(factor) * beta
+        return v, beta
 
     def aggregate(self, jac: Tensor, losses: Tensor) -> Tensor:
         """``d (P,)`` from ``jac (T, P)`` and positive ``losses (T,)``; advances the norm window."""
         check_jacobian(jac, losses, self.num_tasks)
         self.check(losses)
         if self.num_tasks == 1:
+            self.last_weights = torch.ones(1, dtype=torch.float64)
             return jac[0].clone()
         jac64 = jac.to(torch.float64)
         norms = jac64.norm(dim=1)
         if bool((norms == 0).any()):
+            self.last_weights = torch.zeros(self.num_tasks, dtype=torch.float64)
             return torch.zeros(jac.shape[1], dtype=jac.dtype, device=jac.device)
         d_star, edm_weights = edm_direction(jac64)
         self.last_edm_weights = edm_weights
+        self.last_weights = edm_weights.detach().to(device="cpu", dtype=torch.float64)
         self.last_tensions = None
         self.norm_buffer[:, self.steps % self.window] = norms.cpu()
         self.steps += 1
@@ -118,7 +142,9 @@ class TaskTensioner(GradientBalancer):
             losses64 = losses.detach().to(device="cpu", dtype=torch.float64)
             tension = self.tensions(window_sum, self.prev_window_sum, losses64)
             self.last_tensions = tension
-            direction = self.tension_direction(jac64, d_star, tension)
+            direction, beta = self._tension_step(jac64, d_star, edm_weights, tension)
+            assert beta is not None
+            self.last_weights = beta.detach().to(device="cpu", dtype=torch.float64)
         self.prev_window_sum = window_sum
         return direction.to(jac.dtype)
 

@@ -4,19 +4,40 @@
 ``S = balancer.scalarize(losses) (T,)`` and then, by balancer kind:
 
 * loss weighting, or a Gramian weighting with ``constant_weights`` (``ew``): ONE ordinary
-  ``torch.autograd.grad`` of ``Σ_t S_t`` (``Σ_t w_t S_t`` on the shared parameters when the
-  constant weights are not all ones); ``ew`` reproduces ``sum(losses).backward()`` bit for bit.
-  ``G`` is computed only with ``diagnostics=True``.
-* Gramian weighting: ``G (T, T)`` by the chosen strategy, ``w = weights(G, L)``, shared params get
-  ``d = wᵀJ``. Jacobian aggregator (any other gradient balancer): ``d = aggregate(J, L)``.
+  ``torch.autograd.grad`` of ``Σ_t w_t S_t`` (``w = 1`` for a loss weighting, the constant weights
+  otherwise) for every parameter, heads included (a constant weighting is a loss weighting);
+  ``ew`` reproduces ``sum(losses).backward()`` bit for bit, ``ew(mean=True)`` ``mean(losses)``.
+  ``G`` (and with it grad norms, cosines, condition number) is computed only with diagnostics
+  (``GradientEngine(..., diagnostics=True)`` or per call ``backward(..., diagnostics=True)``, e.g.
+  at log steps); the default costs exactly plain training and reports only the weights.
+* Gramian weighting: ``G (T, T)`` by the chosen strategy, ``w = weights(G, L, rtol)``, shared params
+  get ``d = wᵀJ``; ``rtol = T·eps(dtype of J)`` is the rank cut-off of the balancer's linear algebra
+  (so a float32 model gets the float32 cut-off, as ``balancer.aggregate(J32)`` does and as the
+  official Aligned-MTL code uses; for float16/bfloat16 gradients, e.g. autocast features of the
+  ``representation`` strategy, it is a conservative cut-off: the rounding of such a ``J`` moves the
+  small eigenvalues of ``G`` by only ~``eps²·λ_max``).
+  Jacobian aggregator (any other gradient balancer): ``d = aggregate(J, L)``.
 * ``sgsu``: the meta-gradient of :class:`~mtrl.balancers.sgsu.SGSU` (needs ``loss_fn``).
 * ``dgr``: its base balancer as above, then ``∇θ R`` added to the shared parameters (needs ``loss_fn``).
 
-Task-specific parameters and the balancer's own parameters always get ``∇ Σ_t S_t`` (each head its
-own task's unweighted gradient). Strategies for ``J``/``G`` are in :mod:`mtrl.engine.strategies`;
-``"auto"`` picks ``representation`` for representation-level balancers given ``features``, else
-``task_partitioned`` given a ``capture``, else ``batched`` on accelerators and ``reference`` on the CPU
-(where the vmapped backward measured no faster than ``T`` plain calls).
+On the balanced paths task-specific parameters and the balancer's own parameters get ``∇ Σ_t S_t``
+(each head its own task's unweighted gradient). Strategies for ``J``/``G`` are in
+:mod:`mtrl.engine.strategies`. ``"auto"`` picks ``representation`` for representation-level balancers
+given ``features``, else ``task_partitioned`` given a ``capture``, else ``batched`` on accelerators and
+``reference`` on the CPU (where the vmapped backward measured no faster than ``T`` plain calls).
+
+Representation level (gradients w.r.t. the shared features ``z`` instead of ``θ``) is a property of
+the method, so the engine never switches it silently:
+
+* ``mgda_ub`` / ``aligned_mtl_ub`` (``representation_required``) raise ``ValueError`` without
+  ``features=`` or with an explicit parameter-level strategy (the result would be plain
+  ``mgda`` / ``aligned_mtl``);
+* ``imtl`` (and ``imtl_g(representation_level=True)``), feature-level by paper default, fall back to
+  parameter gradients without ``features=`` (or with an explicit parameter-level strategy): the
+  report says so (``representation_fallback=True``) and the engine warns once;
+* ``strategy="representation"`` with a parameter-level gradient balancer raises ``ValueError`` (it
+  would compute the representation-level variant); with a loss weighting it only chooses where the
+  diagnostic ``G`` is taken (the update is the plain one either way).
 
 ``.grad`` is overwritten. Parameters the losses do not reach get ``None`` on the plain path (as
 after ``zero_grad(set_to_none=True); loss.backward()``); on the balanced paths unreached shared
@@ -25,12 +46,14 @@ parameters get zeros (they are a zero block of ``J``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
+from mtrl.balancers._linalg import default_rtol
 from mtrl.balancers.base import Balancer, GradientBalancer, GramianWeighting, LossWeighting
 from mtrl.balancers.dgr import DGR
 from mtrl.balancers.sgsu import SGSU
@@ -38,6 +61,7 @@ from mtrl.engine.capture import LinearCapture
 from mtrl.engine.closure import LossClosure
 from mtrl.engine.report import BalanceReport, gram_statistics
 from mtrl.engine.strategies import (
+    VmapStatus,
     Workspace,
     batched_blocks,
     combine_blocks,
@@ -64,6 +88,11 @@ def _write(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
         p.grad = None if g is None else g.detach()
 
 
+def _parameter_level_key(name: str) -> str:
+    """``"mgda_ub"`` → ``" or use balancer 'mgda' for the parameter-level method"`` (empty otherwise)."""
+    return f", or use balancer {name[:-3]!r} for the parameter-level method" if name.endswith("_ub") else ""
+
+
 class GradientEngine:
     """Drive one balancer: ``backward(losses, shared, task, ...)`` writes ``.grad`` and reports.
 
@@ -72,8 +101,9 @@ class GradientEngine:
         strategy: ``"auto"`` | ``"reference"`` | ``"batched"`` | ``"task_partitioned"`` |
             ``"representation"`` (see the module docstring).
         diagnostics: compute ``G`` (grad norms, cosines, condition number) for loss weightings and
-            constant-weight balancers too. Default False keeps them at the cost of plain training;
-            gradient balancers always compute ``G`` or ``J`` and always report.
+            constant-weight balancers too, on every call. Default False keeps them at the cost of
+            plain training; ``backward(..., diagnostics=True)`` asks for them on one call (log steps).
+            Gradient balancers always compute ``G`` or ``J`` and always report.
         chunk_size: rows of the identity per vectorised backward of the ``batched`` strategy
             (None: all ``T`` at once; smaller trades speed for memory).
     """
@@ -101,6 +131,10 @@ class GradientEngine:
         #: J-block buffers of the task_partitioned strategy, reused between calls (about T·P floats);
         #: free them with ``engine.workspace.clear()``.
         self.workspace = Workspace()
+        #: set when vmap cannot batch this engine's graph: ``batched`` then runs the reference loop
+        #: without retrying (one warning).
+        self.vmap_status = VmapStatus()
+        self._fallback_warned = False
 
     def __repr__(self) -> str:
         return f"GradientEngine({self.balancer!r}, strategy={self.strategy!r}, diagnostics={self.diagnostics})"
@@ -115,6 +149,7 @@ class GradientEngine:
         features: Tensor | None = None,
         capture: LinearCapture | None = None,
         loss_fn: LossClosure | None = None,
+        diagnostics: bool | None = None,
     ) -> BalanceReport:
         """Write ``.grad`` of ``shared_params``, ``task_params`` and ``balancer.parameters()``.
 
@@ -125,9 +160,13 @@ class GradientEngine:
             features: shared representation ``z (B, …)`` for the ``representation`` strategy.
             capture: a :class:`LinearCapture` that recorded the forward (``task_partitioned``).
             loss_fn: loss closure (``sgsu``, ``dgr``), see :mod:`mtrl.engine.closure`.
+            diagnostics: this call only: True computes ``G`` statistics for loss weightings too
+                (the update is unchanged), False skips them; None (default) uses the engine's
+                ``diagnostics``.
 
         Returns the :class:`BalanceReport`. Calls ``balancer.after_backward()`` once the grads are
-        written, and clears ``capture``.
+        written, and clears ``capture``. Raises ``ValueError`` for a representation-level balancer
+        that cannot run as asked (see the module docstring).
         """
         shared = self._params(shared_params, "shared_params")
         task = self._params(task_params, "task_params")
@@ -142,8 +181,9 @@ class GradientEngine:
         core = self.balancer.base if isinstance(self.balancer, DGR) else self.balancer
         if (isinstance(self.balancer, DGR) or isinstance(core, SGSU)) and loss_fn is None:
             raise ValueError(f"balancer {self.balancer.name!r} needs loss_fn= (see mtrl.engine.make_loss_fn)")
+        want_diagnostics = self.diagnostics if diagnostics is None else bool(diagnostics)
         try:
-            report = self._backward_core(core, losses, shared, task, features, capture, loss_fn)
+            report = self._backward_core(core, losses, shared, task, features, capture, loss_fn, want_diagnostics)
             if isinstance(self.balancer, DGR):
                 assert loss_fn is not None
                 reg_grads, reg = self.balancer.regularizer_gradient(shared, task, loss_fn)
@@ -174,12 +214,52 @@ class GradientEngine:
         return out
 
     def _choose(
-        self, balancer: Balancer, losses: Tensor, features: Tensor | None, capture: LinearCapture | None
+        self,
+        balancer: Balancer,
+        losses: Tensor,
+        features: Tensor | None,
+        capture: LinearCapture | None,
+        report: BalanceReport | None = None,
     ) -> str:
+        """The strategy to run; ``report`` is given for gradient balancers (representation checks)."""
         strategy = self.strategy
+        if report is not None:
+            name = balancer.name
+            if getattr(balancer, "representation_level", False):
+                if features is not None and strategy in ("auto", "representation"):
+                    return "representation"
+                if getattr(balancer, "representation_required", False):
+                    if features is None:
+                        raise ValueError(
+                            f"balancer {name!r} is defined on gradients w.r.t. the shared representation: pass "
+                            f"features=z (the representation the task heads read) to engine.backward"
+                            f"{_parameter_level_key(name)}"
+                        )
+                    raise ValueError(
+                        f"balancer {name!r} is defined on gradients w.r.t. the shared representation, but "
+                        f"strategy={strategy!r} differentiates w.r.t. the shared parameters: use strategy 'auto' "
+                        f"or 'representation' with features={_parameter_level_key(name)}"
+                    )
+                if strategy != "representation":
+                    report.representation_fallback = True
+                    if not self._fallback_warned:
+                        self._fallback_warned = True
+                        why = "no features= given" if features is None else f"strategy={strategy!r}"
+                        warnings.warn(
+                            f"balancer {name!r} is representation-level (paper default) but {why}: its weights "
+                            f"come from parameter gradients (reported as representation_fallback=True); pass "
+                            f"features=z, or build it with representation_level=False to make this explicit",
+                            stacklevel=5,
+                        )
+            elif strategy == "representation":
+                raise ValueError(
+                    f"strategy 'representation' computes gradients w.r.t. the shared representation, but balancer "
+                    f"{name!r} is parameter-level (it would silently become its representation-level variant); use "
+                    f"a representation-level balancer (mgda_ub, aligned_mtl_ub, imtl, "
+                    f"imtl_g with representation_level=True) or strategy 'auto', 'reference', 'batched' or "
+                    f"'task_partitioned'"
+                )
         if strategy == "auto":
-            if getattr(balancer, "representation_level", False) and features is not None:
-                return "representation"
             if capture is not None:
                 return "task_partitioned"
             # On the CPU the vmapped backward measured no faster than T plain calls (bench_balancers,
@@ -200,6 +280,7 @@ class GradientEngine:
         features: Tensor | None,
         capture: LinearCapture | None,
         loss_fn: LossClosure | None,
+        diagnostics: bool,
     ) -> BalanceReport:
         terms_T = core.scalarize(losses)
         if terms_T.shape != losses.shape:
@@ -211,7 +292,7 @@ class GradientEngine:
             assert loss_fn is not None
             return self._sgsu(core, losses, terms_T, shared, others, loss_fn)
         if isinstance(core, LossWeighting) or (isinstance(core, GramianWeighting) and core.constant_weights):
-            return self._plain(core, losses, terms_T, shared, others, features, capture)
+            return self._plain(core, losses, terms_T, shared, others, features, capture, diagnostics)
         if isinstance(core, GradientBalancer):
             return self._balanced(core, losses, terms_T, shared, others, features, capture)
         raise TypeError(
@@ -228,13 +309,15 @@ class GradientEngine:
         others: list[Tensor],
         features: Tensor | None,
         capture: LinearCapture | None,
+        diagnostics: bool,
     ) -> BalanceReport:
-        """One ordinary backward; effective weights ``∂ΣS/∂L`` come from the same call."""
+        """One ordinary backward of ``Σ_t w_t S_t`` for every parameter; a loss weighting's effective
+        weights ``∂ΣS/∂L`` come from the same call."""
         report = BalanceReport(strategy="plain")
-        if self.diagnostics:
+        if diagnostics:
             strategy = self._choose(core, losses, features, capture)
-            gram = self._diagnostic_gram(strategy, terms_T, shared, features, capture)
-            self._fill(report, gram, shared[0].dtype)
+            gram, source_dtype = self._diagnostic_gram(strategy, terms_T, shared, features, capture)
+            self._fill(report, gram, source_dtype)
             report.strategy = f"plain+{strategy}"
         constant = None
         if isinstance(core, GramianWeighting):
@@ -243,18 +326,14 @@ class GradientEngine:
             constant = core.weights(zeros, losses.detach().to(torch.float64))
         if constant is None or bool((constant == 1).all()):
             objective = terms_T.sum()
-            grads = torch.autograd.grad(objective, [losses, *shared, *others], allow_unused=True)
-            _write(shared + others, grads[1:])
-            if constant is not None:
-                report.weights = torch.ones(losses.shape[0], dtype=torch.float64)
-            elif grads[0] is not None:  # effective weights ∂ΣS/∂L_t of a loss weighting
-                report.weights = grads[0].detach().to(device="cpu", dtype=torch.float64)
-            return report
-        if others:
-            _write(others, torch.autograd.grad(terms_T.sum(), others, retain_graph=True, allow_unused=True))
-        weighted = (constant.to(terms_T.dtype) * terms_T).sum()
-        _write(shared, torch.autograd.grad(weighted, shared, allow_unused=True))
-        report.weights = constant.detach().to("cpu")
+        else:
+            objective = (constant.to(terms_T.dtype) * terms_T).sum()
+        grads = torch.autograd.grad(objective, [losses, *shared, *others], allow_unused=True)
+        _write(shared + others, grads[1:])
+        if constant is not None:
+            report.weights = constant.detach().to(device="cpu", dtype=torch.float64)
+        elif grads[0] is not None:  # effective weights ∂ΣS/∂L_t of a loss weighting
+            report.weights = grads[0].detach().to(device="cpu", dtype=torch.float64)
         return report
 
     def _diagnostic_gram(
@@ -264,22 +343,22 @@ class GradientEngine:
         shared: list[Tensor],
         features: Tensor | None,
         capture: LinearCapture | None,
-    ) -> Tensor:
+    ) -> tuple[Tensor, torch.dtype]:
         if strategy == "representation":
             assert features is not None
-            rep = self._jacobian(terms_T, [features], "batched")
-            return gram_from_blocks(rep)
-        if strategy == "task_partitioned":
+            blocks = self._jacobian(terms_T, [features], "batched")
+        elif strategy == "task_partitioned":
             assert capture is not None
             # the diagnostic backward must leave the graph for the plain backward that follows
             blocks, _ = partitioned_blocks(capture, terms_T, shared, [], retain_graph=True, workspace=self.workspace)
-            return gram_from_blocks(blocks)
-        return gram_from_blocks(self._jacobian(terms_T, shared, strategy))
+        else:
+            blocks = self._jacobian(terms_T, shared, strategy)
+        return gram_from_blocks(blocks), blocks[0].dtype
 
     def _jacobian(self, terms_T: Tensor, params: list[Tensor], strategy: str) -> list[Tensor]:
         if strategy == "reference":
             return reference_blocks(terms_T, params)
-        return batched_blocks(terms_T, params, self.chunk_size)
+        return batched_blocks(terms_T, params, self.chunk_size, self.vmap_status)
 
     def _balanced(
         self,
@@ -291,8 +370,9 @@ class GradientEngine:
         features: Tensor | None,
         capture: LinearCapture | None,
     ) -> BalanceReport:
-        strategy = self._choose(core, losses, features, capture)
-        report = BalanceReport(strategy=strategy)
+        report = BalanceReport()
+        strategy = self._choose(core, losses, features, capture, report)
+        report.strategy = strategy
         losses64 = losses.detach().to(torch.float64)
         gramian_only = _is_gramian_only(core)
         if strategy == "task_partitioned":
@@ -306,18 +386,20 @@ class GradientEngine:
                 assert features is not None
                 return self._representation(core, losses, terms_T, shared, features, report)
             blocks = self._jacobian(terms_T, shared, strategy)
+        source_dtype = blocks[0].dtype
         if gramian_only:
             assert isinstance(core, GramianWeighting)
             gram = gram_from_blocks(blocks)
-            weights_T = self._weights(core, gram, losses64)
+            weights_T = self._weights(core, gram, losses64, source_dtype)
             _write(shared, combine_blocks(weights_T, blocks, shared))
             report.weights = weights_T.detach().to("cpu")
         else:
             jac_TP = concat_blocks(blocks)
-            gram = (jac_TP @ jac_TP.T).to(torch.float64)
+            gram = gram_from_blocks([jac_TP])
             d_P = self._aggregate(core, jac_TP, losses)
             _write(shared, split_direction(d_P, shared))
-        self._fill(report, gram, blocks[0].dtype)
+            report.weights = self._effective_weights(core)
+        self._fill(report, gram, source_dtype)
         return report
 
     def _representation(
@@ -333,15 +415,16 @@ class GradientEngine:
         the batch), ``G = Z Zᵀ``, then ONE backward through the trunk with ``Σ_t w_t Z_t``."""
         if not features.requires_grad:
             raise ValueError("features do not require grad: pass the shared representation z from the graph")
-        (rep_TZ,) = batched_blocks(terms_T, [features], self.chunk_size)
+        (rep_TZ,) = batched_blocks(terms_T, [features], self.chunk_size, self.vmap_status)
         gram = gram_from_blocks([rep_TZ])
         if _is_gramian_only(core):
             assert isinstance(core, GramianWeighting)
-            weights_T = self._weights(core, gram, losses.detach().to(torch.float64))
+            weights_T = self._weights(core, gram, losses.detach().to(torch.float64), rep_TZ.dtype)
             dz = weights_T.to(rep_TZ.dtype) @ rep_TZ
             report.weights = weights_T.detach().to("cpu")
         else:
             dz = self._aggregate(core, rep_TZ, losses)
+            report.weights = self._effective_weights(core)
         grads = torch.autograd.grad(features, shared, grad_outputs=dz.view_as(features), allow_unused=True)
         _write(shared, [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, shared, strict=True)])
         self._fill(report, gram, rep_TZ.dtype)
@@ -365,8 +448,10 @@ class GradientEngine:
         return report
 
     # --- helpers --------------------------------------------------------------------------------
-    def _weights(self, core: GramianWeighting, gram: Tensor, losses64: Tensor) -> Tensor:
-        weights_T = core.weights(gram, losses64)
+    @staticmethod
+    def _weights(core: GramianWeighting, gram: Tensor, losses64: Tensor, source_dtype: torch.dtype) -> Tensor:
+        rtol = default_rtol(core.num_tasks, source_dtype if source_dtype.is_floating_point else torch.float64)
+        weights_T = core.weights(gram, losses64, rtol=rtol)
         if weights_T.shape != (core.num_tasks,):
             raise ValueError(
                 f"{core.name}.weights returned shape {tuple(weights_T.shape)}, expected ({core.num_tasks},)"
@@ -379,6 +464,15 @@ class GradientEngine:
         if d_P.shape != (jac_TP.shape[1],):
             raise ValueError(f"{core.name}.aggregate returned shape {tuple(d_P.shape)}, expected ({jac_TP.shape[1]},)")
         return d_P.to(jac_TP.dtype)
+
+    @staticmethod
+    def _effective_weights(core: GradientBalancer) -> Tensor | None:
+        """A Jacobian aggregator's ``last_weights (T,)`` (with ``d = last_weightsᵀJ``) if it keeps them
+        (task_tensioner), else None (graddrop: ``d`` is not a combination of the rows)."""
+        weights = getattr(core, "last_weights", None)
+        if isinstance(weights, Tensor) and weights.shape == (core.num_tasks,):
+            return weights.detach().to(device="cpu", dtype=torch.float64)
+        return None
 
     @staticmethod
     def _fill(report: BalanceReport, gram: Tensor, source_dtype: torch.dtype) -> None:

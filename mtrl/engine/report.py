@@ -21,15 +21,22 @@ class BalanceReport:
     """Summary of one balanced backward.
 
     Attributes:
-        weights: ``(T,)`` float64 task weights on CPU: ``w`` of a Gramian weighting, the effective
-            weights ``∂ Σ_t S_t / ∂ L_t`` of a loss weighting, ``None`` for a Jacobian aggregator.
-        grad_norms: ``(T,)`` float64 ``√diag(G)``, or ``None`` when ``G`` was not computed.
+        weights: ``(T,)`` float64 task weights on CPU: ``w`` of a Gramian weighting (the constant
+            weights of ``ew``), the effective weights ``∂ Σ_t S_t / ∂ L_t`` of a loss weighting, the
+            effective row weights of a Jacobian aggregator that keeps them (``task_tensioner``:
+            ``d = wᵀJ``), ``None`` for one whose ``d`` is not a combination of the rows (``graddrop``).
+        grad_norms: ``(T,)`` float64 ``√diag(G)``, or ``None`` when ``G`` was not computed (loss
+            weightings and ``ew`` without diagnostics: pass ``diagnostics=True`` to the engine or to
+            one ``backward`` call, e.g. at log steps, to get norms, cosines and ``cond``).
         cos_min: smallest pairwise cosine ``G_ij / (‖g_i‖‖g_j‖)`` over pairs of non-zero gradients.
         cos_mean: mean of the same cosines.
         cond: ``λ_max / λ_min⁺`` of ``G`` (smallest eigenvalue above the numerical-rank threshold).
         strategy: the strategy that ran (``"plain"``, ``"reference"``, ``"batched"``,
             ``"task_partitioned"``, ``"representation"``, ``"sgsu"``; ``"plain+<s>"`` when a loss
             weighting computed diagnostics with strategy ``s``).
+        representation_fallback: True when a representation-level balancer whose paper default is
+            feature-level (``imtl``) ran on parameter gradients because no ``features`` were given
+            (or a parameter-level strategy was asked for); ``strategy`` says which one ran.
         extra: further scalars (e.g. ``"dgr_reg"``), logged as ``f"{prefix}/{key}"``.
     """
 
@@ -39,6 +46,7 @@ class BalanceReport:
     cos_mean: float | None = None
     cond: float | None = None
     strategy: str = ""
+    representation_fallback: bool = False
     extra: dict[str, float] = field(default_factory=dict)
 
     def scalars(self, prefix: str, task_names: Sequence[str]) -> dict[str, float]:

@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import minimize, nnls
 from torch import Tensor
 
-from mtrl.balancers._qp import min_norm_kkt_violation, min_norm_simplex
+from mtrl.balancers._qp import min_norm_kkt_violation, min_norm_simplex, nonneg_qp
 from mtrl.balancers.aligned_mtl import AlignedMTL, AlignedMTLUB
 from mtrl.balancers.cagrad import CAGrad
 from mtrl.balancers.ew import EW
@@ -248,6 +248,26 @@ def test_nash_mtl_rank_deficient_inputs_stay_finite_and_ignore_null_directions()
     torch.testing.assert_close(d, d_ref, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("layout", ["sum_row", "repeated_directions"])
+def test_nash_mtl_bargaining_on_rank_deficient_inputs_where_defined(layout: str) -> None:
+    """Linearly dependent rows still have a bargaining solution when some ``d`` improves every task
+    (rows ``g1, g2, g1 + g2``; or scaled copies of directions): ``α > 0`` and ``α ⊙ Ĝα ≈ 1`` (the
+    ``1e-8`` ridge on the cosines perturbs it by ~1e-8)."""
+    base = _decades(3, 1.0, seed=31)
+    if layout == "sum_row":
+        jac = torch.stack([base[0], base[1], base[0] + base[1], base[2]])
+    else:
+        jac = torch.cat([base, 0.01 * base[:1], 40.0 * base[1:2]])
+    assert int(torch.linalg.matrix_rank(jac)) < jac.shape[0]
+    gram = jac @ jac.T
+    alpha = NashMTL(jac.shape[0], max_norm=0.0).weights(gram, torch.ones(jac.shape[0]))
+    g_hat = gram / gram.norm()
+    assert bool((alpha > 0).all())
+    torch.testing.assert_close(alpha * (g_hat @ alpha), torch.ones_like(alpha), rtol=0, atol=1e-6)
+    d = alpha @ jac
+    assert bool((jac @ d > 0).all())  # every task improves
+
+
 # --- UPGrad -------------------------------------------------------------------------------------
 def test_upgrad_direction_does_not_conflict_with_any_task() -> None:
     for name, jac, losses in ZOO:
@@ -260,7 +280,16 @@ def test_upgrad_direction_does_not_conflict_with_any_task() -> None:
             # exact projection on the dual cone of the ridge-regularised Gramian: G w ≥ −reg·tr(G)·w
             bound = -1e-4 * trace * w - 1e-9 * trace * float(w.abs().sum())
             assert bool((gram @ w >= bound).all()), name
+        else:
+            # tr(G) < norm_eps (tiny_*, all_zero_*): the projections are skipped and d is the mean
+            # gradient (torchjd's behaviour), which may conflict: J d ≥ 0 is NOT promised here
+            torch.testing.assert_close(w, torch.full_like(w, 1.0 / jac.shape[0]), rtol=0, atol=0)
+            torch.testing.assert_close(d, jac.mean(0), rtol=1e-12, atol=0.0)
         torch.testing.assert_close(jac @ d, gram @ w, rtol=1e-9, atol=1e-9 * trace * float(w.abs().sum()))
+    tiny = 1e-6 * torch.tensor([[1.0, 0.0], [-2.0, 0.1]], dtype=torch.float64)  # tr(G) ~ 5e-12 < norm_eps
+    assert float((tiny @ UPGrad(2).aggregate(tiny, torch.ones(2))).min()) < 0  # the mean conflicts here
+    projected = UPGrad(2, norm_eps=0.0, reg_eps=0.0).aggregate(tiny, torch.ones(2))
+    assert float((tiny @ projected).min()) >= -1e-12 * float(tiny.norm() * projected.norm())  # norm_eps=0: none
     for name, jac, losses in FULL_RANK:  # without the ridge the cone constraint is exact
         d = UPGrad(jac.shape[0], norm_eps=0.0, reg_eps=0.0).aggregate(jac, losses)
         scale = float(jac.norm(dim=1).max() * d.norm())
@@ -333,6 +362,65 @@ def test_imtl_g_zero_task_and_degenerate_inputs() -> None:
     assert float((proj - proj.mean()).abs().max()) <= 1e-9 * float(proj.abs().max())
     jac, losses = _entry("opposite_T2")  # v = C⁺1 sums to 0: no balanced combination
     assert torch.equal(imtl_g_weights(jac @ jac.T), torch.zeros(2, dtype=torch.float64))
+
+
+def _spec_imtl_g(jac: Tensor) -> Tensor:
+    """The spec's form ``w ∝ G⁺·diag(G)^½`` (torchjd), for comparison."""
+    gram = jac @ jac.T
+    v = torch.linalg.pinv(gram, hermitian=True) @ gram.diagonal().sqrt()
+    return v / v.sum()
+
+
+def _cosine(a: Tensor, b: Tensor) -> float:
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def test_imtl_g_rank_deficient_consistent_equal_projections_and_scale_invariance() -> None:
+    """Repeated directions (rank 3, T = 6): ``1 ∈ range(C)``, so equal projections exist; our ``D⁺C⁺1``
+    and the spec's ``G⁺·diag(G)^½`` give the same direction; ours is unchanged in direction when a task
+    gradient is rescaled, and ``Σw = 1``."""
+    base = _decades(3, 2.0, seed=21)
+    jac = torch.cat([base, base * torch.tensor([[1e-3], [10.0], [7.0]], dtype=torch.float64)])  # rank 3
+    assert int(torch.linalg.matrix_rank(jac)) == 3
+    w = IMTLG(6).weights(jac @ jac.T, torch.ones(6))
+    d = w @ jac
+    assert float(w.sum()) == pytest.approx(1.0, rel=1e-12)
+    proj = _projections(jac, d)
+    assert float((proj - proj.mean()).abs().max()) <= 1e-9 * float(proj.abs().max())
+    assert _cosine(d, _spec_imtl_g(jac) @ jac) > 1 - 1e-10  # same direction as the spec's form
+    for row, k in ((0, 1e4), (4, 1e-3)):
+        rescaled = jac.clone()
+        rescaled[row] *= k
+        w_k = IMTLG(6).weights(rescaled @ rescaled.T, torch.ones(6))
+        assert float(w_k.sum()) == pytest.approx(1.0, rel=1e-12)
+        assert _cosine(w_k @ rescaled, d) > 1 - 1e-10
+        proj_k = _projections(rescaled, w_k @ rescaled)
+        assert float((proj_k - proj_k.mean()).abs().max()) <= 1e-9 * float(proj_k.abs().max())
+
+
+def test_imtl_g_rank_deficient_inconsistent_projects_one_onto_range_c() -> None:
+    """Generic rank 2 with T = 4: no equal-projection combination (``1 ∉ range(C)``). Ours gives
+    ``d ∝ U⁺1`` (``U`` the unit rows), i.e. projections ``Ud ∝ CC⁺1``, the cosine-space projection of
+    ``1`` onto ``range(C)``; its direction ignores the gradient norms. The spec's form does not."""
+    jac = torch.randn(4, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64) @ full_rank(2, 64, 6)
+    jac = jac * torch.tensor([[1.0], [30.0], [0.2], [5.0]], dtype=torch.float64)
+    unit = jac / jac.norm(dim=1, keepdim=True)
+    cos = unit @ unit.T
+    ones = torch.ones(4, dtype=torch.float64)
+    target = cos @ torch.linalg.pinv(cos, hermitian=True) @ ones  # projection of 1 onto range(C)
+    assert float((target - ones).norm()) > 1e-3  # really inconsistent
+    w = IMTLG(4).weights(jac @ jac.T, ones)
+    d = w @ jac
+    assert float(w.sum()) == pytest.approx(1.0, rel=1e-12)
+    proj = unit @ d
+    torch.testing.assert_close(proj / proj.norm(), target / target.norm(), rtol=0, atol=1e-9)
+    assert _cosine(d, torch.linalg.pinv(unit) @ ones) > 1 - 1e-10
+    rescaled = jac.clone()
+    rescaled[1] *= 1e-3
+    assert _cosine(IMTLG(4).aggregate(rescaled, ones), d) > 1 - 1e-10  # direction invariant
+    spec = _spec_imtl_g(jac) @ jac
+    spec_rescaled = _spec_imtl_g(rescaled) @ rescaled
+    assert _cosine(spec, spec_rescaled) < 1 - 1e-4  # the G⁺·diag(G)^½ form is not (here cos ≈ 0.9992)
 
 
 def test_imtl_l_scaled_losses_and_their_learning() -> None:
@@ -420,3 +508,24 @@ def test_min_norm_warm_start_gives_the_same_optimum(T: int) -> None:
     bad_start = np.zeros(T)
     bad_start[:2] = [0.5, 0.5]  # any start is safe: a corral that is not optimal is left as usual
     np.testing.assert_allclose(min_norm_simplex(gram, warm_start=bad_start), cold, atol=1e-9)
+
+
+@pytest.mark.parametrize("T", [3, 10, 50])
+def test_nonneg_qp_warm_start_gives_the_same_optimum(T: int) -> None:
+    """UPGrad's projections warm-start each QP from the previous one: same solution, KKT conditions
+    (``∇ = Ax + b ≥ 0``, ``x ≥ 0``, ``x ⊙ ∇ = 0``) met, also from an unrelated start."""
+    gen = torch.Generator().manual_seed(100 + T)
+    jac = torch.randn(T, 2 * T, generator=gen, dtype=torch.float64)
+    gram = (jac @ jac.T).numpy()
+    a = gram / np.trace(gram) + 1e-4 * np.eye(T)
+    previous = None
+    for i in range(T):
+        u = np.eye(T)[i] / T
+        cold = nonneg_qp(a, a @ u)
+        hot = nonneg_qp(a, a @ u, warm_start=previous)
+        np.testing.assert_allclose(hot, cold, rtol=1e-9, atol=1e-12)
+        grad = a @ hot + a @ u
+        assert float(hot.min()) >= 0 and float(grad.min()) >= -1e-10 and float(np.abs(hot * grad).max()) <= 1e-10
+        previous = hot
+    arbitrary = np.ones(T)
+    np.testing.assert_allclose(nonneg_qp(a, a @ u, warm_start=arbitrary), cold, rtol=1e-9, atol=1e-12)

@@ -371,3 +371,26 @@ def test_task_tensioner_rejects_bad_hyperparameters() -> None:
         TaskTensioner(2, window=0)
     with pytest.raises(ValueError, match="alpha"):
         TaskTensioner(2, alpha=-0.1)
+
+
+@pytest.mark.parametrize(("T", "scale", "seed"), [(3, 0.3, 0), (5, 1.0, 1), (2, 0.05, 2)])
+def test_task_tensioner_last_weights_reproduce_the_direction(T: int, scale: float, seed: int) -> None:
+    """``d = last_weightsᵀJ`` on every call: EDM steps, tension steps and direction checks (the engine
+    reports these as the task weights)."""
+    window = 4
+    sequence = _jac_sequence(T, 7, 16, seed=seed, scale=scale)
+    _, checks = _numpy_task_tensioner(sequence, alpha=0.3, window=window)
+    tensioner = TaskTensioner(T, alpha=0.3, window=window)
+    for k, (jac, losses) in enumerate(sequence):
+        d = tensioner.aggregate(jac, losses)
+        w = tensioner.last_weights
+        assert w is not None and w.shape == (T,) and w.dtype == torch.float64
+        torch.testing.assert_close(w @ jac, d, rtol=1e-10, atol=1e-12 * float(jac.abs().max()), msg=f"call {k}")
+        if k < window:
+            assert tensioner.last_edm_weights is not None
+            torch.testing.assert_close(w, tensioner.last_edm_weights)
+    assert T == 2 or checks > 0
+    zero = sequence[0][0].clone()
+    zero[0] = 0.0
+    tensioner.aggregate(zero, sequence[0][1])
+    assert torch.equal(tensioner.last_weights, torch.zeros(T, dtype=torch.float64))

@@ -1,4 +1,4 @@
-"""Loss weightings UW, DWA, RLW and FAMO: zoo, determinism, state round-trip and method properties."""
+"""Loss weightings UW, DWA, RLW, FAMO and IMTL-L: zoo, determinism, state round-trip and method properties."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from mtrl.balancers.rlw import RLW
 from mtrl.balancers.uw import UW
 from tests.balancers.zoo import TASK_COUNTS
 
-NAMES = ("uw", "dwa", "rlw", "famo")
-POSITIVE_ONLY = ("uw", "dwa", "famo")
+NAMES = ("uw", "dwa", "rlw", "famo", "imtl_l")
+POSITIVE_ONLY = ("uw", "dwa", "famo", "imtl_l")
 
 
 def _loss_sets(T: int, device: torch.device) -> list[Tensor]:

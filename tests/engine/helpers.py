@@ -78,7 +78,7 @@ class GramTestWeighting(GramianWeighting):
 
     name = "gram_test"
 
-    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+    def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         ranks = 1.0 + torch.arange(self.num_tasks, dtype=gram.dtype, device=gram.device) / self.num_tasks
         return ranks / (gram.diagonal().clamp_min(0).sqrt() + losses.to(gram))
 
@@ -100,13 +100,27 @@ class AggregatorTest(GradientBalancer):
         return (jac / (norms + 1)).sum(0) + 1e-3 * jac.abs().amax(0)
 
 
+class RepAggregatorTest(AggregatorTest):
+    """Test-only representation-level Jacobian aggregator."""
+
+    name = "rep_agg_test"
+    representation_level = True
+
+
+class RepRequiredTestWeighting(RepGramTestWeighting):
+    """Test-only weighting defined at representation level only (like ``mgda_ub``)."""
+
+    name = "rep_required_test"
+    representation_required = True
+
+
 class OnesTestWeighting(GramianWeighting):
     """Test-only stand-in for ``ew``: constant weights 1."""
 
     name = "ones_test"
     constant_weights = True
 
-    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+    def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         return torch.ones(self.num_tasks, dtype=gram.dtype, device=gram.device)
 
 
@@ -115,7 +129,7 @@ class HalfTestWeighting(OnesTestWeighting):
 
     name = "half_test"
 
-    def weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+    def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         return torch.full((self.num_tasks,), 1.0 / self.num_tasks, dtype=gram.dtype, device=gram.device)
 
 

@@ -15,6 +15,8 @@ from tests.engine.helpers import (
     GramTestWeighting,
     HalfTestWeighting,
     OnesTestWeighting,
+    RepGramTestWeighting,
+    RepRequiredTestWeighting,
     UWTestWeighting,
     assert_close_lists,
     grads_of,
@@ -56,15 +58,16 @@ def test_constant_ones_reproduces_sum_backward_bitwise(with_capture: bool, devic
     assert torch.equal(report.weights, torch.ones(4, dtype=torch.float64))  # type: ignore[arg-type]
 
 
-def test_constant_non_unit_weights_weight_only_shared(device: torch.device) -> None:
+def test_constant_non_unit_weights_are_a_loss_weighting(device: torch.device) -> None:
+    """Constant weights ``1/T`` (``ew(mean=True)``): every parameter, heads included, gets ``∇ mean(L)``
+    (a constant weighting is a loss weighting; before, heads got the unweighted sum)."""
     T = 3
     prob = make_problem(T=T, device=str(device))
     losses = prob.forward()
-    shared_expected = torch.autograd.grad(losses.mean(), prob.shared(), retain_graph=True)
-    task_expected = torch.autograd.grad(losses.sum(), prob.task(), retain_graph=True)
-    GradientEngine(HalfTestWeighting(T)).backward(losses, prob.shared(), prob.task())
-    assert_close_lists(grads_of(prob.shared()), list(shared_expected), rtol=1e-12)
-    assert_close_lists(grads_of(prob.task()), list(task_expected), rtol=1e-12)
+    expected = torch.autograd.grad(losses.mean(), prob.shared() + prob.task(), retain_graph=True)
+    report = GradientEngine(HalfTestWeighting(T)).backward(losses, prob.shared(), prob.task())
+    assert_close_lists(grads_of(prob.shared()) + grads_of(prob.task()), list(expected), rtol=1e-12)
+    torch.testing.assert_close(report.weights, torch.full((T,), 1 / T, dtype=torch.float64), rtol=0, atol=0)
 
 
 def test_loss_weighting_writes_balancer_params_and_effective_weights(device: torch.device) -> None:
@@ -226,7 +229,7 @@ def test_error_strategy_needs_inputs(device: torch.device) -> None:
     with pytest.raises(ValueError, match="needs capture="):
         GradientEngine(GramTestWeighting(3), "task_partitioned").backward(prob.forward(), prob.shared(), prob.task())
     with pytest.raises(ValueError, match="needs features="):
-        GradientEngine(GramTestWeighting(3), "representation").backward(prob.forward(), prob.shared(), prob.task())
+        GradientEngine(RepGramTestWeighting(3), "representation").backward(prob.forward(), prob.shared(), prob.task())
 
 
 def test_error_capture_recorded_nothing(device: torch.device) -> None:
@@ -282,3 +285,92 @@ def test_grad_overwritten_not_accumulated(device: torch.device) -> None:
     assert_close_lists(grads_of(prob.shared()), first, rtol=1e-12)
     assert math.isfinite(float(first[0].sum()))
 
+
+
+# --- representation level: never switched silently ---------------------------------------------------
+
+
+def _features_problem(device: torch.device) -> tuple:
+    prob = make_problem(T=3, device=str(device))
+    z = prob.net.features(prob.x)
+    return prob, z, prob.losses(prob.net.heads(z))
+
+
+def test_representation_required_balancer_refuses_parameter_level(device: torch.device) -> None:
+    prob, z, losses = _features_problem(device)
+    engine = GradientEngine(RepRequiredTestWeighting(3))
+    with pytest.raises(ValueError, match=r"'rep_required_test' is defined on gradients w\.r\.t\. the.*features=z"):
+        engine.backward(losses, prob.shared(), prob.task())
+    capture = LinearCapture(prob.net.trunk, 3)
+    for strategy in ("reference", "batched", "task_partitioned"):
+        with pytest.raises(ValueError, match=rf"strategy='{strategy}' differentiates w\.r\.t\. the shared parameters"):
+            GradientEngine(RepRequiredTestWeighting(3), strategy).backward(
+                prob.forward(capture), prob.shared(), prob.task(), features=z, capture=capture
+            )
+    report = GradientEngine(RepRequiredTestWeighting(3)).backward(losses, prob.shared(), prob.task(), features=z)
+    assert report.strategy == "representation" and not report.representation_fallback
+
+
+@pytest.mark.parametrize("balancer_cls", [GramTestWeighting, AggregatorTest])
+def test_parameter_level_balancer_refuses_representation_strategy(balancer_cls: type, device: torch.device) -> None:
+    prob, z, losses = _features_problem(device)
+    with pytest.raises(ValueError, match=r"is parameter-level.*mgda_ub, aligned_mtl_ub, imtl"):
+        GradientEngine(balancer_cls(3), "representation").backward(losses, prob.shared(), prob.task(), features=z)
+    # auto with features: the parameter-level method, features ignored
+    report = GradientEngine(balancer_cls(3)).backward(losses, prob.shared(), prob.task(), features=z)
+    assert report.strategy == ("reference" if device.type == "cpu" else "batched")
+    assert not report.representation_fallback
+
+
+def test_representation_level_fallback_is_reported_and_warned_once(device: torch.device) -> None:
+    prob, z, losses = _features_problem(device)
+    engine = GradientEngine(RepGramTestWeighting(3))
+    with pytest.warns(UserWarning, match="representation-level.*no features= given"):
+        report = engine.backward(losses, prob.shared(), prob.task())
+    assert report.representation_fallback and report.strategy in ("reference", "batched")
+    fallback = grads_of(prob.shared())
+    prob.clear_grads()
+    GradientEngine(GramTestWeighting(3), report.strategy).backward(prob.forward(), prob.shared(), prob.task())
+    assert_close_lists(fallback, grads_of(prob.shared()), rtol=1e-12)  # = the parameter-level weighting
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per engine
+        again = engine.backward(prob.forward(), prob.shared(), prob.task())
+    assert again.representation_fallback
+    _, z, losses = _features_problem(device)
+    assert not engine.backward(losses, prob.shared(), prob.task(), features=z).representation_fallback
+    _, z, losses = _features_problem(device)
+    with pytest.warns(UserWarning, match="strategy='reference'"):
+        explicit = GradientEngine(RepGramTestWeighting(3), "reference").backward(
+            losses, prob.shared(), prob.task(), features=z
+        )
+    assert explicit.representation_fallback and explicit.strategy == "reference"
+
+
+def test_loss_weighting_representation_strategy_is_diagnostics_only(device: torch.device) -> None:
+    prob, z, losses = _features_problem(device)
+    balancer = UWTestWeighting(3)
+    terms = balancer.scalarize(losses)
+    rep = torch.stack([torch.autograd.grad(terms[t], z, retain_graph=True)[0].reshape(-1) for t in range(3)])
+    plain = torch.autograd.grad(terms.sum(), prob.shared(), retain_graph=True)
+    report = GradientEngine(balancer, "representation", diagnostics=True).backward(
+        losses, prob.shared(), prob.task(), features=z
+    )
+    assert report.strategy == "plain+representation"
+    torch.testing.assert_close(report.grad_norms, rep.norm(dim=1).cpu(), rtol=1e-10, atol=0.0)
+    assert_close_lists(grads_of(prob.shared()), list(plain), rtol=1e-12)
+
+
+def test_diagnostics_per_call_override(device: torch.device) -> None:
+    """Trainers ask for G statistics at log steps only: ``backward(..., diagnostics=True)``."""
+    prob = make_problem(T=3, device=str(device))
+    engine = GradientEngine(OnesTestWeighting(3))
+    assert engine.backward(prob.forward(), prob.shared(), prob.task()).grad_norms is None
+    plain = grads_of(prob.shared())
+    logged = engine.backward(prob.forward(), prob.shared(), prob.task(), diagnostics=True)
+    assert logged.grad_norms is not None and logged.cond is not None and logged.cos_min is not None
+    assert_close_lists(grads_of(prob.shared()), plain, rtol=0)  # the update is unchanged
+    assert engine.backward(prob.forward(), prob.shared(), prob.task()).grad_norms is None
+    always = GradientEngine(OnesTestWeighting(3), diagnostics=True)
+    assert always.backward(prob.forward(), prob.shared(), prob.task(), diagnostics=False).grad_norms is None

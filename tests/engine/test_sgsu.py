@@ -83,3 +83,25 @@ def test_sgsu_errors() -> None:
         GradientEngine(SGSU(3)).backward(
             prob.forward(), prob.shared(), prob.task(), loss_fn=lambda s, t: prob.forward().sum()
         )
+
+
+def _sgsu_grads(T: int, first_order: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    prob = make_problem(T=T, n=2, seed=T)
+    report = GradientEngine(SGSU(T, inner_lr=0.05, first_order=first_order)).backward(
+        prob.forward(), prob.shared(), prob.task(), loss_fn=prob.loss_fn()
+    )
+    assert report.grad_norms is not None
+    return grads_of(prob.shared()), grads_of(prob.task()), report.grad_norms
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("T", [1, 2, 3, 10, 50])
+def test_sgsu_shapes_finite_and_deterministic(T: int, first_order: bool) -> None:
+    shared, task, norms = _sgsu_grads(T, first_order)
+    prob = make_problem(T=T, n=2, seed=T)
+    for g, p in zip(shared + task, prob.shared() + prob.task(), strict=True):
+        assert g.shape == p.shape and g.dtype == p.dtype and bool(torch.isfinite(g).all())
+    assert norms.shape == (T,) and bool(torch.isfinite(norms).all()) and bool((norms > 0).all())
+    again_shared, again_task, again_norms = _sgsu_grads(T, first_order)
+    assert all(torch.equal(a, b) for a, b in zip(shared + task, again_shared + again_task, strict=True))
+    assert torch.equal(norms, again_norms)

@@ -16,6 +16,7 @@ from mtrl.engine.strategies import (
 from tests.engine.helpers import (
     AggregatorTest,
     GramTestWeighting,
+    RepAggregatorTest,
     RepGramTestWeighting,
     assert_close_lists,
     grads_of,
@@ -126,9 +127,9 @@ def test_representation_with_jacobian_aggregator(device: torch.device) -> None:
     z = prob.net.features(prob.x)
     losses = prob.losses(prob.net.heads(z))
     rep = torch.stack([torch.autograd.grad(losses[t], z, retain_graph=True)[0].reshape(-1) for t in range(T)])
-    dz = AggregatorTest(T).aggregate(rep, losses.detach())
+    dz = RepAggregatorTest(T).aggregate(rep, losses.detach())
     expected = torch.autograd.grad(z, prob.shared(), grad_outputs=dz.view_as(z), retain_graph=True)
-    report = GradientEngine(AggregatorTest(T), strategy="representation").backward(
+    report = GradientEngine(RepAggregatorTest(T), strategy="representation").backward(
         losses, prob.shared(), prob.task(), features=z
     )
     assert report.weights is None
@@ -191,13 +192,80 @@ class _ItemInBackward(torch.autograd.Function):
         return g * (2.0 if float(g.abs().sum().item()) >= 0 else 0.0)
 
 
-def test_batched_falls_back_to_reference_where_vmap_fails() -> None:
-    import mtrl.engine.strategies as strategies
-
-    strategies._vmap_warned = False
+def _unbatchable_terms() -> tuple[torch.Tensor, torch.Tensor]:
     w = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     x = torch.randn(5, 4, dtype=torch.float64)
-    terms = (_ItemInBackward.apply(x @ w.T) ** 2).sum(0)  # (3,)
-    with pytest.warns(UserWarning, match="using the reference loop"):
-        blocks = batched_blocks(terms, [w])
-    torch.testing.assert_close(blocks[0], reference_blocks(terms, [w])[0], rtol=0, atol=0)
+    return (_ItemInBackward.apply(x @ w.T) ** 2).sum(0), w  # (3,)
+
+
+def test_batched_falls_back_to_reference_where_vmap_fails() -> None:
+    terms, w = _unbatchable_terms()
+    for _ in range(2):  # without a status: the fallback warns on every call
+        with pytest.warns(UserWarning, match="using the reference loop"):
+            blocks = batched_blocks(terms, [w])
+        torch.testing.assert_close(blocks[0], reference_blocks(terms, [w])[0], rtol=0, atol=0)
+
+
+def test_engine_remembers_the_vmap_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One warning per engine, and later calls go straight to the loop (no vmap retry)."""
+    import warnings
+
+    engine = GradientEngine(GramTestWeighting(3), "batched")
+    terms, w = _unbatchable_terms()
+    with pytest.warns(UserWarning, match="for this engine from now on"):
+        engine.backward(terms, [w])
+    assert engine.vmap_status.failed and "Batching rule" in engine.vmap_status.reason
+    first = w.grad.clone()  # type: ignore[union-attr]
+    batched_calls = []
+    original = torch.autograd.grad
+
+    def counting_grad(*args: object, **kwargs: object) -> object:
+        batched_calls.append(bool(kwargs.get("is_grads_batched", False)))
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    terms = (_ItemInBackward.apply(torch.randn(5, 4, dtype=torch.float64) @ w.T) ** 2).sum(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine.backward(terms, [w])
+    assert batched_calls and not any(batched_calls)  # only the per-task loop ran
+    assert w.grad is not None and not torch.equal(w.grad, first)
+
+
+class _FailingBackward(torch.autograd.Function):
+    """A backward that fails for a reason unrelated to vmap (stands for OOM or a real bug)."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: object, g: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+
+def test_batched_does_not_hide_other_errors() -> None:
+    w = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    terms = (_FailingBackward.apply(torch.randn(5, 4, dtype=torch.float64) @ w.T) ** 2).sum(0)
+    engine = GradientEngine(GramTestWeighting(3), "batched")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        engine.backward(terms, [w])
+    assert not engine.vmap_status.failed
+
+
+@pytest.mark.parametrize("T", [2, 10])
+def test_gram_from_float32_blocks_is_accurate_at_large_p(T: int) -> None:
+    """Chunked float32 products summed in float64: the rounding eigenvalues of a rank-1 ``G`` stay far
+    below the ``T·eps(float32)·λ_max`` rank cut-off even at ``P = 3·10⁵`` (one float32 ``J Jᵀ`` measured
+    ~1e-6 relative there, above the cut-off at T = 2)."""
+    g = torch.Generator().manual_seed(0)
+    direction = torch.randn(1, 300_000, generator=g)
+    jac = direction * (0.5 + torch.rand(T, 1, generator=g))  # rank 1, float32
+    blocks = [jac[:, :1000], jac[:, 1000:101_000], jac[:, 101_000:]]
+    gram = gram_from_blocks(blocks)
+    exact = jac.double() @ jac.double().T
+    eig = torch.linalg.eigvalsh(gram)
+    cutoff = T * torch.finfo(torch.float32).eps * float(eig[-1])
+    assert gram.dtype == torch.float64
+    assert float((gram - exact).abs().max()) <= 1e-8 * float(exact.diagonal().sum())
+    assert float(eig[:-1].abs().max()) < 0.1 * cutoff
