@@ -7,13 +7,49 @@ with dotted keys (``sac.batch_per_task=64``). Unknown keys and bad values fail a
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mtrl.balancers import BALANCERS
-from mtrl.config import ConfigError, update_config
+import torch
 
-__all__ = ["EnvConfig", "SACConfig", "TrainConfig", "resolve_balancers"]
+from envs.protocols import TOY_PROTOCOL, get_protocol
+from mtrl.balancers import BALANCERS, Balancer, balancer_hparams, make_balancer
+from mtrl.config import ConfigError
+
+__all__ = [
+    "RESUME_MAY_CHANGE",
+    "EnvConfig",
+    "SACConfig",
+    "TrainConfig",
+    "build_balancers",
+    "num_tasks_of",
+    "protocol_details",
+    "resolve_balancers",
+    "resolve_config",
+    "resolve_device_name",
+]
+
+#: Balancers that need the engine's ``features=`` (a single shared representation). SAC has none:
+#: the twin critics have two trunks and the actor's features are not what the critic losses see.
+REPRESENTATION_ONLY = ("mgda_ub", "aligned_mtl_ub")
+#: Balancers that need a loss closure (``loss_fn=``), built by :class:`agents.sac.MultiTaskSAC`.
+CLOSURE_BALANCERS = ("sgsu", "dgr")
+#: Top-level keys a ``resume=true`` run may change (nothing else may differ from the saved config.yaml).
+RESUME_MAY_CHANGE = (
+    "total_steps",
+    "logdir",
+    "run_name",
+    "device",
+    "resume",
+    "progress",
+    "log_every",
+    "checkpoint_every",
+    "checkpoint_replay",
+)
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_VALID_DEVICES = "'auto', 'cpu', 'cuda', 'cuda:<index>', 'mps'"
 
 
 @dataclass(frozen=True)
@@ -71,11 +107,20 @@ class SACConfig:
     #: Max global grad norm per network after balancing; None = no clipping (mtrl does not clip;
     #: Meta-World+ uses 1.0).
     grad_clip: float | None = None
-    #: Engine strategy ("auto" picks the fastest valid one; see mtrl.engine).
+    #: Engine strategy ("auto" picks the fastest valid one; see mtrl.engine). "representation" is
+    #: refused: SAC has no single shared representation (two critic trunks).
     engine_strategy: Literal["auto", "reference", "batched", "task_partitioned", "representation"] = "auto"
-    #: Also compute G (grad norms, cosines, condition number) for loss weightings such as ew, which
-    #: otherwise cost exactly plain training and report no G statistics (GradientEngine diagnostics).
+    #: Compute G (grad norms, cosines, condition number) for loss weightings such as ew at EVERY
+    #: update. False (default): only at the updates whose metrics are logged (every ``log_every``
+    #: steps), so ew still reports ``balancer/*/cos_min`` and ``cond`` at the cost of plain training.
     engine_diagnostics: bool = False
+
+    def __post_init__(self) -> None:
+        if self.engine_strategy == "representation":
+            raise ConfigError(
+                "bad value 'representation' for 'sac.engine_strategy': SAC passes no shared representation "
+                "(twin critics have two trunks); valid choices: 'auto', 'reference', 'batched', 'task_partitioned'"
+            )
 
 
 @dataclass(frozen=True)
@@ -91,20 +136,26 @@ class TrainConfig:
     #: Overrides ``balancer`` for the actor losses (None = use ``balancer``; a balancer that needs
     #: positive losses is replaced by "ew" for the actor, whose losses can be negative).
     actor_balancer: str | None = None
-    #: Hyper-parameters of both balancers (e.g. ``{c: 0.4}`` for cagrad); must be valid for them.
+    #: Hyper-parameters of ``balancer`` (e.g. ``{c: 0.4}`` for cagrad). They apply only to the groups
+    #: whose balancer comes from ``balancer`` (critic/actor_balancer unset or equal to it), never to an
+    #: explicitly different ``critic_balancer``/``actor_balancer``.
     balancer_hparams: dict[str, Any] = field(default_factory=dict)
-    #: Hyper-parameters of the critic balancer only (None = ``balancer_hparams``).
+    #: Hyper-parameters of the critic balancer (None = ``balancer_hparams`` if the critic uses
+    #: ``balancer``, else the balancer's defaults). Randomised balancers (pcgrad, rlw, graddrop, dgr)
+    #: get ``seed = 2·seed`` unless set here.
     critic_balancer_hparams: dict[str, Any] | None = None
-    #: Hyper-parameters of the actor balancer only (None = ``balancer_hparams``).
+    #: Hyper-parameters of the actor balancer (as for the critic; default seed ``2·seed + 1``).
     actor_balancer_hparams: dict[str, Any] | None = None
     #: Seed of networks, replay sampling, exploration and environments.
     seed: int = 0
     #: Training length in vector-env steps (mtrl: 2M, i.e. 2M transitions per task).
     total_steps: int = 2_000_000
-    #: Evaluate every this many vector steps (mtrl ``experiment/metaworld.yaml``: 10,000); 0 = only at the end.
-    eval_every: int = 10_000
+    #: Evaluate every this many vector steps; 0 = only at the end; None = the protocol's cadence
+    #: (metaworld-v3: 20,000, Meta-World+'s MT10 script; mtrl-legacy: 10,000, mtrl
+    #: ``experiment/metaworld.yaml``; toy: 500). Saved resolved in config.yaml.
+    eval_every: int | None = None
     #: Evaluation episodes per task; None = the protocol's (metaworld-v3: 50, Meta-World+;
-    #: mtrl-legacy: 1, mtrl's documented commands; toy: 10).
+    #: mtrl-legacy: 1, mtrl's documented commands; toy: 10). Saved resolved in config.yaml.
     eval_episodes: int | None = None
     #: Write training scalars (losses, alphas, balancer report, perf/sps) every this many vector steps.
     log_every: int = 1000
@@ -114,14 +165,21 @@ class TrainConfig:
     checkpoint_replay: bool = True
     #: Parent folder of run directories.
     logdir: str = "runs"
-    #: Name of the run directory (None = "<benchmark>_<balancer>_s<seed>").
+    #: Name of the run directory (None = "<benchmark>_<critic_balancer>_s<seed>_<UTC yyyymmdd-HHMMSS>").
     run_name: str | None = None
-    #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", "mps".
+    #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:<index>", "mps"; checked against the
+    #: machine at start-up and saved resolved in config.yaml.
     device: str = "auto"
-    #: Continue the run found in ``logdir/run_name`` from its last checkpoint.
+    #: Continue the run found in ``logdir/run_name`` from its last checkpoint. Only the keys in
+    #: :data:`RESUME_MAY_CHANGE` may differ from the run's saved config.yaml.
     resume: bool = False
     #: Show a tqdm progress bar.
     progress: bool = True
+    #: Written by the trainer (leave empty): the resolved details of ``env.protocol`` (episode length,
+    #: goal mode, reward version, reward normalisation, evaluation episodes and evaluator, report rule
+    #: and reported statistic), stamped into config.yaml and the TensorBoard hparams. A non-empty value
+    #: must equal what ``env.protocol`` implies (checked at start-up).
+    protocol_details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key in ("balancer", "critic_balancer", "actor_balancer"):
@@ -142,7 +200,7 @@ class TrainConfig:
             if value < 1:
                 raise ConfigError(f"bad value {value!r} for {key!r}: expected a positive integer")
         non_negative = {
-            "eval_every": self.eval_every,
+            "eval_every": 0 if self.eval_every is None else self.eval_every,
             "checkpoint_every": self.checkpoint_every,
             "sac.warmup_steps": self.sac.warmup_steps,
         }
@@ -157,22 +215,96 @@ class TrainConfig:
             )
         if self.sac.init_temperature <= 0 or self.sac.lr <= 0 or self.sac.alpha_lr <= 0:
             raise ConfigError("sac.init_temperature, sac.lr and sac.alpha_lr must be > 0")
+        if not _DEVICE_RE.match(self.device):
+            raise ConfigError(f"bad value {self.device!r} for 'device'; valid choices: {_VALID_DEVICES}")
+
+
+def num_tasks_of(cfg: TrainConfig) -> int:
+    """``T`` of the configured suite, known before any env is built (MT10: 10, MT50: 50, toy: its count)."""
+    return {"MT10": 10, "MT50": 50}.get(cfg.env.benchmark, cfg.env.toy_num_tasks)
+
+
+def _base_name(name: str, hp: dict[str, Any]) -> str:
+    """The balancer that actually weighs the losses (``dgr`` wraps ``base``, default "ew")."""
+    if name == "dgr":
+        base = hp.get("base", "ew")
+        return base if isinstance(base, str) else "ew"
+    return name
+
+
+def _group_hparams(cfg: TrainConfig, group: str, name: str) -> dict[str, Any]:
+    explicit = getattr(cfg, f"{group}_balancer_hparams")
+    if explicit is not None:
+        return dict(explicit)
+    return dict(cfg.balancer_hparams) if name == cfg.balancer else {}
+
+
+def _adapt(name: str, hp: dict[str, Any], key: str, seed: int, notes: list[str]) -> dict[str, Any]:
+    """Fill the SAC-specific hyper-parameters of one group's balancer (``key`` names the config key)."""
+    hp = dict(hp)
+    if name in REPRESENTATION_ONLY or getattr(BALANCERS.get(name), "representation_required", False):
+        raise ConfigError(
+            f"balancer {name!r} ({key}) needs one shared representation (the engine's features=), which SAC "
+            f"does not have (twin critics with two trunks); use its parameter-level version "
+            f"{name.removesuffix('_ub')!r} instead"
+        )
+    defaults = balancer_hparams(name) if name in BALANCERS else {}
+    if "seed" in defaults and "seed" not in hp:
+        hp["seed"] = seed  # randomised balancers (pcgrad, rlw, graddrop; dgr's dummy heads) follow the run seed
+    if "representation_level" in defaults:  # imtl (paper default: feature level), imtl_g
+        if hp.get("representation_level", False) is True:
+            raise ConfigError(
+                f"bad value representation_level=true in {key} for {name!r}: SAC has no shared representation; "
+                f"valid choice: false (parameter level, the default here)"
+            )
+        if "representation_level" not in hp and defaults["representation_level"] is True:
+            notes.append(
+                f"{key}: {name!r} runs at parameter level in SAC (weights from the gradients w.r.t. the shared "
+                f"trunk parameters, not the paper's shared features; SAC has no single shared representation)."
+            )
+        hp["representation_level"] = False
+    if name == "dgr" and isinstance(hp.get("base", "ew"), str):
+        base = hp.get("base", "ew")
+        if base in BALANCERS and base != "dgr":
+            hp["base_hparams"] = _adapt(base, dict(hp.get("base_hparams") or {}), f"{key}.base_hparams", seed, notes)
+    return hp
+
+
+def _check_buildable(name: str, hp: dict[str, Any], key: str, num_tasks: int) -> None:
+    try:
+        make_balancer(name, num_tasks, **hp)
+    except (ValueError, TypeError) as err:
+        valid = ", ".join(f"{k}={v!r}" for k, v in balancer_hparams(name).items()) or "none"
+        hint = "" if "valid" in str(err) else f" (its hyper-parameters: {valid})"
+        raise ConfigError(f"bad {key} {hp!r} for balancer {name!r}: {err}{hint}") from err
 
 
 def resolve_balancers(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
-    """Fill ``critic_balancer``/``actor_balancer`` and their hparams explicitly.
+    """Fill ``critic_balancer``/``actor_balancer`` and their hparams explicitly, and validate them.
 
     Returns the resolved config (saved with the run) and human-readable notes on every automatic
-    choice (logged as text). A balancer with ``positive_losses`` (uw, imtl_l, imtl, famo,
-    task_tensioner, dwa) cannot take the actor loss ``α log π − Q`` (any sign), so the actor uses
-    "ew" — as FAMO's own SAC port does (critic only; docs/metaworld.md §2).
+    choice (logged as text). Rules, in order:
+
+    * ``balancer_hparams`` go only to the groups whose balancer comes from ``balancer``; a group
+      with its own ``<group>_balancer_hparams`` uses those.
+    * A balancer with ``positive_losses`` (uw, imtl_l, imtl, famo, task_tensioner, dwa, gradnorm;
+      also as dgr's base) cannot take the actor loss ``α log π − Q`` (any sign), so the actor uses
+      "ew" — as FAMO's own SAC port does (critic only; docs/metaworld.md §2).
+    * Representation-level balancers (mgda_ub, aligned_mtl_ub) are refused; imtl runs at parameter
+      level (``representation_level=false``, noted).
+    * Randomised balancers get a seed from the run seed: ``2·seed`` (critic), ``2·seed + 1`` (actor).
+    * Every balancer is built once for ``T`` tasks, so bad hyper-parameters fail here (ConfigError)
+      before any directory or env exists.
     """
     notes: list[str] = []
+    T = num_tasks_of(cfg)
     critic = cfg.critic_balancer or cfg.balancer
     actor = cfg.actor_balancer or cfg.balancer
-    critic_hp = dict(cfg.balancer_hparams if cfg.critic_balancer_hparams is None else cfg.critic_balancer_hparams)
-    actor_hp = dict(cfg.balancer_hparams if cfg.actor_balancer_hparams is None else cfg.actor_balancer_hparams)
-    if BALANCERS[actor].positive_losses:
+    critic_hp = _group_hparams(cfg, "critic", critic)
+    actor_hp = _group_hparams(cfg, "actor", actor)
+    if cfg.balancer_hparams and cfg.balancer not in (critic, actor):
+        notes.append(f"balancer_hparams {cfg.balancer_hparams} unused: both groups override balancer={cfg.balancer!r}")
+    if BALANCERS[_base_name(actor, actor_hp)].positive_losses:
         if cfg.actor_balancer is not None:
             raise ConfigError(
                 f"actor_balancer={actor!r} needs strictly positive losses, but SAC actor losses can be negative; "
@@ -183,13 +315,99 @@ def resolve_balancers(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
             f"(actor losses α·logπ − Q can be negative)."
         )
         actor, actor_hp = "ew", {}
-    resolved = update_config(
+    critic_hp = _adapt(critic, critic_hp, "critic_balancer_hparams", 2 * cfg.seed, notes)
+    actor_hp = _adapt(actor, actor_hp, "actor_balancer_hparams", 2 * cfg.seed + 1, notes)
+    _check_buildable(critic, critic_hp, "critic_balancer_hparams", T)
+    _check_buildable(actor, actor_hp, "actor_balancer_hparams", T)
+    resolved = dataclasses.replace(
         cfg,
-        {
-            "critic_balancer": critic,
-            "actor_balancer": actor,
-            "critic_balancer_hparams": critic_hp,
-            "actor_balancer_hparams": actor_hp,
-        },
+        critic_balancer=critic,
+        actor_balancer=actor,
+        critic_balancer_hparams=critic_hp,
+        actor_balancer_hparams=actor_hp,
     )
     return resolved, notes
+
+
+def build_balancers(cfg: TrainConfig, num_tasks: int) -> tuple[Balancer, Balancer]:
+    """``(critic, actor)`` balancer instances of a config resolved by :func:`resolve_balancers`."""
+    if cfg.critic_balancer is None or cfg.actor_balancer is None:
+        raise ValueError("build_balancers needs a config resolved by resolve_balancers / resolve_config")
+    return (
+        make_balancer(cfg.critic_balancer, num_tasks, **(cfg.critic_balancer_hparams or {})),
+        make_balancer(cfg.actor_balancer, num_tasks, **(cfg.actor_balancer_hparams or {})),
+    )
+
+
+def resolve_device_name(name: str) -> str:
+    """The device ``name`` resolves to on this machine (``"auto"`` → ``"cuda"`` or ``"cpu"``).
+
+    Raises :class:`ConfigError` naming the key ``device`` and the devices valid here for a
+    malformed name or a device this machine does not have.
+    """
+    available = ["'auto'", "'cpu'"]
+    if torch.cuda.is_available():
+        available += ["'cuda'"] + [f"'cuda:{i}'" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
+    if has_mps:
+        available.append("'mps'")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not _DEVICE_RE.match(name):
+        raise ConfigError(f"bad value {name!r} for 'device'; valid choices: {_VALID_DEVICES}")
+    device = torch.device(name)
+    missing = (
+        (device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()))
+        or (device.type == "mps" and not has_mps)
+    )
+    if missing:
+        raise ConfigError(
+            f"bad value {name!r} for 'device': not available on this machine; valid here: {', '.join(available)}"
+        )
+    return str(device)
+
+
+def protocol_details(cfg: TrainConfig) -> dict[str, Any]:
+    """What ``env.protocol`` fixes for this run (the ``protocol_details`` stamped into config and hparams)."""
+    if cfg.env.benchmark == "toy":
+        spec = dataclasses.replace(TOY_PROTOCOL, max_episode_steps=cfg.env.toy_episode_steps)
+    else:
+        spec = get_protocol(cfg.env.protocol)
+    return {
+        "name": spec.name,
+        "max_episode_steps": spec.max_episode_steps,
+        "goals": "resampled at every reset" if spec.random_goals else "fixed per task for the whole run",
+        "reward_function_version": spec.reward_function_version,
+        "reward_normalization": spec.reward_normalization,
+        "eval_episodes_per_task": cfg.eval_episodes or spec.eval_episodes_per_task,
+        "deterministic_eval": spec.deterministic_eval,
+        "evaluator": spec.evaluator,
+        "report": spec.report,
+        "report_last_n": spec.report_last_n,
+        "reported_statistic": spec.reported_statistic,
+        "eval_every": spec.eval_every if cfg.eval_every is None else cfg.eval_every,
+    }
+
+
+def resolve_config(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
+    """Everything the trainer saves as config.yaml: balancers (:func:`resolve_balancers`), the device
+    this machine will use, the evaluation episodes and cadence, and ``protocol_details``. Raises
+    :class:`ConfigError` on any bad value; touches no file and builds no env."""
+    cfg, notes = resolve_balancers(cfg)
+    spec = TOY_PROTOCOL if cfg.env.benchmark == "toy" else get_protocol(cfg.env.protocol)
+    cfg = dataclasses.replace(
+        cfg,
+        device=resolve_device_name(cfg.device),
+        eval_episodes=cfg.eval_episodes or spec.eval_episodes_per_task,
+        eval_every=spec.eval_every if cfg.eval_every is None else cfg.eval_every,
+    )
+    details = protocol_details(cfg)
+    given = cfg.protocol_details
+    if given and given != details:
+        differing = sorted(k for k in set(details) | set(given) if given.get(k) != details.get(k))
+        raise ConfigError(
+            f"protocol_details {differing} differ from what env.protocol={cfg.env.protocol!r} implies; "
+            f"protocol_details is written by the trainer: leave it empty"
+        )
+    return dataclasses.replace(cfg, protocol_details=details), notes

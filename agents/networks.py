@@ -58,11 +58,20 @@ class Actor(nn.Module):
         mean_TNA, raw_TNA = self.net(self._input(obs_TNO)).chunk(2, dim=-1)
         return mean_TNA, raw_TNA.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
-    def forward(self, obs_TNO: Tensor) -> tuple[Tensor, Tensor]:
-        """Reparametrised sample: ``(action (T, n, A) in [-1, 1], log_prob (T, n))``."""
+    def forward(self, obs_TNO: Tensor, noise_TNA: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Reparametrised sample: ``(action (T, n, A) in [-1, 1], log_prob (T, n))``.
+
+        ``u = mean + std · ε`` with ``ε = noise_TNA`` (standard normal, ``(T, n, A)``) or, when None,
+        a fresh ``torch.randn_like(mean)`` from the global generator. Passing ``ε`` makes the sample a
+        deterministic function of the parameters (loss closures re-evaluate it at other parameters).
+        """
         mean_TNA, log_std_TNA = self.distribution(obs_TNO)
         std_TNA = log_std_TNA.exp()
-        u_TNA = mean_TNA + std_TNA * torch.randn_like(mean_TNA)
+        if noise_TNA is None:
+            noise_TNA = torch.randn_like(mean_TNA)
+        elif noise_TNA.shape != mean_TNA.shape:
+            raise ValueError(f"noise_TNA must have shape {tuple(mean_TNA.shape)}, got {tuple(noise_TNA.shape)}")
+        u_TNA = mean_TNA + std_TNA * noise_TNA
         action_TNA = torch.tanh(u_TNA)
         gauss_TNA = -0.5 * ((u_TNA - mean_TNA) / std_TNA) ** 2 - log_std_TNA - 0.5 * math.log(2 * math.pi)
         log_prob_TN = (gauss_TNA - torch.log(1.0 - action_TNA.pow(2) + 1e-6)).sum(-1)

@@ -15,13 +15,22 @@ batch ``(T, n, ·)``:
 temperature losses are summed unbalanced (each ``α_t`` only sees its own task). With ``ew`` both
 engines give the gradient of ``Σ_t L_t`` and the update equals plain multi-task SAC.
 Only the engine writes the ``.grad`` of actor and critic; this module owns the optimizer steps.
+
+Balancers that re-evaluate the losses at other parameter values (``sgsu``: a virtual step; ``dgr``:
+dummy heads) get loss closures (:func:`mtrl.engine.make_loss_fn`) on the same batch: the critic
+closure recomputes ``L^Q`` with the same TD targets ``y``; the actor closure recomputes ``L^π`` with
+the same reparametrisation noise ``ε`` (drawn once per update) and the current critics and ``α``.
+
+The engine computes the Gramian diagnostics (``balancer/*/cos_min``, ``cond``, gradient norms) of
+loss weightings such as ``ew`` only at updates whose metrics are returned (``with_metrics``), unless
+``cfg.engine_diagnostics`` asks for them at every update; the gradients are the same either way.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +40,9 @@ from torch import Tensor, nn
 from agents.config import SACConfig
 from agents.networks import Actor, TwinCritic, polyak_update
 from mtrl.balancers import Balancer
-from mtrl.engine import BalanceReport, GradientEngine, LinearCapture
+from mtrl.balancers.dgr import DGR
+from mtrl.balancers.sgsu import SGSU
+from mtrl.engine import BalanceReport, GradientEngine, LinearCapture, LossClosure, make_loss_fn
 from mtrl.replay import Batch
 
 __all__ = ["EvalAgent", "MultiTaskSAC"]
@@ -99,14 +110,46 @@ class MultiTaskSAC:
         self.actor_engine = GradientEngine(actor_balancer, strategy=cfg.engine_strategy, diagnostics=diagnostics)
         self.critic_capture = LinearCapture(self.critic, num_tasks)
         self.actor_capture = LinearCapture(self.actor, num_tasks)
+        self.critic_shared, self.critic_task = self.critic.shared_parameters(), self.critic.task_parameters()
+        self.actor_shared, self.actor_task = self.actor.shared_parameters(), self.actor.task_parameters()
+        #: sgsu and dgr (or a dgr wrapping sgsu) need loss closures in ``engine.backward``.
+        self.critic_needs_closure = _needs_closure(critic_balancer)
+        self.actor_needs_closure = _needs_closure(actor_balancer)
         self.num_updates = 0
 
     # --- learning ------------------------------------------------------------------------------
+    @staticmethod
+    def _td_losses(q1_Tn: Tensor, q2_Tn: Tensor, target_q_Tn: Tensor) -> Tensor:
+        return ((q1_Tn - target_q_Tn) ** 2).mean(1) + ((q2_Tn - target_q_Tn) ** 2).mean(1)
+
     def critic_losses(self, batch: Batch, target_q_Tn: Tensor) -> Tensor:
         """Per-task twin-Q regression losses ``(T,)``, the critic forward recorded for the engine."""
         with self.critic_capture.record():
             q1_Tn, q2_Tn = self.critic(batch.obs, batch.action)
-        return ((q1_Tn - target_q_Tn) ** 2).mean(1) + ((q2_Tn - target_q_Tn) ** 2).mean(1)
+        return self._td_losses(q1_Tn, q2_Tn, target_q_Tn)
+
+    def critic_loss_fn(self, batch: Batch, target_q_Tn: Tensor) -> LossClosure:
+        """Closure ``(shared_values, task_values) -> L^Q (T,)`` on this batch and these targets ``y``."""
+
+        def compute(forward: Callable[..., Any]) -> Tensor:
+            q1_Tn, q2_Tn = forward(batch.obs, batch.action)
+            return self._td_losses(q1_Tn, q2_Tn, target_q_Tn)
+
+        return make_loss_fn(self.critic, self.critic_shared, self.critic_task, compute)
+
+    def _actor_losses(self, action_TnA: Tensor, log_prob_Tn: Tensor, obs_TnO: Tensor, alpha_T: Tensor) -> Tensor:
+        q1_pi_Tn, q2_pi_Tn = self.critic(obs_TnO, action_TnA)
+        return (alpha_T[:, None] * log_prob_Tn - torch.min(q1_pi_Tn, q2_pi_Tn)).mean(1)
+
+    def actor_loss_fn(self, batch: Batch, alpha_T: Tensor, noise_TnA: Tensor) -> LossClosure:
+        """Closure ``(shared_values, task_values) -> L^π (T,)`` with fixed noise ``ε (T, n, A)``,
+        the current critics and temperatures ``α (T,)``."""
+
+        def compute(forward: Callable[..., Any]) -> Tensor:
+            action_TnA, log_prob_Tn = forward(batch.obs, noise_TnA)
+            return self._actor_losses(action_TnA, log_prob_Tn, batch.obs, alpha_T)
+
+        return make_loss_fn(self.actor, self.actor_shared, self.actor_task, compute)
 
     def update(self, batch: Batch, with_metrics: bool = True) -> dict[str, float]:
         """One SAC update on a stratified batch ``(T, n, ·)``; returns namespaced scalars
@@ -120,9 +163,15 @@ class MultiTaskSAC:
             q1_next_Tn, q2_next_Tn = self.critic_target(batch.next_obs, next_action_TnA)
             soft_q_next_Tn = torch.min(q1_next_Tn, q2_next_Tn) - alpha_T[:, None] * next_log_prob_Tn
             target_q_Tn = batch.reward + (1.0 - batch.terminated) * cfg.gamma * soft_q_next_Tn
+        diagnostics = cfg.engine_diagnostics or with_metrics  # G statistics only where they are logged
         critic_losses_T = self.critic_losses(batch, target_q_Tn)
         critic_report = self.critic_engine.backward(
-            critic_losses_T, self.critic.shared_parameters(), self.critic.task_parameters(), capture=self.critic_capture
+            critic_losses_T,
+            self.critic_shared,
+            self.critic_task,
+            capture=self.critic_capture,
+            loss_fn=self.critic_loss_fn(batch, target_q_Tn) if self.critic_needs_closure else None,
+            diagnostics=diagnostics,
         )
         self._clip(self.critic)
         self.critic_opt.step()
@@ -130,13 +179,22 @@ class MultiTaskSAC:
             with torch.no_grad():
                 self.critic_engine.post_step(self.critic_losses(batch, target_q_Tn))
 
-        # Actor: reparametrised actions scored by the (just updated) critics.
+        # Actor: reparametrised actions scored by the (just updated) critics. The noise is drawn
+        # explicitly only for closures (same global-generator draws as randn_like inside the actor).
+        noise_TnA = None
+        if self.actor_needs_closure:
+            T, n = batch.obs.shape[:2]
+            noise_TnA = torch.randn(T, n, self.action_dim, device=batch.obs.device, dtype=batch.obs.dtype)
         with self.actor_capture.record():
-            action_TnA, log_prob_Tn = self.actor(batch.obs)
-        q1_pi_Tn, q2_pi_Tn = self.critic(batch.obs, action_TnA)
-        actor_losses_T = (alpha_T[:, None] * log_prob_Tn - torch.min(q1_pi_Tn, q2_pi_Tn)).mean(1)
+            action_TnA, log_prob_Tn = self.actor(batch.obs, noise_TnA)
+        actor_losses_T = self._actor_losses(action_TnA, log_prob_Tn, batch.obs, alpha_T)
         actor_report = self.actor_engine.backward(
-            actor_losses_T, self.actor.shared_parameters(), self.actor.task_parameters(), capture=self.actor_capture
+            actor_losses_T,
+            self.actor_shared,
+            self.actor_task,
+            capture=self.actor_capture,
+            loss_fn=self.actor_loss_fn(batch, alpha_T, noise_TnA) if noise_TnA is not None else None,
+            diagnostics=diagnostics,
         )
         self._clip(self.actor)
         self.actor_opt.step()
@@ -240,6 +298,11 @@ class MultiTaskSAC:
         self.critic_balancer.load_state_dict(state["critic_balancer"])
         self.actor_balancer.load_state_dict(state["actor_balancer"])
         self.num_updates = int(state["num_updates"])
+
+
+def _needs_closure(balancer: Balancer) -> bool:
+    """True for sgsu and dgr (whose regulariser, and an sgsu base, re-evaluate the losses)."""
+    return isinstance(balancer, (SGSU, DGR))
 
 
 class EvalAgent:

@@ -5,12 +5,21 @@ of an ended episode comes from ``info["final_obs"]``; truncations bootstrap, onl
 stops the bootstrap). The first ``sac.warmup_steps`` vector steps act uniformly at random; after
 that the loop does ``sac.updates_per_step`` updates per vector step (CleanRL-style; mtrl instead
 does all warm-up updates at once when warm-up ends). Metrics go to TensorBoard under namespaced
-keys; the run directory holds ``config.yaml``, the event files, ``metrics.jsonl``,
-``checkpoints/`` and ``results.json``.
+keys; the run directory holds ``config.yaml`` (fully resolved: balancers, device, evaluation
+episodes, ``protocol_details``), the event files, ``metrics.jsonl``, ``checkpoints/`` and
+``results.json``.
+
+Resume (``resume=true``): the checkpoint holds the agent, optimisers, balancer states, replay buffer,
+every RNG, and the state of the training AND evaluation envs, so on the toy suite a resumed run gives
+exactly the numbers of an uninterrupted one (losses, parameters, evaluations, results.json), from an
+interval checkpoint or from a Ctrl-C stop. The logs are cut back to the checkpoint step (TensorBoard
+``purge_step``, ``metrics.jsonl`` truncated) so no step appears twice. Meta-World training episodes
+in progress restart from a reset (``envs.checkpoint``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -26,16 +35,25 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+import yaml
 from tqdm.auto import tqdm
 
 from agents.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
-from agents.config import TrainConfig, resolve_balancers
+from agents.config import RESUME_MAY_CHANGE, TrainConfig, build_balancers, resolve_config
+from agents.run_log import RunTensorBoardWriter, truncate_jsonl
 from agents.sac import EvalAgent, MultiTaskSAC
-from envs import MultiTaskVecEnv, Protocol, env_state, evaluate, load_env_state, step_transitions
-from mtrl.balancers import make_balancer
-from mtrl.config import config_to_dict, load_config, save_config
+from envs import (
+    MultiTaskVecEnv,
+    Protocol,
+    env_state,
+    evaluate,
+    load_env_state,
+    restore_env_state,
+    step_transitions,
+)
+from mtrl.config import ConfigError, config_to_dict, load_config, save_config
 from mtrl.device import resolve_device
-from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, flatten_hparams
+from mtrl.logger import JsonlWriter, Logger, flatten_hparams
 from mtrl.replay import MultiTaskReplayBuffer
 
 __all__ = ["Trainer", "build_envs", "resolve_device", "summarize", "train_from_args"]
@@ -57,42 +75,92 @@ def build_envs(cfg: TrainConfig, seed: int) -> tuple[MultiTaskVecEnv, list[str]]
 
 
 def summarize(evals: list[dict[str, Any]], protocol: Protocol) -> dict[str, Any]:
-    """The protocol's reported numbers (``Protocol.summarize``: final and last-n mean, or best)
-    plus the final and the best evaluation with their per-task success."""
+    """The protocol's reported numbers (``Protocol.summarize``: final and last-n mean, or best), the
+    headline statistic of the protocol (``reported_statistic`` and its ``reported_value``), plus the
+    final and the best evaluation with their per-task success."""
     if not evals:
-        return {"num_evals": 0}
+        return {"num_evals": 0, "report_rule": protocol.report, "reported_statistic": protocol.reported_statistic}
     means = [e["success_mean"] for e in evals]
     best = int(np.argmax(means))
+    reported = protocol.summarize(means)
     return {
         "num_evals": len(evals),
         "report_rule": protocol.report,
-        "reported": protocol.summarize(means),
+        "reported_statistic": protocol.reported_statistic,
+        "reported_value": reported[protocol.reported_statistic],
+        "reported": reported,
         "final": evals[-1],
         "best": evals[best],
     }
 
 
+def hparam_metrics(evals: list[dict[str, Any]], protocol: Protocol) -> dict[str, float]:
+    """The scalars behind the hparams metrics after each evaluation: ``hparam/success_reported`` (the
+    protocol's headline statistic) and ``hparam/success_<key>`` for every key of ``Protocol.summarize``."""
+    reported = protocol.summarize([e["success_mean"] for e in evals])
+    out = {f"hparam/success_{key}": value for key, value in reported.items()}
+    out["hparam/success_reported"] = reported[protocol.reported_statistic]
+    return out
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):  # an empty mapping adds no key ({} = no hyper-parameters)
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resume_config(saved: dict[str, Any], new: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` listing every key (outside ``RESUME_MAY_CHANGE``) where the resolved
+    config of a resume differs from the run's saved config.yaml."""
+    a, b = _flat(saved), _flat(new)
+    differing = sorted(
+        key
+        for key in set(a) | set(b)
+        if key.split(".")[0] not in RESUME_MAY_CHANGE and (key not in a or key not in b or a[key] != b[key])
+    )
+    if differing:
+        details = "; ".join(f"{k}: saved {a.get(k, '<missing>')!r}, now {b.get(k, '<missing>')!r}" for k in differing)
+        raise ConfigError(
+            f"resume=true with a config that differs from the run's config.yaml in {differing} ({details}); "
+            f"only {', '.join(RESUME_MAY_CHANGE)} may change on resume (start a new run_name otherwise)"
+        )
+
+
 class Trainer:
     """Builds everything from a :class:`TrainConfig` and runs (or resumes) the loop.
 
-    ``Trainer(cfg).train()`` returns the results dict also written to ``results.json``.
+    ``Trainer(cfg).train()`` returns the results dict also written to ``results.json``. Every
+    configuration error (bad balancer hyper-parameters, unavailable device, resume mismatch) raises
+    :class:`~mtrl.config.ConfigError` before the run directory or any env is created.
     """
 
     def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg, self.notes = resolve_balancers(cfg)
+        self.cfg, self.notes = resolve_config(cfg)
         cfg = self.cfg
-        self.device = resolve_device(cfg.device)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         name = cfg.run_name or f"{cfg.env.benchmark}_{cfg.critic_balancer}_s{cfg.seed}_{stamp}"
         self.run_dir = Path(cfg.logdir) / name
+        ckpt_path: Path | None = None
         if cfg.resume:
             if cfg.run_name is None:
-                raise ValueError("resume=true needs run_name=<the run directory's name under logdir>")
-            latest_checkpoint(self.run_dir)  # fails clearly when there is nothing to resume
+                raise ConfigError("resume=true needs run_name=<the run directory's name under logdir>")
+            try:
+                ckpt_path = latest_checkpoint(self.run_dir)
+            except FileNotFoundError as err:
+                raise ConfigError(f"resume=true: {err}") from err
+            saved_path = self.run_dir / "config.yaml"
+            if saved_path.is_file():
+                check_resume_config(yaml.safe_load(saved_path.read_text()) or {}, config_to_dict(cfg))
         elif (self.run_dir / "checkpoints").exists():
-            raise ValueError(
+            raise ConfigError(
                 f"run directory {str(self.run_dir)!r} already has checkpoints; pass resume=true or a new run_name"
             )
+        self.cfg = cfg = dataclasses.replace(cfg, run_name=name)
+        self.device = resolve_device(cfg.device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
         random.seed(cfg.seed)
@@ -103,7 +171,9 @@ class Trainer:
 
         self.envs, self.task_names = build_envs(cfg, cfg.seed)
         self.eval_envs, _ = build_envs(cfg, cfg.seed)
-        self.eval_episodes = cfg.eval_episodes or self.envs.protocol.eval_episodes_per_task
+        self.protocol = self.envs.protocol
+        assert cfg.eval_episodes is not None  # resolved by resolve_config
+        self.eval_episodes = cfg.eval_episodes
         T = self.envs.num_envs
         obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
         assert isinstance(act_space, gym.spaces.Box) and obs_space.shape is not None
@@ -111,13 +181,14 @@ class Trainer:
         self.action_low, self.action_high = act_space.low.astype(np.float64), act_space.high.astype(np.float64)
         action_dim = int(act_space.shape[0])
         sac = cfg.sac
+        critic_balancer, actor_balancer = build_balancers(cfg, T)
         self.agent = MultiTaskSAC(
             T,
             self.obs_dim,
             action_dim,
             sac,
-            make_balancer(cfg.critic_balancer or cfg.balancer, T, **(cfg.critic_balancer_hparams or {})),
-            make_balancer(cfg.actor_balancer or cfg.balancer, T, **(cfg.actor_balancer_hparams or {})),
+            critic_balancer,
+            actor_balancer,
             device=self.device,
             action_low=self.action_low,
             action_high=self.action_high,
@@ -128,19 +199,32 @@ class Trainer:
         self.evals: list[dict[str, Any]] = []
         self.last_metrics: dict[str, float] = {}
         self.obs, _ = self.envs.reset(seed=cfg.seed)
+        self._stop = False
 
-        if cfg.resume:
-            self._load(load_checkpoint(self.run_dir, map_location=self.device))
+        if ckpt_path is not None:
+            self._load(load_checkpoint(ckpt_path, map_location=self.device))
+            self.notes.append(f"resumed from {ckpt_path.name} at step {self.step}")
         save_config(cfg, self.run_dir / "config.yaml")
-        self.logger = Logger([TensorBoardWriter(self.run_dir), JsonlWriter(self.run_dir / "metrics.jsonl")])
+        # Logs: a fresh run starts clean; a resumed one drops what was logged after its checkpoint.
+        metrics_path = self.run_dir / "metrics.jsonl"
+        truncate_jsonl(metrics_path, self.step if ckpt_path is not None else None)
+        purge_step = self.step + 1 if ckpt_path is not None else 0
+        self.logger = Logger([RunTensorBoardWriter(self.run_dir, purge_step=purge_step), JsonlWriter(metrics_path)])
+        metric_tags = [*hparam_metrics([{"success_mean": 0.0}], self.protocol)]
+        self.logger.hparams(flatten_hparams(config_to_dict(cfg)), dict.fromkeys(metric_tags, math.nan))
+        reported = self.protocol.reported_statistic
         header = [
-            f"protocol: {cfg.env.protocol}",
-            f"critic balancer: {cfg.critic_balancer}",
-            f"actor balancer: {cfg.actor_balancer}",
+            f"protocol: {cfg.env.protocol} — " + ", ".join(f"{k}={v}" for k, v in cfg.protocol_details.items()),
+            f"reported statistic: '{reported}' of the evaluation mean success (hparam/success_reported; "
+            f"report rule {self.protocol.report!r})",
+            f"critic balancer: {cfg.critic_balancer} {cfg.critic_balancer_hparams}",
+            f"actor balancer: {cfg.actor_balancer} {cfg.actor_balancer_hparams}",
+            f"device: {cfg.device}",
             *self.notes,
         ]
         self.logger.text("run/notes", "\n\n".join(header), self.step)
         self.logger.text("run/config", "```\n" + json.dumps(config_to_dict(cfg), indent=2) + "\n```", self.step)
+        self.logger.flush()
 
     # --- loop ----------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
@@ -148,7 +232,9 @@ class Trainer:
         checkpoint and the results, and returns; a second Ctrl-C aborts at once."""
         cfg = self.cfg
         bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not cfg.progress, unit="step")
-        window_t, window_steps, window_updates = time.perf_counter(), 0, 0
+        postfix: dict[str, str] = {"success": self._latest_success()}
+        # perf/* window: env steps and updates only (evaluation and checkpoint time is left out).
+        window_t, window_steps, window_updates, paused = time.perf_counter(), 0, 0, 0.0
         self._stop = False
         previous = signal.getsignal(signal.SIGINT)
         in_main_thread = threading.current_thread() is threading.main_thread()
@@ -159,32 +245,44 @@ class Trainer:
                 updates = self._env_step()
                 window_steps, window_updates = window_steps + 1, window_updates + updates
                 if self.step % cfg.log_every == 0 or self.step == cfg.total_steps:
-                    elapsed = time.perf_counter() - window_t
+                    elapsed = max(time.perf_counter() - window_t - paused, 1e-9)
                     perf = {"perf/sps": window_steps / elapsed, "perf/updates_per_s": window_updates / elapsed}
                     self.logger.scalars({**self.last_metrics, **perf}, self.step)
-                    window_t, window_steps, window_updates = time.perf_counter(), 0, 0
-                    bar.set_postfix(sps=f"{perf['perf/sps']:.1f}", success=self._latest_success())
+                    window_t, window_steps, window_updates, paused = time.perf_counter(), 0, 0, 0.0
+                    postfix["sps"] = f"{perf['perf/sps']:.1f}"
+                    bar.set_postfix(postfix)
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.total_steps:
+                    t0 = time.perf_counter()
                     self._evaluate()
-                    bar.set_postfix(success=self._latest_success())
+                    paused += time.perf_counter() - t0
+                    postfix["success"] = self._latest_success()
+                    bar.set_postfix(postfix)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.total_steps:
+                    t0 = time.perf_counter()
                     self.save()
+                    paused += time.perf_counter() - t0
                 bar.update(1)
             if self._stop:
                 print(f"\ninterrupted at step {self.step}: saved {self.save()}", file=sys.stderr)
             else:
-                self._evaluate()
+                if not (self.evals and self.evals[-1]["step"] == self.step):  # a finished run resumed: no re-eval
+                    self._evaluate()
                 self.save()
         finally:
             bar.close()
+            self.logger.flush()
             if in_main_thread:
                 signal.signal(signal.SIGINT, previous)
         return self._finish()
 
+    def request_stop(self) -> None:
+        """Ask the loop to stop cleanly after the current vector step (what the first Ctrl-C does)."""
+        self._stop = True
+
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self._stop:  # second Ctrl-C: give up on the clean stop
             raise KeyboardInterrupt
-        self._stop = True
+        self.request_stop()
 
     def _env_step(self) -> int:
         """Act, step all sub-envs, store one transition per task, update; returns the update count."""
@@ -214,7 +312,8 @@ class Trainer:
         result = evaluate(EvalAgent(self.agent), self.eval_envs, episodes_per_task=self.eval_episodes)
         per_task = {name: float(v) for name, v in zip(self.task_names, result.success_per_task, strict=True)}
         self.evals.append({"step": self.step, "success_mean": result.success_mean, "success": per_task})
-        self.logger.scalars(result.scalars(self.task_names), self.step)
+        scalars = {**result.scalars(self.task_names), **hparam_metrics(self.evals, self.protocol)}
+        self.logger.scalars(scalars, self.step)
         self.logger.flush()
 
     def _latest_success(self) -> str:
@@ -227,6 +326,7 @@ class Trainer:
             "agent": self.agent.state_dict(),
             "rng": capture_rng(self.np_rng, self.sample_gen),
             "env_state": env_state(self.envs),
+            "eval_env_state": env_state(self.eval_envs),
             "obs": np.array(self.obs, copy=True),
             "evals": self.evals,
             "last_metrics": self.last_metrics,
@@ -244,6 +344,10 @@ class Trainer:
             self.notes.append("resumed without a saved replay buffer: the buffer restarts empty")
         # Toy: continues mid-episode (== state["obs"]); Meta-World: restores goals/RNGs and resets.
         self.obs = load_env_state(self.envs, state["env_state"])
+        if "eval_env_state" in state:  # the next evaluation draws what it would have drawn uninterrupted
+            restore_env_state(self.eval_envs, state["eval_env_state"])
+        else:
+            self.notes.append("checkpoint without eval-env state: evaluations after the resume may differ")
         if self.cfg.env.benchmark != "toy":
             self.notes.append("resumed a Meta-World run: the interrupted episodes restart from a reset")
 
@@ -255,18 +359,17 @@ class Trainer:
         results = {
             "run_dir": str(self.run_dir),
             "protocol": cfg.env.protocol,
+            "protocol_details": cfg.protocol_details,
             "benchmark": cfg.env.benchmark,
             "critic_balancer": cfg.critic_balancer,
             "actor_balancer": cfg.actor_balancer,
             "seed": cfg.seed,
             "steps": self.step,
             "complete": self.step >= cfg.total_steps,
-            "summary": summarize(self.evals, self.envs.protocol),
+            "summary": summarize(self.evals, self.protocol),
             "evals": self.evals,
         }
         (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
-        final = self.evals[-1]["success_mean"] if self.evals else math.nan
-        self.logger.hparams(flatten_hparams(config_to_dict(cfg)), {"hparam/success_final": final})
         self.logger.close()
         self.envs.close()
         self.eval_envs.close()

@@ -23,9 +23,13 @@ import numpy as np
 from envs.toy import ToyReachVecEnv
 from envs.vector import MultiTaskVecEnv
 
-__all__ = ["env_state", "load_env_state"]
+__all__ = ["env_state", "load_env_state", "restore_env_state"]
 
 _REWARD_NORM_ATTRS = ("_reward_mean", "_reward_var")
+
+
+def _base_protocol(name: str) -> str:
+    return name.split("[", 1)[0]
 
 
 def env_state(envs: MultiTaskVecEnv) -> dict[str, Any]:
@@ -54,8 +58,28 @@ def load_env_state(envs: MultiTaskVecEnv, state: dict[str, Any]) -> np.ndarray:
     goals and RNGs come from ``state``). Toy envs continue mid-episode; Meta-World envs are reset
     (see the module docstring), so the caller should also reset its agent's per-episode memory.
     """
-    for key, have in [("benchmark", envs.benchmark), ("protocol", envs.protocol.name)]:
-        if state.get(key) != have:
+    restore_env_state(envs, state)
+    base = envs.vec_env
+    if isinstance(base, ToyReachVecEnv):
+        return base.current_obs()
+    obs, _ = envs.reset()
+    return np.asarray(obs)
+
+
+def restore_env_state(envs: MultiTaskVecEnv, state: dict[str, Any]) -> None:
+    """:func:`load_env_state` without the final Meta-World reset.
+
+    For evaluation envs, which :func:`envs.evaluate` resets itself: the goal sampler stays where it
+    was when the state was taken, so the next evaluation draws the same goals as it would have in an
+    uninterrupted run (a reset here would consume one draw per sub-env).
+    """
+    # The protocol must match up to an overridden episode length ("metaworld-v3[max_episode_steps=100]"
+    # holds the same goals, RNGs and reward statistics as "metaworld-v3").
+    for key, have, want in [
+        ("benchmark", envs.benchmark, state.get("benchmark")),
+        ("protocol", _base_protocol(envs.protocol.name), _base_protocol(str(state.get("protocol")))),
+    ]:
+        if want != have:
             raise ValueError(f"env state is for {key} {state.get(key)!r}, these envs are {have!r}")
     if list(state["task_names"]) != list(envs.task_names):
         raise ValueError(f"env state tasks {state['task_names']} differ from these envs' {list(envs.task_names)}")
@@ -63,10 +87,8 @@ def load_env_state(envs: MultiTaskVecEnv, state: dict[str, Any]) -> np.ndarray:
     base = envs.vec_env
     if isinstance(base, ToyReachVecEnv):
         base.set_state(state["toy"])
-        return base.current_obs()
+        return
     envs.call("load_checkpoint", state["metaworld"])
     envs.set_attr("_last_rand_vec", [np.array(v, copy=True) for v in state["rand_vecs"]])
     for name, values in state.get("reward_norm", {}).items():
         envs.set_attr(name, list(values))
-    obs, _ = envs.reset()
-    return np.asarray(obs)

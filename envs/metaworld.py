@@ -19,8 +19,12 @@ progress is not restored, so a resumed run starts new episodes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from envs.checkpoint import env_state, load_env_state
@@ -64,10 +68,14 @@ def make_mt_envs(
         seed: seeds the goal sets and every sub-env (the only seed Meta-World honours). Under
             ``mtrl-legacy`` the fixed goals are drawn from it, so evaluation envs built with the
             training seed get the training goals (as mtrl did).
-        vector_strategy: ``"sync"`` (faster on 2 cores) or ``"async"`` (one process per task).
+        vector_strategy: ``"sync"`` (faster on 2 cores) or ``"async"`` (one process per task). The
+            async worker processes ignore SIGINT (they are started with SIGINT ignored), so a Ctrl-C,
+            which reaches the whole process group, only asks the trainer to stop cleanly and the
+            workers stay alive for the final checkpoint.
         use_one_hot: append the task one-hot ``(T,)`` to observations.
         max_episode_steps: override the protocol's episode length (tests, debugging; the result is
-            no longer the named protocol).
+            no longer the named protocol, and ``protocol.name`` says so:
+            ``"metaworld-v3[max_episode_steps=100]"``).
 
     Returns:
         :class:`~envs.vector.MultiTaskVecEnv`: observations ``(T, 39 [+ T])`` float32, actions
@@ -99,7 +107,7 @@ def make_mt_envs(
     }
     if spec.reward_normalization is not None:
         kwargs["reward_normalization_method"] = spec.reward_normalization
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _workers_ignore_sigint(vector_strategy == "async"):
         # Meta-World's float64 bounds are cast to the float32 Box of the vector env; harmless.
         warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32")
         vec = gym.make_vec(BENCHMARKS[benchmark], **kwargs)
@@ -111,7 +119,10 @@ def make_mt_envs(
     assert shape is not None
     obs_dim = int(shape[0]) - (len(task_names) if use_one_hot else 0)
     if max_episode_steps is not None and max_episode_steps != spec.max_episode_steps:
-        spec = dataclasses.replace(spec, max_episode_steps=max_episode_steps)
+        # No longer the named protocol: say so in its name (stamped into env states and logs).
+        spec = dataclasses.replace(
+            spec, name=f"{spec.name}[max_episode_steps={max_episode_steps}]", max_episode_steps=max_episode_steps
+        )
     return MultiTaskVecEnv(
         vec,
         task_names=task_names,
@@ -121,6 +132,25 @@ def make_mt_envs(
         benchmark=benchmark,
         seed=seed,
     )
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint(active: bool) -> Iterator[None]:
+    """Ignore SIGINT while the async workers start, so they inherit SIG_IGN; restore it afterwards.
+
+    Without this a Ctrl-C reaches every worker (same process group), gymnasium's worker loop catches
+    the KeyboardInterrupt and closes its env, and the trainer's clean stop (checkpoint: env state)
+    then talks to dead workers. A fresh interpreter (spawn/forkserver) keeps an inherited SIG_IGN
+    too. No-op outside the main thread (signal handlers can only be changed there).
+    """
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _import_metaworld() -> Any:

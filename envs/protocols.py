@@ -49,6 +49,9 @@ class Protocol:
         report: ``"final_and_last_mean"`` = report the last evaluation and the mean over the last
             ``report_last_n`` evaluations; ``"best"`` = report the maximum over all evaluations.
         report_last_n: number of final evaluations averaged by ``"final_and_last_mean"``.
+        eval_every: default evaluation cadence in vector-env steps (= environment steps per task).
+            Part of the protocol because a best-over-evaluations statistic grows with the number of
+            evaluations (CARE Table 19: evaluating every 1k instead of 10k steps adds up to 5 points).
     """
 
     name: str
@@ -61,6 +64,7 @@ class Protocol:
     evaluator: Evaluator
     report: ReportRule
     report_last_n: int = 1
+    eval_every: int = 10_000
 
     def __post_init__(self) -> None:
         if self.max_episode_steps < 1:
@@ -69,10 +73,18 @@ class Protocol:
             raise ValueError(f"eval_episodes_per_task must be >= 1, got {self.eval_episodes_per_task}")
         if self.report_last_n < 1:
             raise ValueError(f"report_last_n must be >= 1, got {self.report_last_n}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.report not in ("final_and_last_mean", "best"):
             raise ValueError(f"report must be 'final_and_last_mean' or 'best', got {self.report!r}")
         if self.evaluator not in ("metaworld", "episodes"):
             raise ValueError(f"evaluator must be 'metaworld' or 'episodes', got {self.evaluator!r}")
+
+    @property
+    def reported_statistic(self) -> str:
+        """The headline key of :meth:`summarize`: ``"best"`` (mtrl-legacy: max over evaluations) or
+        ``"final"`` (metaworld-v3, toy: the last evaluation; Meta-World+ reports final performance)."""
+        return "best" if self.report == "best" else "final"
 
     def summarize(self, success_history: list[float]) -> dict[str, float]:
         """Reported numbers from the mean success of every evaluation of a run, in order.
@@ -90,8 +102,11 @@ class Protocol:
 
 #: Meta-World+ (McLean et al. 2025): random goals, 500 steps (``max_path_length``), v2 reward (the
 #: v3 default), ``metaworld.evaluation.evaluation`` with 50 episodes per task. The paper reports IQM
-#: over 10 seeds of the final performance; ``report_last_n = 10`` (the last 10 evaluations, i.e.
-#: 100k steps at mtrl's 10k cadence) is our own smoothing choice for single-run curves, not theirs.
+#: over 10 seeds of the final performance; ``report_last_n = 10`` (the last 10 evaluations) is our
+#: own smoothing choice for single-run curves, not theirs. Cadence: rainx0r/metaworld-algorithms'
+#: MT10 script evaluates every 200_000 // 500 = 400 finished episodes, i.e. every 20k vector steps
+#: (docs/metaworld.md §3.6); the same 20k per task is used for MT50 (its script was not checked).
+#: One evaluation costs up to 50 × 500 = 25k vector steps (less where episodes end on success).
 METAWORLD_V3 = Protocol(
     name="metaworld-v3",
     max_episode_steps=500,
@@ -103,6 +118,7 @@ METAWORLD_V3 = Protocol(
     evaluator="metaworld",
     report="final_and_last_mean",
     report_last_n=10,
+    eval_every=20_000,
 )
 
 #: facebookresearch/mtrl (``docs/metaworld.md`` §1): fixed goals, 150 steps ("MetaWorld uses 150"
@@ -124,11 +140,12 @@ MTRL_LEGACY = Protocol(
     deterministic_eval=True,
     evaluator="episodes",
     report="best",
+    eval_every=10_000,
 )
 
 #: The pure-numpy toy suite (:mod:`envs.toy`): episodes of the length given to ``make_toy_envs``
 #: (40 by default), fixed goals, 10 deterministic evaluation episodes per task (cheap; averages over
-#: the random start positions), final and last-5 mean reported.
+#: the random start positions) every 500 steps, final and last-5 mean reported.
 TOY_PROTOCOL = Protocol(
     name="toy",
     max_episode_steps=40,
@@ -140,6 +157,7 @@ TOY_PROTOCOL = Protocol(
     evaluator="episodes",
     report="final_and_last_mean",
     report_last_n=5,
+    eval_every=500,
 )
 
 #: The Meta-World protocols, by name.

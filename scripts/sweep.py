@@ -7,7 +7,9 @@
 
 Each run gets ``balancer=B seed=S`` (``balancer.name=B`` for ``train_vision.py``) and the run directory
 ``ROOT/B/seedS`` (``logdir=ROOT/B run_name=seedS``) plus the given overrides; a run whose
-``results.json`` exists is skipped, and an interrupted run is continued with ``resume=true``.
+``results.json`` exists is skipped, and an interrupted run that left a checkpoint (``checkpoints/last.txt``
+of ``train.py``, ``checkpoint.pt`` of ``train_vision.py``) is continued with ``resume=true``; a run that
+crashed before its first checkpoint starts again from scratch.
 Aggregate afterwards with ``scripts/aggregate.py ROOT``.
 """
 
@@ -18,6 +20,11 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint that ``resume=true`` can continue (RL or vision layout)."""
+    return (run_dir / "checkpoints" / "last.txt").is_file() or (run_dir / "checkpoint.pt").is_file()
 
 
 def run_commands(
@@ -33,7 +40,7 @@ def run_commands(
             key = "balancer.name" if "vision" in Path(script).name else "balancer"  # vision nests balancer hparams
             cmd = [sys.executable, script, config, f"{key}={balancer}", f"seed={seed}",
                    f"logdir={logdir.parent}", f"run_name={logdir.name}", *extra]  # fmt: skip
-            if (logdir / "config.yaml").is_file():
+            if has_checkpoint(logdir):
                 cmd.append("resume=true")
             commands.append(cmd)
     return commands

@@ -5,7 +5,10 @@
     python scripts/train.py configs/mt10_sac.yaml run_name=<dir under logdir> resume=true
 
 Writes ``<logdir>/<run_name>/`` (config.yaml, TensorBoard events, metrics.jsonl, checkpoints/,
-results.json). Ctrl-C saves a checkpoint and the results before exiting.
+results.json). Ctrl-C saves a checkpoint and the results before exiting (also with
+env.vector_strategy=async: the env workers ignore SIGINT). Configuration errors (unknown keys, bad
+values, bad balancer hyper-parameters, an unavailable device, a resume whose config differs from the
+saved one) print one line and exit with status 2 before anything is created.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.trainer import train_from_args
-from mtrl.config import ConfigError
+from agents.config import TrainConfig
+from agents.trainer import Trainer
+from mtrl.config import ConfigError, load_config
 
 
 def main(argv: list[str]) -> int:
@@ -25,10 +29,12 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0 if argv else 2
     try:
-        results = train_from_args(argv[0], argv[1:])
-    except ConfigError as err:
+        cfg = load_config(TrainConfig, argv[0], argv[1:])
+        trainer = Trainer(cfg)  # every start-up check raises ConfigError before any directory or env exists
+    except ConfigError as err:  # one line, no traceback
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    results = trainer.train()
     print(json.dumps({k: results[k] for k in ("run_dir", "protocol", "steps", "summary")}, indent=2))
     print(f"TensorBoard: tensorboard --logdir {Path(results['run_dir']).parent}")
     return 0

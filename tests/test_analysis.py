@@ -67,13 +67,22 @@ def test_sweep_skips_finished_runs_and_resumes_started_ones(tmp_path: Path) -> N
     _write_run(tmp_path / "ew" / "seed0", "ew", 0, 0.5, [0.5])
     (tmp_path / "ew" / "seed1").mkdir(parents=True)
     (tmp_path / "ew" / "seed1" / "config.yaml").write_text("seed: 1\n")
+    (tmp_path / "ew" / "seed1" / "checkpoints").mkdir()
+    (tmp_path / "ew" / "seed1" / "checkpoints" / "last.txt").write_text("step_000000010.pt\n")
+    # seed2 crashed before its first checkpoint: config.yaml only, so it starts again (no resume=true).
+    (tmp_path / "ew" / "seed2").mkdir(parents=True)
+    (tmp_path / "ew" / "seed2" / "config.yaml").write_text("seed: 2\n")
     cmds = run_commands(tmp_path, "scripts/train.py", "configs/toy_sac.yaml", ["ew"], [0, 1, 2], ["total_steps=5"])
     assert len(cmds) == 2
     assert cmds[0][-1] == "resume=true" and "seed=1" in cmds[0]
     assert "resume=true" not in cmds[1] and cmds[1][-1] == "total_steps=5"
     assert f"logdir={tmp_path / 'ew'}" in cmds[1] and "run_name=seed2" in cmds[1]
     vision = run_commands(tmp_path, "scripts/train_vision.py", "configs/vision/synthetic.yaml", ["pcgrad"], [0], [])
-    assert "balancer.name=pcgrad" in vision[0]
+    assert "balancer.name=pcgrad" in vision[0] and "resume=true" not in vision[0]
+    (tmp_path / "pcgrad" / "seed0").mkdir(parents=True)
+    (tmp_path / "pcgrad" / "seed0" / "checkpoint.pt").write_bytes(b"")
+    vision = run_commands(tmp_path, "scripts/train_vision.py", "configs/vision/synthetic.yaml", ["pcgrad"], [0], [])
+    assert vision[0][-1] == "resume=true"
 
 
 def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:

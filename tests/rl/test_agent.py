@@ -122,15 +122,27 @@ def test_polyak_update_is_a_convex_step() -> None:
 def test_actor_squashing_and_log_prob(device: torch.device) -> None:
     torch.manual_seed(0)
     actor = Actor(T, O, A, (16,)).to(device)
-    action, log_prob = actor(torch.randn(T, 1000, O, device=device))
+    obs = torch.randn(T, 1000, O, device=device)
+    noise = torch.randn(T, 1000, A, device=device)
+    action, log_prob = actor(obs, noise)
     assert action.shape == (T, 1000, A) and log_prob.shape == (T, 1000)
     assert bool((action.abs() < 1).all())
-    # log-density of the squashed Gaussian with constant (μ, σ) matches the change of variables
-    mean, log_std = actor.distribution(torch.zeros(T, 1, O, device=device))
-    u = torch.atanh(action[:, :1].clamp(-0.999, 0.999))
-    base = torch.distributions.Normal(mean, log_std.exp()).log_prob(u) - torch.log(1 - torch.tanh(u) ** 2 + 1e-6)
-    assert base.shape == (T, 1, A)
-    assert bool(torch.isfinite(base).all())
+    # the squashed-Gaussian density with the same noise: u = μ + σε, a = tanh(u),
+    # log π(a) = Σ_A log N(u; μ, σ) − Σ_A log(1 − tanh(u)² + 1e-6)   (SAC App. C, eq. 21)
+    mean, log_std = actor.distribution(obs)
+    u = mean + log_std.exp() * noise
+    expected = torch.distributions.Normal(mean, log_std.exp()).log_prob(u).sum(-1) - torch.log(
+        1 - torch.tanh(u) ** 2 + 1e-6
+    ).sum(-1)
+    torch.testing.assert_close(action, torch.tanh(u), rtol=0, atol=0)
+    torch.testing.assert_close(log_prob, expected, rtol=1e-5, atol=1e-5)
+    # without explicit noise the actor draws it from the global generator, like randn_like
+    torch.manual_seed(1)
+    drawn = torch.randn(T, 1000, A, device=device)
+    torch.manual_seed(1)
+    torch.testing.assert_close(actor(obs)[1], actor(obs, drawn)[1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="noise_TNA must have shape"):
+        actor(obs, noise[:, :10])
 
 
 def test_heads_see_only_their_task(device: torch.device) -> None:

@@ -13,7 +13,16 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs import PROTOCOLS, MultiTaskVecEnv, env_state, evaluate, get_protocol, load_env_state, step_transitions
+from envs import (
+    PROTOCOLS,
+    MultiTaskVecEnv,
+    env_state,
+    evaluate,
+    get_protocol,
+    load_env_state,
+    restore_env_state,
+    step_transitions,
+)
 from envs import metaworld as metaworld_builders
 from envs.metaworld import make_mt_envs
 
@@ -167,6 +176,43 @@ def test_legacy_truncates_at_150_with_final_obs_as_next_obs(legacy: Built) -> No
     step_transitions(envs, np.zeros((10, 4)))  # stepping on after autoreset does not raise
 
 
+def test_v3_truncates_at_500_and_bootstraps(v3_a: Built) -> None:
+    """metaworld-v3: 500-step episodes end by truncation (never termination) with final_obs as next_obs."""
+    envs, _ = v3_a
+    assert envs.protocol.max_episode_steps == 500
+    envs.reset()
+    rng = np.random.default_rng(1)
+    for _ in range(499):
+        step = step_transitions(envs, rng.uniform(-1, 1, size=(10, 4)))
+        assert not step.done.any()
+    before_goal = np.array(_rand_vecs(envs), dtype=object)
+    step = step_transitions(envs, rng.uniform(-1, 1, size=(10, 4)))
+    assert step.truncated.all() and not step.terminated.any()
+    np.testing.assert_allclose(step.next_obs, np.stack(step.info["final_obs"]), rtol=0, atol=1e-6)
+    assert not np.allclose(step.next_obs[:, :18], step.obs[:, :18])  # the stored obs is not the reset obs
+    np.testing.assert_array_equal(step.episode_length, np.full(10, 500))
+    assert any(not np.array_equal(a, b) for a, b in zip(before_goal, _rand_vecs(envs), strict=True))  # new goals
+    step_transitions(envs, np.zeros((10, 4)))  # SAME_STEP autoreset: stepping on does not raise
+
+
+def test_restored_eval_env_repeats_the_evaluation(v3_other_seed: Built) -> None:
+    """restore_env_state (what a resumed trainer does to its eval envs) brings the goal sampler back:
+    the next official evaluation draws the same goals and gives the same returns."""
+    envs, _ = v3_other_seed
+    evaluate(RandomAgent(10, seed=4), envs, episodes_per_task=1)  # advance the goal sampler
+    state = env_state(envs)
+    first = evaluate(RandomAgent(10, seed=5), envs, episodes_per_task=1)
+    goals_first = _rand_vecs(envs)
+    restore_env_state(envs, state)
+    again = evaluate(RandomAgent(10, seed=5), envs, episodes_per_task=1)
+    np.testing.assert_array_equal(again.return_per_task, first.return_per_task)
+    np.testing.assert_array_equal(again.success_per_task, first.success_per_task)
+    for a, b in zip(_rand_vecs(envs), goals_first, strict=True):
+        np.testing.assert_array_equal(a, b)
+    after_third = evaluate(RandomAgent(10, seed=5), envs, episodes_per_task=1)  # not restored: new goals
+    assert not np.array_equal(after_third.return_per_task, first.return_per_task)
+
+
 def test_legacy_goals_stay_fixed_and_v3_goals_change(legacy: Built, v3_other_seed: Built) -> None:
     fixed, first_fixed = legacy
     goals = [fixed.reset()[0][:, GOAL] for _ in range(3)]
@@ -191,7 +237,8 @@ def test_evaluate_random_agent_v3_official(v3_other_seed: Built) -> None:
     assert ((result.success_per_task >= 0) & (result.success_per_task <= 1)).all()
     assert result.success_mean == pytest.approx(result.success_per_task.mean())
     assert np.isfinite(result.return_per_task).all()
-    assert envs.protocol.max_episode_steps == 100 and envs.protocol.name == "metaworld-v3"
+    # an overridden episode length is no longer the named protocol, and the name says so
+    assert envs.protocol.max_episode_steps == 100 and envs.protocol.name == "metaworld-v3[max_episode_steps=100]"
     assert agent.resets[0].all()
     assert not any(envs.get_attr("terminate_on_success"))  # restored after the official evaluation
 

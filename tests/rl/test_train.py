@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents.checkpoint import load_checkpoint
 from agents.config import TrainConfig
-from agents.trainer import train_from_args
+from agents.trainer import Trainer, train_from_args
 from envs import evaluate, make_toy_envs
 from mtrl.config import ConfigError, load_config
 
@@ -236,3 +236,78 @@ def test_short_real_mt10_run(tmp_path: Path) -> None:
     assert results["steps"] == 40 and results["protocol"] == "mtrl-legacy"
     assert len(results["summary"]["final"]["success"]) == 10
     assert "reach-v3" in results["summary"]["final"]["success"]
+
+
+def test_replay_stores_final_obs_and_no_termination_on_truncation(tmp_path: Path) -> None:
+    """Trainer level: a truncated toy episode stores its true last observation (not the reset one)
+    as next_obs, with terminated = 0 so the critic bootstraps through the time limit."""
+    overrides = [
+        f"logdir={tmp_path}",
+        "run_name=trunc",
+        "env.toy_episode_steps=10",
+        "total_steps=25",
+        "sac.warmup_steps=25",
+        "eval_every=0",
+        "eval_episodes=1",
+        "checkpoint_every=0",
+        "progress=false",
+    ]
+    trainer = Trainer(load_config(TrainConfig, TOY, overrides))
+    trainer.train()
+    buf = trainer.buffer
+    assert buf.size == 25
+    obs, act, next_obs = buf.obs_TCO[:, :25], buf.action_TCA[:, :25], buf.next_obs_TCO[:, :25]
+    # toy dynamics: p' = clip(p + 0.1·clip(a)); the stored next_obs follows them on every row ...
+    expected = torch.clamp(obs + 0.1 * act.clamp(-1, 1), -1, 1)
+    torch.testing.assert_close(next_obs, expected, rtol=0, atol=1e-6)
+    assert bool((buf.terminated_TC[:, :25] == 0).all())
+    for k in range(24):
+        continues = (k + 1) % 10 != 0  # row k is step k+1; steps 10 and 20 end by truncation
+        same = torch.allclose(next_obs[:, k], obs[:, k + 1], rtol=0, atol=1e-6)
+        assert same == continues, f"row {k}: next_obs {'should' if continues else 'should not'} be the next obs"
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_async_envs_saves_and_resumes(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group (trainer and its async env workers): the workers ignore
+    it, the trainer saves a checkpoint (env state included) and exits 0, and the run resumes."""
+    base = [
+        sys.executable,
+        str(ROOT / "scripts" / "train.py"),
+        str(ROOT / "configs" / "mt10_sac.yaml"),
+        "env.vector_strategy=async",
+        "env.protocol=mtrl-legacy",
+        "sac.warmup_steps=10",
+        "sac.batch_per_task=8",
+        "sac.hidden_sizes=[32, 32]",
+        "sac.buffer_capacity=20000",
+        "eval_every=0",
+        "checkpoint_every=0",
+        "log_every=5",
+        "progress=false",
+        "device=cpu",
+        f"logdir={tmp_path}",
+        "run_name=async",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [*base, "total_steps=100000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, start_new_session=True,
+    )  # fmt: skip
+    metrics = tmp_path / "async" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and '"train/critic_loss"' in metrics.read_text()):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    state = load_checkpoint(tmp_path / "async")
+    assert 15 <= state["step"] < 100000 and len(state["env_state"]["metaworld"]) == 10
+    stopped = state["step"]
+    resumed = subprocess.run(
+        [*base, f"total_steps={stopped + 5}", "resume=true"], cwd=ROOT, capture_output=True, text=True,
+        env=env, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = json.loads((tmp_path / "async" / "results.json").read_text())
+    assert results["steps"] == stopped + 5 and results["complete"] is True
