@@ -1,29 +1,45 @@
-"""Multi-task SAC training throughput per balancer on MT10/MT50, and our `ew` update vs stable-baselines3.
+"""Multi-task SAC training throughput per balancer on MT10/MT50, per-task head cost vs T, and our
+``ew`` update vs stable-baselines3's SAC update.
 
-    python scripts/bench_train.py [--updates 30] [--env-steps 200] [--threads 2] [--device cpu]
-        [--benchmarks MT10 MT50] [--balancers ew pcgrad cagrad nash_mtl imtl_g aligned_mtl]
+    python scripts/bench_train.py                      # the README's measurement (CPU, 2 threads)
+    python scripts/bench_train.py --device cuda --threads 8
+    python scripts/bench_train.py --benchmarks MT10 --balancers ew pcgrad --steps 3 --warmup 1 --prefill 130
+        --head-tasks 1 10 --head-repeats 5 --updates-sb3 3          # a quick sanity run
 
-For each benchmark, in one process and with the same settings (3×400 ReLU trunks, 128 transitions
-per task, Adam 3e-4):
+For each benchmark, in one process, with the preset's settings (``configs/{mt10,mt50}_sac.yaml``:
+3×400 ReLU trunks, 128 transitions per task, Adam 3e-4, one update per vector step) and each
+balancer resolved and built exactly as ``scripts/train.py`` does (``agents.config.resolve_config``,
+``build_balancers``):
 
-* the env cost per vector step (real Meta-World vector env, random actions, ``--env-steps`` steps);
-* the time of one full SAC update (critic + actor + temperature + Polyak) per balancer, median over
-  ``--updates`` updates after ``--warmup`` untimed ones, on a replay buffer of random transitions;
-* vector steps/s = 1 / (env time + update time) at one update per step (the preset), updates/s =
-  1 / update time, and the update-time ratio to ``ew``;
-* stable-baselines3's SAC update (``SAC.train(gradient_steps=1)``) with ``net_arch=[400, 400, 400]``
-  on the same total batch (128·T) and observation size (obs + one-hot), and our ``ew``/SB3 ratio.
+1. **Training-loop throughput.** The post-warm-up body of ``agents.trainer.Trainer._env_step`` on
+   the real Meta-World vector env (sync): act with the policy, step the env
+   (``envs.step_transitions``), add the transitions to the replay buffer, then one full SAC update
+   (stratified sample, critic, actor, temperature, Polyak). ``--steps`` timed vector steps after
+   ``--warmup`` untimed ones, on a buffer pre-filled with ``--prefill`` random-action steps.
+   Reported: vector steps/s and updates/s of the whole loop, its ratio to ``ew``, the median update
+   time and its ratio to ``ew`` (the issue's targets: every Gramian balancer ≤ 1.3× ``ew`` on MT10,
+   ≤ 1.6× on MT50), and the loop's split into act / env / replay / update.
+2. **Per-task head cost vs T.** Forward + backward of every batched per-task head of the SAC
+   networks (the actor's and both critics' ``BatchedLinear``) on ``(T, 128, 400)`` features, for
+   each T in ``--head-tasks``, divided by T. The heads are one ``baddbmm`` each, so the per-task
+   cost must stay flat (or fall, as fixed overheads amortise) as T grows: the check fails if it
+   grows by more than 1.3× from one T to the next.
+3. **stable-baselines3.** ``SAC.train(gradient_steps=1)`` with ``net_arch=[400, 400, 400]`` on the
+   same total batch (128·T) and observation size (obs + one-hot); our ``ew`` update / SB3's.
 
-Prints a Markdown table (paste into the README) and writes it as JSON with ``--out``.
+Prints one side-by-side Markdown table (balancers × benchmarks; paste into the README), the head
+table and the target checks; ``--out`` also writes every number as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +48,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from agents.config import SACConfig
-from agents.sac import MultiTaskSAC
-from mtrl.balancers import make_balancer
-from mtrl.replay import MultiTaskReplayBuffer
-
-OBS_DIM, ACTION_DIM = 39, 4  # Meta-World v3 observation (without one-hot) and action sizes
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = {"MT10": ROOT / "configs" / "mt10_sac.yaml", "MT50": ROOT / "configs" / "mt50_sac.yaml"}
 DEFAULT_BALANCERS = ["ew", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl"]
+#: The issue's update-time targets for the Gramian balancers, as a multiple of ``ew``.
+TARGETS = {"MT10": 1.3, "MT50": 1.6}
+OBS_DIM, ACTION_DIM = 39, 4  # Meta-World v3 observation (without one-hot) and action sizes
 
 
 def _sync(device: torch.device) -> None:
@@ -46,49 +61,130 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def random_buffer(num_tasks: int, per_task: int, device: torch.device, seed: int = 0) -> MultiTaskReplayBuffer:
-    """A replay buffer of ``per_task`` random transitions per task (update cost does not depend on values)."""
-    rng = np.random.default_rng(seed)
-    buf = MultiTaskReplayBuffer(num_tasks, OBS_DIM, ACTION_DIM, num_tasks * per_task, device)
-    for _ in range(per_task):
-        buf.add(
-            rng.normal(size=(num_tasks, OBS_DIM)),
-            rng.uniform(-1, 1, size=(num_tasks, ACTION_DIM)),
-            rng.uniform(0, 10, size=num_tasks),
-            rng.normal(size=(num_tasks, OBS_DIM)),
-            np.zeros(num_tasks),
-        )
-    return buf
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
-def time_our_update(
-    balancer: str, num_tasks: int, buf: MultiTaskReplayBuffer, updates: int, warmup: int, device: torch.device
-) -> float:
-    """Median seconds of one ``MultiTaskSAC.update`` with ``balancer`` on the critic and the actor."""
-    torch.manual_seed(0)
-    cfg = SACConfig(batch_per_task=128)
+# --- 1. training loop ------------------------------------------------------------------------------
+def build_agent(bench: str, balancer: str, envs: Any, device: torch.device) -> tuple[Any, Any]:
+    """``(MultiTaskSAC, resolved TrainConfig)`` for ``balancer`` on ``envs``, built as the trainer builds it."""
+    from agents.config import TrainConfig, build_balancers, resolve_config
+    from agents.sac import MultiTaskSAC
+    from mtrl.config import load_config
+
+    cfg = load_config(TrainConfig, PRESETS[bench], [f"balancer={balancer}", f"device={device}", "progress=false"])
+    cfg, _ = resolve_config(cfg)
+    T = envs.num_envs
+    critic_balancer, actor_balancer = build_balancers(cfg, T)
+    space = envs.single_action_space
     agent = MultiTaskSAC(
-        num_tasks,
-        OBS_DIM,
-        ACTION_DIM,
-        cfg,
-        make_balancer(balancer, num_tasks),
-        make_balancer(balancer, num_tasks),
+        T,
+        envs.obs_dim,
+        int(space.shape[0]),
+        cfg.sac,
+        critic_balancer,
+        actor_balancer,
         device=device,
+        action_low=space.low,
+        action_high=space.high,
+        task_names=list(envs.task_names),
     )
+    return agent, cfg
+
+
+def prefill(envs: Any, buffer: Any, steps: int, seed: int = 0) -> np.ndarray:
+    """``steps`` random-action vector steps into ``buffer`` (the warm-up); returns the next observations."""
+    from envs import step_transitions
+
+    rng = np.random.default_rng(seed)
+    space = envs.single_action_space
+    obs, _ = envs.reset()
+    O = envs.obs_dim
+    for _ in range(steps):
+        action_TA = rng.uniform(space.low, space.high, size=(envs.num_envs, space.shape[0]))
+        res = step_transitions(envs, action_TA)
+        buffer.add(obs[:, :O], action_TA, res.reward, res.next_obs[:, :O], res.terminated)
+        obs = res.obs
+    return np.asarray(obs)
+
+
+def time_training_loop(
+    bench: str, balancer: str, envs: Any, buffer: Any, obs: np.ndarray, steps: int, warmup: int, device: torch.device
+) -> tuple[dict[str, float], np.ndarray]:
+    """Seconds per vector step of the training loop's pieces (act, env, replay add, update) with ``balancer``.
+
+    Mirrors the post-warm-up branch of ``agents.trainer.Trainer._env_step`` (metrics off, as at
+    every step that is not a logging step). Returns the timings and the observations to continue from.
+    """
+    from envs import step_transitions
+
+    torch.manual_seed(0)
+    agent, cfg = build_agent(bench, balancer, envs, device)
     gen = torch.Generator().manual_seed(0)
+    O, n, updates = envs.obs_dim, cfg.sac.batch_per_task, cfg.sac.updates_per_step
+    parts: dict[str, list[float]] = {"act": [], "env": [], "replay": [], "update": []}
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        action_TA = agent.act(obs)
+        t1 = time.perf_counter()
+        res = step_transitions(envs, action_TA)
+        t2 = time.perf_counter()
+        buffer.add(obs[:, :O], agent.to_policy_action(action_TA), res.reward, res.next_obs[:, :O], res.terminated)
+        obs = res.obs
+        _sync(device)
+        t3 = time.perf_counter()
+        for _ in range(updates):
+            agent.update(buffer.sample(n, gen), with_metrics=False)
+        _sync(device)
+        t4 = time.perf_counter()
+        if i >= warmup:
+            for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                parts[key].append(dt)
+    total = sum(sum(v) for v in parts.values())
+    out = {f"{k}_ms": 1e3 * statistics.fmean(v) for k, v in parts.items()}
+    out["update_ms_median"] = 1e3 * statistics.median(parts["update"])
+    out["vector_steps_per_s"] = steps / total
+    out["updates_per_s"] = steps * updates / total
+    return out, obs
+
+
+# --- 2. head cost vs T -----------------------------------------------------------------------------
+def time_heads(num_tasks: int, per_task: int, repeats: int, device: torch.device, hidden: int = 400) -> float:
+    """Median seconds of forward + backward through every per-task head of the SAC actor and twin critic.
+
+    The heads are the ``mtrl.nn.BatchedLinear`` modules of :class:`agents.networks.Actor` and
+    :class:`agents.networks.TwinCritic` (3×400 trunks), fed ``(T, per_task, hidden)`` features.
+    """
+    from agents.networks import Actor, TwinCritic
+    from mtrl.nn import BatchedLinear
+
+    torch.manual_seed(0)
+    nets = [
+        Actor(num_tasks, OBS_DIM, ACTION_DIM, (hidden,) * 3).to(device),
+        TwinCritic(num_tasks, OBS_DIM, ACTION_DIM, (hidden,) * 3).to(device),
+    ]
+    heads = [m for net in nets for m in net.modules() if isinstance(m, BatchedLinear)]
+    assert len(heads) == 3, f"expected the actor head and two critic heads, found {len(heads)}"
+    x_TNH = torch.randn(num_tasks, per_task, hidden, device=device, requires_grad=True)
     times = []
-    for i in range(warmup + updates):
-        batch = buf.sample(cfg.batch_per_task, gen)
+    for i in range(repeats + 3):
         _sync(device)
         start = time.perf_counter()
-        agent.update(batch, with_metrics=False)
+        total = sum(head(x_TNH).sum() for head in heads)
+        total.backward()  # type: ignore[union-attr]
         _sync(device)
-        if i >= warmup:
+        if i >= 3:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
+# --- 3. stable-baselines3 --------------------------------------------------------------------------
 def time_sb3_update(num_tasks: int, updates: int, warmup: int, device: torch.device) -> float:
     """Median seconds of one stable-baselines3 SAC gradient step at the same size and total batch."""
     import gymnasium as gym
@@ -109,11 +205,10 @@ def time_sb3_update(num_tasks: int, updates: int, warmup: int, device: torch.dev
         def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
             return np.zeros(obs_dim, np.float32), 0.0, False, False, {}
 
-    env = SpacesOnly()
     batch = 128 * num_tasks
     model = SAC(
         "MlpPolicy",
-        env,
+        SpacesOnly(),
         learning_rate=3e-4,
         buffer_size=4 * batch,
         batch_size=batch,
@@ -147,79 +242,170 @@ def time_sb3_update(num_tasks: int, updates: int, warmup: int, device: torch.dev
     return statistics.median(times)
 
 
-def time_env_step(benchmark: str, steps: int) -> float:
-    """Mean seconds per vector step of the real Meta-World vector env with random actions."""
-    from envs.metaworld import make_mt_envs
+# --- report ----------------------------------------------------------------------------------------
+def markdown_table(rows: list[dict[str, Any]], benches: Sequence[str], balancers: Sequence[str]) -> str:
+    """Balancers (and SB3) down, benchmarks across: steps/s, updates/s, update ms, each with its ratio to ew."""
+    head = ["balancer"]
+    for b in benches:
+        head += [f"{b} vector steps/s (÷ ew)", f"{b} updates/s", f"{b} update ms (× ew)"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    by = {(r["bench"], r["balancer"]): r for r in rows}
+    for name in [*balancers, "sb3_sac"]:
+        cells = ["SB3 SAC, same size and total batch" if name == "sb3_sac" else name]
+        for b in benches:
+            r = by.get((b, name))
+            if r is None:
+                cells += ["–", "–", "–"]
+            elif name == "sb3_sac":
+                sb3_ms = f"{r['update_ms']:.1f} (our ew / SB3 = {r['ew_over_sb3']:.2f})"
+                cells += ["–", f"{r['updates_per_s']:.2f} (update only)", sb3_ms]
+            elif "error" in r:
+                cells += [f"not available: {r['error']}", "", ""]
+            else:
+                cells += [
+                    f"{r['vector_steps_per_s']:.2f} ({r['steps_ratio_to_ew']:.2f})",
+                    f"{r['updates_per_s']:.2f}",
+                    f"{r['update_ms_median']:.1f} ({r['update_ratio_to_ew']:.2f})",
+                ]
+        lines.append("| " + " | ".join(cells) + " |")
+    split = ["loop split, ew: act / env / replay / update ms"]
+    for b in benches:
+        r = by.get((b, "ew"))
+        split += (
+            [f"{r['act_ms']:.1f} / {r['env_ms']:.1f} / {r['replay_ms']:.1f} / {r['update_ms']:.1f}", "", ""]
+            if r and "error" not in r
+            else ["–", "", ""]
+        )
+    lines.append("| " + " | ".join(split) + " |")
+    return "\n".join(lines)
 
-    envs = make_mt_envs(benchmark, seed=0)  # type: ignore[arg-type]
-    envs.reset()
-    rng = np.random.default_rng(0)
-    T = envs.num_envs
-    start = time.perf_counter()
-    for _ in range(steps):
-        envs.step(rng.uniform(-1, 1, size=(T, ACTION_DIM)))
-    elapsed = (time.perf_counter() - start) / steps
-    envs.close()
-    return elapsed
+
+def head_table(head_rows: list[dict[str, Any]]) -> tuple[str, bool]:
+    """The head-cost table and whether the per-task cost stayed flat (≤ 1.3× growth between successive T)."""
+    lines = [
+        "| T | heads fwd+bwd ms | per task µs | per task × smallest T |",
+        "|---:|---:|---:|---:|",
+    ]
+    base = head_rows[0]["per_task_us"]
+    for r in head_rows:
+        lines.append(f"| {r['T']} | {r['ms']:.3f} | {r['per_task_us']:.2f} | {r['per_task_us'] / base:.2f} |")
+    growth = [b["per_task_us"] / a["per_task_us"] for a, b in itertools.pairwise(head_rows)]
+    flat = all(g <= 1.3 for g in growth)
+    return "\n".join(lines), flat
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--benchmarks", nargs="+", default=["MT10", "MT50"], choices=["MT10", "MT50"])
-    p.add_argument("--balancers", nargs="+", default=DEFAULT_BALANCERS)
-    p.add_argument("--updates", type=int, default=30, help="timed updates per balancer")
-    p.add_argument("--warmup", type=int, default=3, help="untimed updates first")
-    p.add_argument("--env-steps", type=int, default=200, help="timed vector env steps")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    p.add_argument("--device", default="cpu")
+def build_parser() -> argparse.ArgumentParser:
+    class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
+    p = argparse.ArgumentParser(prog="bench_train.py", description=__doc__, formatter_class=Formatter)
+    p.add_argument("--benchmarks", nargs="+", default=["MT10", "MT50"], choices=sorted(PRESETS), help="suites")
+    p.add_argument("--balancers", nargs="+", default=DEFAULT_BALANCERS, help="registry keys; ew is always run first")
+    p.add_argument("--steps", type=_positive, default=30, help="timed training-loop vector steps per balancer")
+    p.add_argument("--warmup", type=int, default=3, help="untimed loop steps first (per balancer)")
+    p.add_argument("--prefill", type=_positive, default=200, help="random-action vector steps filling the buffer")
+    p.add_argument("--head-tasks", nargs="+", type=_positive, default=[1, 10, 50], help="T values of the head test")
+    p.add_argument("--head-repeats", type=_positive, default=50, help="timed head forward+backward passes per T")
+    p.add_argument("--updates-sb3", type=_positive, default=30, help="timed SB3 updates per benchmark")
     p.add_argument("--no-sb3", action="store_true", help="skip the stable-baselines3 comparison")
-    p.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
-    args = p.parse_args()
+    p.add_argument("--threads", type=_positive, default=2, help="torch.set_num_threads")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:<i> | mps")
+    p.add_argument("--out", type=Path, default=None, help="also write every number as JSON")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    from mtrl.balancers import BALANCERS
+
+    unknown = [b for b in args.balancers if b not in BALANCERS]
+    if unknown:
+        p.error(f"argument --balancers: unknown {unknown}; valid choices: {', '.join(sorted(BALANCERS))}")
+    if args.warmup < 0:
+        p.error(f"argument --warmup: expected an integer >= 0, got {args.warmup}")
+    from mtrl.device import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        p.error(f"argument --device: {err}")
+    balancers = ["ew", *[b for b in args.balancers if b != "ew"]]
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    from agents.config import TrainConfig
+    from envs.metaworld import make_mt_envs
+    from mtrl.config import ConfigError, load_config
+    from mtrl.replay import MultiTaskReplayBuffer
+
+    print(
+        f"device={device} threads={args.threads} torch={torch.__version__} steps={args.steps} "
+        f"warmup={args.warmup} prefill={args.prefill}",
+        flush=True,
+    )
     rows: list[dict[str, Any]] = []
-    print(f"device={device} threads={args.threads} torch={torch.__version__} updates={args.updates}\n")
-    print("| bench | balancer | update ms | × ew | updates/s | vector steps/s (env+update) |")
-    print("|---|---|---:|---:|---:|---:|")
     for bench in args.benchmarks:
-        T = 10 if bench == "MT10" else 50
-        env_s = time_env_step(bench, args.env_steps)
-        buf = random_buffer(T, 256, device)
-        ew_s: float | None = None
-        for name in args.balancers:
+        preset = load_config(TrainConfig, PRESETS[bench])
+        envs = make_mt_envs(bench, protocol=preset.env.protocol, seed=0, vector_strategy=preset.env.vector_strategy)
+        T = envs.num_envs
+        # The preset's capacity (1M transitions, as in a real run): sampling touches a full-size buffer.
+        buffer = MultiTaskReplayBuffer(T, envs.obs_dim, envs.action_dim, preset.sac.buffer_capacity, device)
+        obs = prefill(envs, buffer, args.prefill)
+        ew: dict[str, float] | None = None
+        for name in balancers:
             try:
-                upd_s = time_our_update(name, T, buf, args.updates, args.warmup, device)
-            except NotImplementedError as err:  # a balancer still being written: say so, keep going
-                print(f"| {bench} | {name} | not available: {err} | | | |")
+                timing, obs = time_training_loop(bench, name, envs, buffer, obs, args.steps, args.warmup, device)
+            except (NotImplementedError, ImportError, ConfigError) as err:  # e.g. a missing solver: say so
+                rows.append({"bench": bench, "balancer": name, "error": str(err).splitlines()[0]})
                 continue
             if name == "ew":
-                ew_s = upd_s
-            ratio = upd_s / ew_s if ew_s else float("nan")
+                ew = timing
+            assert ew is not None
             row = {
                 "bench": bench,
                 "balancer": name,
-                "update_ms": 1e3 * upd_s,
-                "ratio_to_ew": ratio,
-                "updates_per_s": 1 / upd_s,
-                "vector_steps_per_s": 1 / (env_s + upd_s),
-                "env_ms": 1e3 * env_s,
+                **timing,
+                "steps_ratio_to_ew": timing["vector_steps_per_s"] / ew["vector_steps_per_s"],
+                "update_ratio_to_ew": timing["update_ms_median"] / ew["update_ms_median"],
             }
             rows.append(row)
             print(
-                f"| {bench} | {name} | {row['update_ms']:.1f} | {ratio:.2f} | {row['updates_per_s']:.2f} | "
-                f"{row['vector_steps_per_s']:.2f} |"
+                f"{bench} {name}: {row['vector_steps_per_s']:.2f} vector steps/s, update "
+                f"{row['update_ms_median']:.1f} ms ({row['update_ratio_to_ew']:.2f}× ew)",
+                flush=True,
             )
+        envs.close()
         if not args.no_sb3:
-            sb3_s = time_sb3_update(T, args.updates, args.warmup, device)
-            ratio = ew_s / sb3_s if ew_s else float("nan")
-            rows.append({"bench": bench, "balancer": "sb3_sac", "update_ms": 1e3 * sb3_s, "ew_over_sb3": ratio})
-            print(
-                f"| {bench} | SB3 SAC (same size/batch) | {1e3 * sb3_s:.1f} | ours ew / SB3 = {ratio:.2f} | "
-                f"{1 / sb3_s:.2f} | |"
+            sb3_s = time_sb3_update(T, args.updates_sb3, args.warmup, device)
+            ratio = ew["update_ms_median"] / (1e3 * sb3_s) if ew else float("nan")
+            sb3 = {"update_ms": 1e3 * sb3_s, "updates_per_s": 1 / sb3_s, "ew_over_sb3": ratio}
+            rows.append({"bench": bench, "balancer": "sb3_sac", **sb3})
+            print(f"{bench} SB3 SAC update: {1e3 * sb3_s:.1f} ms (our ew / SB3 = {ratio:.2f})", flush=True)
+
+    head_rows = []
+    for T in sorted(set(args.head_tasks)):
+        seconds = time_heads(T, 128, args.head_repeats, device)
+        head_rows.append({"T": T, "ms": 1e3 * seconds, "per_task_us": 1e6 * seconds / T})
+
+    print("\n" + markdown_table(rows, args.benchmarks, balancers))
+    table, flat = head_table(head_rows)
+    print("\nPer-task head cost (actor + twin-critic BatchedLinear heads, 128 rows per task, 400 features):\n")
+    print(table)
+    checks = []
+    for bench in args.benchmarks:
+        gramian = [
+            r for r in rows if r["bench"] == bench and r["balancer"] not in ("ew", "sb3_sac") and "error" not in r
+        ]
+        if gramian:
+            worst = max(gramian, key=lambda r: r["update_ratio_to_ew"])
+            ok = worst["update_ratio_to_ew"] <= TARGETS[bench]
+            checks.append(
+                f"{bench}: slowest balancer update {worst['balancer']} = {worst['update_ratio_to_ew']:.2f}× ew "
+                f"(target ≤ {TARGETS[bench]}×): {'met' if ok else 'NOT met'}"
             )
-        print(f"| {bench} | env only (sync, random actions) | {1e3 * env_s:.1f} | | | {1 / env_s:.1f} |")
+    checks.append(f"per-task head cost flat in T (≤ 1.3× growth between successive T): {'met' if flat else 'NOT met'}")
+    print("\n" + "\n".join(checks))
     if args.out is not None:
-        args.out.write_text(json.dumps(rows, indent=2))
+        args.out.write_text(json.dumps({"rows": rows, "heads": head_rows, "checks": checks}, indent=2))
     return 0
 
 

@@ -1,86 +1,208 @@
 """Evaluate a trained multi-task SAC checkpoint and print a per-task success table.
 
-    python scripts/evaluate.py runs/MT10_ew_s0_... [episodes=N] [out=path.json] [device=cpu]
+    python scripts/evaluate.py RUN_DIR_OR_CHECKPOINT [episodes=N] [out=PATH.json] [device=cpu] [config=PATH]
 
-Accepts a run directory (its last checkpoint and config.yaml) or a checkpoint ``.pt`` inside
-``<run>/checkpoints/``. Evaluates on a freshly built env of the run's benchmark, protocol and seed
-(so mtrl-legacy's fixed goals are the training goals) with the deterministic policy; writes
-``eval_<step>.json`` into the run directory unless ``out=`` is given.
+RUN_DIR_OR_CHECKPOINT is either a run directory of ``scripts/train.py`` (its latest checkpoint: the
+one ``checkpoints/last.txt`` names, else the highest ``checkpoints/step_*.pt``) or a checkpoint
+file (``.pt``). The run's ``config.yaml`` is read from the run directory, or for a checkpoint file
+from its folder or the folder above (``<run>/checkpoints/step_*.pt``); ``config=PATH`` names it
+explicitly. Evaluates on a freshly built env of the run's benchmark, protocol and seed (so
+mtrl-legacy's fixed goals are the training goals) with the deterministic policy, ``episodes``
+episodes per task (default: the run's ``eval_episodes``, else the protocol's). Prints the table and
+writes it as JSON to ``out`` (default ``<run dir>/eval_<step>.json``): ``checkpoint``, ``step``,
+``benchmark``, ``protocol``, ``episodes``, ``success_mean``, ``success`` and ``return`` per task.
+
+Every usage problem (missing or unreadable checkpoint, no config, bad option) prints one line
+naming it and the fix, and exits with status 2.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+OPTIONS = ("episodes", "out", "device", "config")
 
-from agents.checkpoint import latest_checkpoint, load_checkpoint
-from agents.config import TrainConfig
-from agents.sac import EvalAgent, MultiTaskSAC
-from agents.trainer import build_envs, resolve_device
-from envs import evaluate
-from mtrl.balancers import make_balancer
-from mtrl.config import ConfigError, load_config
+
+class UsageError(Exception):
+    """A problem with the command line or the files it names; the message says what to do."""
+
+
+def find_checkpoint(path: Path) -> Path:
+    """A checkpoint file from a run directory, its ``checkpoints/`` folder or a file path.
+
+    In a folder: the file ``last.txt`` names (what ``agents.checkpoint.save_checkpoint`` writes) if
+    it exists, else the ``step_<n>.pt`` with the largest ``n``.
+    """
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise UsageError(
+            f"{str(path)!r} does not exist: pass a run directory of scripts/train.py (e.g. runs/MT10_ew_s0_...) "
+            f"or one of its checkpoints/step_*.pt files"
+        )
+    for folder in (path / "checkpoints", path):
+        pointer = folder / "last.txt"
+        if pointer.is_file():
+            named = folder / pointer.read_text().strip()
+            if named.is_file():
+                return named
+        numbered = ((re.fullmatch(r"step_(\d+)\.pt", p.name), p) for p in folder.glob("step_*.pt"))
+        steps = [(int(m.group(1)), p) for m, p in numbered if m]
+        if steps:
+            return max(steps)[1]
+    raise UsageError(
+        f"no checkpoint in {str(path)!r} (looked for checkpoints/last.txt and checkpoints/step_*.pt): "
+        f"train with scripts/train.py first (a checkpoint is written at the end, every checkpoint_every "
+        f"steps and on Ctrl-C) or pass a .pt file"
+    )
+
+
+def find_config(ckpt: Path, given: str | None) -> Path:
+    """The run's ``config.yaml``: ``given``, else next to the checkpoint or one folder up."""
+    if given is not None:
+        cfg = Path(given)
+        if not cfg.is_file():
+            raise UsageError(f"config={given!r} does not exist: pass the run's config.yaml")
+        return cfg
+    for folder in (ckpt.parent, ckpt.parent.parent):
+        if (folder / "config.yaml").is_file():
+            return folder / "config.yaml"
+    raise UsageError(
+        f"no config.yaml next to {str(ckpt)!r} or in the folder above it: pass config=<the run's config.yaml>"
+    )
+
+
+def parse_options(items: list[str]) -> dict[str, str]:
+    """``key=value`` options; unknown keys, repeated keys and bare words are usage errors."""
+    options: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in OPTIONS:
+            raise UsageError(f"bad argument {item!r}; valid options: " + " ".join(f"{k}=..." for k in OPTIONS))
+        if key in options:
+            raise UsageError(f"option {key!r} given twice")
+        options[key] = value
+    if "episodes" in options:
+        text = options["episodes"]
+        if not re.fullmatch(r"\d+", text.strip()) or int(text) < 1:
+            raise UsageError(f"bad value {text!r} for episodes: expected a positive integer (e.g. episodes=10)")
+    return options
+
+
+def evaluate_checkpoint(target: str, options: dict[str, str]) -> dict[str, Any]:
+    """Load the checkpoint that ``target`` names, evaluate it and return the table (see module doc)."""
+    import yaml
+
+    from agents.checkpoint import load_checkpoint
+    from agents.config import TrainConfig, build_balancers
+    from agents.sac import EvalAgent, MultiTaskSAC
+    from agents.trainer import build_envs
+    from envs import evaluate
+    from mtrl.config import ConfigError, load_config
+    from mtrl.device import resolve_device
+
+    ckpt_path = find_checkpoint(Path(target))
+    cfg_path = find_config(ckpt_path, options.get("config"))
+    raw = yaml.safe_load(cfg_path.read_text()) or {}
+    if isinstance(raw, dict) and raw.get("method") == "stl_sb3_sac":
+        raise UsageError(
+            f"{str(cfg_path.parent)!r} is a scripts/train_stl.py run (one stable-baselines3 SAC per task): its "
+            f"evaluations are in results.json; this script evaluates multi-task checkpoints of scripts/train.py"
+        )
+    try:
+        cfg = load_config(TrainConfig, cfg_path)
+    except ConfigError as err:
+        raise UsageError(f"config error in {str(cfg_path)!r}: {err}") from err
+    try:
+        device = resolve_device(options.get("device", "cpu"))
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    try:
+        state = load_checkpoint(ckpt_path, map_location=device)
+    except Exception as err:  # torch.load raises several types for a file that is not a checkpoint
+        raise UsageError(f"cannot read checkpoint {str(ckpt_path)!r} ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict) or "agent" not in state or "step" not in state:
+        raise UsageError(f"{str(ckpt_path)!r} is not a scripts/train.py checkpoint (no 'agent'/'step' entries)")
+
+    envs, task_names = build_envs(cfg, cfg.seed)  # the training seed: mtrl-legacy's fixed goals come from it
+    try:
+        T = envs.num_envs
+        space = envs.single_action_space
+        critic_balancer, actor_balancer = build_balancers(cfg, T)
+        agent = MultiTaskSAC(
+            T,
+            envs.obs_dim,
+            int(space.shape[0]),  # type: ignore[index]
+            cfg.sac,
+            critic_balancer,
+            actor_balancer,
+            device=device,
+            action_low=space.low,  # type: ignore[attr-defined]
+            action_high=space.high,  # type: ignore[attr-defined]
+            task_names=task_names,
+        )
+        try:
+            agent.load_state_dict(state["agent"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UsageError(
+                f"checkpoint {str(ckpt_path)!r} does not fit {str(cfg_path)!r} ({first}); pass that run's config=..."
+            ) from err
+        episodes = int(options.get("episodes", 0)) or cfg.eval_episodes or envs.protocol.eval_episodes_per_task
+        result = evaluate(EvalAgent(agent), envs, episodes_per_task=episodes)
+    finally:
+        envs.close()
+    return {
+        "checkpoint": str(ckpt_path),
+        "config": str(cfg_path),
+        "step": int(state["step"]),
+        "benchmark": cfg.env.benchmark,
+        "protocol": cfg.env.protocol,
+        "episodes": episodes,
+        "success_mean": float(result.success_mean),
+        "success": {n: float(v) for n, v in zip(task_names, result.success_per_task, strict=True)},
+        "return": {n: float(v) for n, v in zip(task_names, result.return_per_task, strict=True)},
+    }
+
+
+def format_table(table: dict[str, Any]) -> str:
+    """The per-task success (and mean return) table printed by :func:`main`."""
+    names = list(table["success"])
+    width = max(len("task"), len("mean"), *(len(n) for n in names))
+    lines = [
+        f"{table['benchmark']} {table['protocol']}, step {table['step']}, {table['episodes']} episodes/task "
+        f"({table['checkpoint']})",
+        f"{'task':<{width}}  success   return",
+    ]
+    lines += [f"{n:<{width}}  {table['success'][n]:7.3f}  {table['return'][n]:7.2f}" for n in names]
+    lines.append(f"{'mean':<{width}}  {table['success_mean']:7.3f}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
-    options = dict(a.split("=", 1) for a in argv[1:] if "=" in a)
-    unknown = sorted(set(options) - {"episodes", "out", "device"})
-    if unknown or len(options) != len(argv) - 1:
-        print(f"bad arguments {argv[1:]}; valid: episodes=N out=PATH device=NAME", file=sys.stderr)
-        return 2
-    ckpt_path = latest_checkpoint(argv[0])
-    run_dir = ckpt_path.parent.parent
     try:
-        cfg = load_config(TrainConfig, run_dir / "config.yaml")
-    except ConfigError as err:
-        print(f"config error in {run_dir / 'config.yaml'}: {err}", file=sys.stderr)
+        options = parse_options(argv[1:])
+        table = evaluate_checkpoint(argv[0], options)
+        ckpt = Path(table["checkpoint"])
+        out = Path(options["out"]) if "out" in options else Path(table["config"]).parent / f"eval_{table['step']}.json"
+        try:
+            out.write_text(json.dumps(table, indent=2))
+        except OSError as err:
+            raise UsageError(f"cannot write {str(out)!r} ({err.strerror}): pass out=<a writable path>") from err
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    device = resolve_device(options.get("device", "cpu"))
-    envs, task_names = build_envs(cfg, cfg.seed)  # the training seed: mtrl-legacy's fixed goals come from it
-    episodes = int(options.get("episodes", cfg.eval_episodes or envs.protocol.eval_episodes_per_task))
-    T = envs.num_envs
-    space = envs.single_action_space
-    agent = MultiTaskSAC(
-        T,
-        int(envs.single_observation_space.shape[0]) - T,  # type: ignore[index]
-        int(space.shape[0]),  # type: ignore[index]
-        cfg.sac,
-        make_balancer(cfg.critic_balancer or cfg.balancer, T, **(cfg.critic_balancer_hparams or {})),
-        make_balancer(cfg.actor_balancer or cfg.balancer, T, **(cfg.actor_balancer_hparams or {})),
-        device=device,
-        action_low=space.low,  # type: ignore[attr-defined]
-        action_high=space.high,  # type: ignore[attr-defined]
-        task_names=task_names,
-    )
-    state = load_checkpoint(ckpt_path, map_location=device)
-    agent.load_state_dict(state["agent"])
-    result = evaluate(EvalAgent(agent), envs, episodes_per_task=episodes)
-    envs.close()
-    per_task = {name: float(v) for name, v in zip(task_names, result.success_per_task, strict=True)}
-    mean = result.success_mean
-    width = max(len(n) for n in task_names)
-    print(f"{'task':<{width}}  success   ({episodes} episodes/task, protocol {cfg.env.protocol}, step {state['step']})")
-    for name, rate in per_task.items():
-        print(f"{name:<{width}}  {rate:7.3f}")
-    print(f"{'mean':<{width}}  {mean:7.3f}")
-    out = Path(options.get("out", run_dir / f"eval_{state['step']}.json"))
-    table = {
-        "checkpoint": str(ckpt_path),
-        "step": state["step"],
-        "protocol": cfg.env.protocol,
-        "episodes": episodes,
-        "success_mean": mean,
-        "success": per_task,
-    }
-    out.write_text(json.dumps(table, indent=2))
-    print(f"wrote {out}")
+    print(format_table(table))
+    print(f"wrote {out} (checkpoint {ckpt.name})")
     return 0
 
 

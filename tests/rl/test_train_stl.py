@@ -1,28 +1,233 @@
-"""The single-task reference script: a real SB3 SAC on one Meta-World task, in train.py's layout."""
+"""The single-task reference script: a real SB3 SAC per Meta-World task, in train.py's run layout.
+
+Budgets are tiny (120 steps per task, 100 of them random warm-up: 20 updates of the 3×400 SAC), so
+what is checked is the plumbing — tags read back with tensorboard's reader, config/results files,
+checkpoints, resume, argument errors — not learning.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
+import pytest
+import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from agents.config import EnvConfig, TrainConfig, protocol_details
+from envs.protocols import PROTOCOLS
+
 ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "train_stl.py"
+TINY = ["--protocol", "mtrl-legacy", "--steps", "120", "--warmup", "100", "--log-every", "10", "--buffer", "300",
+        "--device", "cpu", "--no-progress"]  # fmt: skip
+MT_RESULT_KEYS = {"run_dir", "protocol", "benchmark", "critic_balancer", "actor_balancer", "seed", "steps", "complete",
+                  "summary", "evals"}  # fmt: skip  (agents.trainer.Trainer._finish)
 
 
-def test_train_stl_logs_success_in_the_multi_task_layout(tmp_path: Path) -> None:
-    cmd = [sys.executable, str(ROOT / "scripts/train_stl.py"), "--tasks", "reach-v3", "--protocol", "mtrl-legacy",
-           "--steps", "200", "--warmup", "100", "--eval-every", "100", "--eval-episodes", "1",
-           "--logdir", str(tmp_path), "--run-name", "stl", "--device", "cpu"]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
-    results = json.loads((tmp_path / "stl" / "results.json").read_text())
-    assert results["tasks"] == ["reach-v3"] and results["protocol"] == "mtrl-legacy"
-    assert set(results["reported"]) == {"best", "final"}
-    acc = EventAccumulator(str(tmp_path / "stl"))
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def stl() -> ModuleType:
+    """scripts/train_stl.py imported as a module (in-process runs skip the interpreter start-up)."""
+    spec = importlib.util.spec_from_file_location("train_stl", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
-    success = acc.Scalars("eval/success/reach-v3")
-    assert [e.step for e in success] == [100, 200]
-    assert all(0.0 <= e.value <= 1.0 for e in success)
-    assert "eval/success_mean" in acc.Tags()["scalars"]
+    return acc
+
+
+def test_cli_run_writes_the_multi_task_layout(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(SCRIPT), "--tasks", "reach-v3", "push-v3", "--eval-every", "60", *TINY,
+           "--logdir", str(tmp_path), "--run-name", "stl"]  # fmt: skip
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "stl"
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["env"]["protocol"] == "mtrl-legacy" and cfg["balancer"] == "stl"
+    # The multi-task runs' protocol stamp (agents.config.protocol_details), with the protocol's values.
+    mt_stamp = protocol_details(TrainConfig(env=EnvConfig(benchmark="MT10", protocol="mtrl-legacy"), eval_episodes=1))
+    assert cfg["protocol_details"] == mt_stamp
+    legacy = PROTOCOLS["mtrl-legacy"]
+    assert cfg["protocol_details"]["max_episode_steps"] == legacy.max_episode_steps == 150
+    assert cfg["protocol_details"]["reward_function_version"] == legacy.reward_function_version
+    assert cfg["env"]["tasks"] == ["reach-v3", "push-v3"]
+    assert cfg["sac"]["hidden_sizes"] == [400, 400, 400] and cfg["sac"]["batch_per_task"] == 128
+
+    results = json.loads((run_dir / "results.json").read_text())
+    assert MT_RESULT_KEYS <= set(results)
+    assert results["protocol_details"] == cfg["protocol_details"]
+    assert results["complete"] is True and results["steps"] == 120
+    assert [e["step"] for e in results["evals"]] == [60, 120]
+    for e in results["evals"]:
+        assert set(e["success"]) == {"reach-v3", "push-v3"}
+        assert e["success_mean"] == pytest.approx(sum(e["success"].values()) / 2)
+    assert results["summary"]["report_rule"] == "best" and set(results["summary"]["reported"]) == {"best", "final"}
+
+    acc = _events(run_dir)
+    scalars = set(acc.Tags()["scalars"])
+    for tag in ("train/critic_loss", "train/actor_loss", "train/alpha_loss", "perf/sps", "perf/updates_per_s",
+                "eval/success_mean"):  # fmt: skip
+        assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    for task in ("reach-v3", "push-v3"):
+        for key in ("train/critic_loss", "train/actor_loss", "train/alpha", "train/alpha_loss", "eval/success",
+                    "eval/return", "perf/sps"):  # fmt: skip
+            assert f"{key}/{task}" in scalars, f"{key}/{task} missing"
+        assert [e.step for e in acc.Scalars(f"eval/success/{task}")] == [60, 120]
+        losses = acc.Scalars(f"train/critic_loss/{task}")
+        assert [e.step for e in losses] == [110, 120]  # every --log-every steps once updates run (after warm-up)
+        assert all(e.value >= 0 for e in losses)  # a sum of squared TD errors
+        alphas = [e.value for e in acc.Scalars(f"train/alpha/{task}")]
+        assert all(0 < a < 1.0 for a in alphas)  # starts at 1.0, and α falls while the policy is near-uniform
+    # The mean over tasks is logged as soon as every task reached the step, not only at the end.
+    mean_60 = next(e for e in acc.Scalars("eval/success_mean") if e.step == 60)
+    assert mean_60.wall_time < acc.Scalars("eval/success/reach-v3")[-1].wall_time
+    mean_loss = {e.step: e.value for e in acc.Scalars("train/critic_loss")}
+    per_task = [{e.step: e.value for e in acc.Scalars(f"train/critic_loss/{t}")} for t in ("reach-v3", "push-v3")]
+    assert mean_loss[120] == pytest.approx((per_task[0][120] + per_task[1][120]) / 2, rel=1e-6)
+    hparams = b"".join(acc.PluginTagToContent("hparams").values())
+    assert b"env.protocol" in hparams and b"protocol_details.max_episode_steps" in hparams
+    assert b"hparam/success_reported" in hparams  # the metric, logged as a scalar at every evaluation
+    assert [e.step for e in acc.Scalars("hparam/success_reported")] == [60, 120]
+    assert any("run/notes" in t for t in acc.Tags()["tensors"])
+
+    from stable_baselines3 import SAC
+
+    model = SAC.load(run_dir / "checkpoints" / "push-v3" / "model.zip", device="cpu")
+    assert model.num_timesteps == 120
+    widths = [m.out_features for m in model.policy.actor.latent_pi if isinstance(m, torch.nn.Linear)]
+    assert widths == [400, 400, 400]
+    assert (run_dir / "checkpoints" / "push-v3" / "replay.pkl").is_file()
+
+
+def _args(stl: ModuleType, tmp_path: Path, *extra: str) -> Any:
+    return stl.parse_args(["--tasks", "reach-v3", "push-v3", "--eval-every", "0", *TINY, "--logdir", str(tmp_path),
+                           "--run-name", "r", *extra])  # fmt: skip
+
+
+def test_resume_skips_finished_task_and_reloads_the_one_in_progress(
+    stl: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--eval-every 0 (only at the end): tasks run one after the other; interrupt push-v3 at step 110."""
+    run = stl.STLRun(_args(stl, tmp_path))
+    original = run._after_env_step
+
+    def interrupt(task: str, step: int) -> bool:
+        if task == "push-v3" and step == 110:
+            run.request_stop()
+        return original(task, step)
+
+    run._after_env_step = interrupt
+    first = run.train()
+    run_dir = tmp_path / "r"
+    state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
+    assert state["steps"] == {"reach-v3": 120, "push-v3": 110}
+    assert first["complete"] is False and first["steps_per_task"] == {"reach-v3": 120, "push-v3": 110}
+    assert first["evals"] == []  # no step at which both tasks were evaluated yet
+    reach_model = (run_dir / "checkpoints" / "reach-v3" / "model.zip").read_bytes()
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="already has checkpoints"):
+        stl.STLRun(_args(stl, tmp_path))
+    with pytest.raises(SystemExit, match=r"--resume: env\.protocol: the run has .mtrl-legacy., now .metaworld-v3."):
+        stl.STLRun(stl.parse_args(["--tasks", "reach-v3", "push-v3", "--protocol", "metaworld-v3", "--logdir",
+                                   str(tmp_path), "--run-name", "r", "--resume", "--no-progress"]))  # fmt: skip
+
+    resumed = stl.STLRun(_args(stl, tmp_path, "--resume")).train()
+    err = capsys.readouterr().err
+    assert "reach-v3: finished (120 steps), skipped" in err
+    assert "push-v3: resumed at step 110" in err
+    assert (run_dir / "checkpoints" / "reach-v3" / "model.zip").read_bytes() == reach_model  # untouched
+    assert resumed["complete"] is True and resumed["steps_per_task"] == {"reach-v3": 120, "push-v3": 120}
+    assert [e["step"] for e in resumed["evals"]] == [120]
+    assert [h["step"] for h in resumed["history"]["reach-v3"]] == [120]  # evaluated once, before the stop
+    # push-v3 continued from 110: its loss at 110 was logged once (first run), then 120 (resumed run).
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    push_steps = [r["step"] for r in rows if "train/critic_loss/push-v3" in r]
+    reach_steps = [r["step"] for r in rows if "train/critic_loss/reach-v3" in r]
+    assert push_steps == [110, 120] and reach_steps == [110, 120]
+    from stable_baselines3 import SAC
+
+    assert SAC.load(run_dir / "checkpoints" / "push-v3" / "model.zip", device="cpu").num_timesteps == 120
+    assert json.loads((run_dir / "results.json").read_text())["complete"] is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--eval-every", "-1"], "argument --eval-every: expected an integer >= 0, got -1"),
+        (["--eval-every", "ten"], "argument --eval-every: expected an integer >= 0, got 'ten'"),
+        (["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+        (["--eval-episodes", "0"], "argument --eval-episodes: expected an integer >= 1, got 0"),
+        (["--tasks", "reach-v3", "fly-v3"], "argument --tasks: ['fly-v3'] not in MT10; valid choices: reach-v3, "),
+        (["--tasks", "reach-v3", "reach-v3"], "duplicate task names"),
+        (["--resume"], "--resume needs --run-name"),
+        (["--protocol", "v1"], "argument --protocol: invalid choice: 'v1'"),
+        (["--device", "gpu0"], "argument --device: bad device 'gpu0'; valid:"),
+    ],
+)
+def test_bad_arguments_exit_with_a_clear_message(
+    stl: ModuleType, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        stl.parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resume_without_checkpoints_is_a_clear_error(stl: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="nothing to resume"):
+        stl.STLRun(_args(stl, tmp_path, "--resume"))
+
+
+def test_help_documents_every_argument() -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    for flag in ("--tasks", "--protocol", "--steps", "--eval-every", "--checkpoint-every", "--resume", "--logdir"):
+        assert flag in proc.stdout
+
+
+def test_ctrl_c_saves_and_writes_results(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    cmd = [sys.executable, str(SCRIPT), "--tasks", "reach-v3", "--protocol", "mtrl-legacy", "--steps", "1000000",
+           "--warmup", "20", "--eval-every", "0", "--log-every", "5", "--buffer", "300", "--device", "cpu",
+           "--no-progress", "--logdir", str(tmp_path), "--run-name", "int"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics = tmp_path / "int" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and "train/critic_loss/reach-v3" in metrics.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    state = json.loads((tmp_path / "int" / "checkpoints" / "state.json").read_text())
+    assert 20 < state["steps"]["reach-v3"] < 1_000_000
+    results = json.loads((tmp_path / "int" / "results.json").read_text())
+    assert results["complete"] is False and results["steps"] == state["steps"]["reach-v3"]
+    assert (tmp_path / "int" / "checkpoints" / "reach-v3" / "model.zip").is_file()
