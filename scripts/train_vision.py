@@ -33,6 +33,13 @@ def main(argv: list[str]) -> int:
     except (ConfigError, ValueError) as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    except FileNotFoundError as err:  # a data root that is missing or not in the expected layout
+        print(f"data error: {err}", file=sys.stderr)
+        return 2
+    except ImportError as err:  # an optional extra (dense_digits needs scikit-learn)
+        print(f"missing dependency: {err}", file=sys.stderr)
+        return 2
+    print(f"{trainer.run_dir}: {trainer.amp.note}", file=sys.stderr)
     results = trainer.run()
     summary = {k: results[k] for k in ("run", "balancer", "single_task", "steps", "selection_rule", "selected")}
     if "delta_m" in results:

@@ -2,7 +2,7 @@
 
 One training step (top to bottom in :meth:`VisionTrainer.train_step`)::
 
-    z = model.features(x)                       # shared representation
+    z = model.features(x)                       # shared representation (upcast to float32 under AMP)
     preds = model.decode(z)                     # {task: (B, C_t, H, W)}
     losses = multi_task_losses(tasks, preds, batch)            # (T,) fixed task order
     engine.backward(losses, model.shared_parameters(), model.task_parameters(),
@@ -13,17 +13,24 @@ One training step (top to bottom in :meth:`VisionTrainer.train_step`)::
 
 Only the engine writes ``.grad``. ``single_task=<task>`` trains that task alone with ``ew`` (the Δm
 references). Device-agnostic; on CUDA: autocast (bf16, or fp16 with a GradScaler), channels-last
-inputs, pinned-memory loaders. Data order is a per-epoch permutation seeded by ``(seed, epoch)`` so that a
-resumed run sees exactly the batches the uninterrupted run would have seen.
+inputs, pinned-memory loaders.
+
+Mixed precision (:mod:`mtrl.vision.amp`): under autocast the representation is upcast, ``z =
+model.features(x).float()``, so the representation-level Gramians come from float32 ``∇_z``. fp16 needs a
+GradScaler, which hands the engine ``S·L`` and divides the ``.grad`` it writes by ``S``; that is exact only
+for scale-equivariant balancers (``d(S·L) = S·d(L)``), so ``amp=fp16`` with any other balancer is refused
+at start-up and ``amp=auto`` then runs in full precision where bf16 is unavailable (logged as text
+``amp``). ``amp=bf16``/``fp16`` also work on the CPU (CPU autocast), which is how the AMP path is tested.
+
+Reproducibility: data order is a per-epoch permutation seeded by ``(seed, epoch)``; the DataLoaders draw
+their worker seeds from private generators seeded per ``(seed, epoch)`` (never from the global RNG), and
+the global RNGs (dropout) are checkpointed, so a run resumed mid-epoch continues bit for bit. Resuming
+with a changed configuration is refused, except for the keys in :data:`RESUME_MAY_CHANGE`.
 
 Run directory: ``config.yaml``, TensorBoard events + ``metrics.jsonl`` (``train/loss/<task>``,
 ``balancer/encoder/...`` from the engine report, ``eval/<task>/<metric>``, image panels ``images/<task>``),
 ``checkpoint.pt`` (model, optimizer, scheduler, balancer state, GradScaler, RNG, evaluation history) and
 ``results.json`` (final metrics, the mean of the last ``last_k`` evaluations, Δm vs the baseline).
-
-Note on fp16: the engine then receives GradScaler-scaled losses; gradient-based balancers are
-unaffected up to the scale, but balancers that read loss values (uw, dwa, famo, imtl_l, ...) see the
-scaled values. bf16 (the default on GPUs that support it) needs no scaler.
 """
 
 from __future__ import annotations
@@ -34,42 +41,98 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mtrl.balancers import Balancer, make_balancer
-from mtrl.config import config_to_dict, save_config
+from mtrl.balancers import Balancer, GradientBalancer, GramianWeighting, make_balancer
+from mtrl.config import ConfigError, config_to_dict, load_config, save_config
 from mtrl.device import resolve_device
 from mtrl.engine import BalanceReport, GradientEngine, LossClosure, Strategy, make_loss_fn
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter
+from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.data import DATASETS, make_dataset
-from mtrl.vision.delta import REFERENCE_BASELINES, Baseline, delta_m
+from mtrl.vision.delta import REFERENCE_BASELINES, Baseline, delta_m, higher_is_better_of
 from mtrl.vision.losses import multi_task_losses
 from mtrl.vision.metrics import MultiTaskMetrics
 from mtrl.vision.models import MultiTaskDenseModel, make_model
 from mtrl.vision.tasks import TaskSpec
 from mtrl.vision.visualize import task_panels
 
-__all__ = ["BalancedStep", "EpochSampler", "VisionTrainer", "resolve_device", "train"]
+__all__ = [
+    "RESUME_MAY_CHANGE",
+    "BalancedStep",
+    "EpochSampler",
+    "VisionTrainer",
+    "resolve_device",
+    "strategy_problem",
+    "train",
+]
 
 #: balancers that need a loss closure (they recompute the losses with substituted parameters).
 CLOSURE_BALANCERS = ("sgsu", "dgr")
+#: config keys (dotted) that may differ when a run is resumed: training length, where/how it runs and logs,
+#: and the Δm baseline (only read when the results are written). Anything else changes the run.
+RESUME_MAY_CHANGE: frozenset[str] = frozenset(
+    {"optim.steps", "optim.epochs", "logdir", "run_name", "device", "resume", "progress", "threads",
+     "data.workers", "log_every", "image_samples", "baseline"}
+)  # fmt: skip
+#: data-config keys that must agree between a run and the single-task runs used as its Δm baseline.
+BASELINE_DATA_KEYS: tuple[str, ...] = ("name", "size", "train_length", "val_length", "augment", "options")
 
 
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or amp == "off":
+def _mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (numpy's SeedSequence hashing)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def _core(balancer: Balancer) -> Balancer:
+    """The balancer the engine differentiates for (dgr wraps a base balancer)."""
+    return getattr(balancer, "base", balancer)  # type: ignore[no-any-return]
+
+
+def strategy_problem(balancer: Balancer, strategy: str) -> str | None:
+    """Why ``strategy`` cannot run ``balancer`` on a dense model that provides ``z`` (None when it can).
+
+    Representation-level balancers (``mgda_ub``, ``aligned_mtl_ub``, ``imtl``, ``imtl_g`` with
+    ``representation_level=True``) need ``auto`` or ``representation``; ``representation`` with a
+    parameter-level gradient balancer would silently compute a different method. Loss weightings accept any
+    strategy (it only places the diagnostic Gramian).
+    """
+    core = _core(balancer)
+    if strategy == "auto":
         return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
+    if getattr(core, "representation_level", False):
+        if strategy != "representation":
+            alternative = (
+                f"balancer {core.name.removesuffix('_ub')!r}"
+                if core.name.endswith("_ub")
+                else "balancer.hparams.representation_level=false"
+            )
+            return (
+                f"balancer {core.name!r} works on gradients w.r.t. the shared representation, but "
+                f"balancer.strategy={strategy!r} differentiates w.r.t. the shared parameters; use balancer.strategy "
+                f"auto or representation (or {alternative} for the parameter-level method)"
+            )
+        return None
+    plain = not isinstance(core, GradientBalancer) or (
+        isinstance(core, GramianWeighting) and core.constant_weights
+    )
+    if strategy == "representation" and not plain:
+        return (
+            f"balancer.strategy='representation' needs a representation-level balancer (mgda_ub, aligned_mtl_ub, "
+            f"imtl, imtl_g with representation_level=true); {core.name!r} is parameter-level: use auto, reference "
+            "or batched"
+        )
+    return None
 
 
 class EpochSampler(Sampler[int]):
@@ -118,12 +181,35 @@ def _results_path(path: str) -> Path:
     return p / "results.json" if p.is_dir() else p
 
 
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):  # an empty mapping contributes no key (so {} → {"a": 1} reads "x.a: None -> 1")
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_differences(old: VisionConfig, new: VisionConfig, allowed: frozenset[str] = frozenset()) -> list[str]:
+    """``["key: old -> new", ...]`` for every dotted config key that differs, except those in ``allowed``."""
+    a, b = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if k not in allowed]
+
+
 class BalancedStep:
     """One balanced optimisation step of a multi-task dense model: the seam where the engine plugs in.
 
     ``step(x (B,3,H,W), targets {task: target}) -> (losses (T,) detached, BalanceReport)``: forward through
     ``features``/``decode``, per-task losses, one ``engine.backward`` (features ``z`` for representation-level
     balancers, a loss closure for sgsu/dgr), ``optimizer.step()``, and FAMO's ``post_step``.
+
+    Under autocast (``amp_dtype``) ``z`` is upcast to float32 before decoding, so ``∇_z`` (the
+    representation-level Jacobian) is float32 while the convolutions still run in ``amp_dtype``. With a
+    ``scaler`` (fp16) the engine receives ``scaler.scale(losses)``: only correct for scale-equivariant
+    balancers (:func:`mtrl.vision.amp.fp16_refusal`; the trainer refuses the others).
     """
 
     def __init__(
@@ -140,7 +226,7 @@ class BalancedStep:
     ) -> None:
         self.model, self.tasks, self.balancer, self.optimizer = model, tuple(tasks), balancer, optimizer
         self.amp_dtype, self.scaler = amp_dtype, scaler
-        core = getattr(balancer, "base", balancer)  # dgr wraps a base balancer
+        core = _core(balancer)
         self.representation = bool(getattr(core, "representation_level", False))
         self.needs_closure = bool({balancer.name, core.name} & set(CLOSURE_BALANCERS))
         self.needs_post_step = bool(core.needs_post_step_losses)
@@ -151,6 +237,11 @@ class BalancedStep:
                 "use a parameter-level balancer (e.g. 'mgda', 'aligned_mtl', 'imtl_g') "
                 "or model.share_attention_convs=false"
             )
+        problem = strategy_problem(balancer, strategy)
+        if problem is not None:
+            raise ValueError(problem)
+        #: pass z to the engine: representation-level balancers, or diagnostics placed on z
+        self.pass_features = self.representation or strategy == "representation"
         self.engine = GradientEngine(balancer, strategy=strategy, diagnostics=diagnostics)
         self.shared = model.shared_parameters()
         self.task_params = model.task_parameters()
@@ -165,6 +256,15 @@ class BalancedStep:
         """Per-task losses ``(T,)`` in float32, fixed task order."""
         return multi_task_losses(self.tasks, {k: v.float() for k, v in preds.items()}, targets)
 
+    def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(z, preds)``: the shared representation (float32 under autocast) and the per-task predictions."""
+        with self.autocast():
+            z = self.model.features(x)
+            if self.amp_dtype is not None and z.is_floating_point():
+                z = z.float()  # ∇_z in float32: representation-level Gramians are not built from bf16/fp16
+            preds = self.model.decode(z)
+        return z, preds
+
     def loss_fn(self, x: Tensor, targets: dict[str, Tensor]) -> LossClosure:
         """LossClosure ``(shared_values, task_values) -> (T,)`` on this batch (``torch.func.functional_call``)."""
 
@@ -177,15 +277,13 @@ class BalancedStep:
 
     def __call__(self, x: Tensor, targets: dict[str, Tensor]) -> tuple[Tensor, BalanceReport]:
         self.model.train()
-        with self.autocast():
-            z = self.model.features(x)
-            preds = self.model.decode(z)
+        z, preds = self.forward(x)
         losses = self.losses(preds, targets)  # (T,)
         report = self.engine.backward(
             self.scaler.scale(losses) if self.scaler is not None else losses,
             self.shared,
             self.task_params,
-            features=z if self.representation else None,
+            features=z if self.pass_features else None,
             loss_fn=self.loss_fn(x, targets) if self.needs_closure else None,
         )
         if self.scaler is not None:
@@ -200,14 +298,17 @@ class BalancedStep:
 
 
 class VisionTrainer:
-    """Builds data, model, balancer, engine, optimizer and logger from a :class:`VisionConfig`; :meth:`run` trains."""
+    """Builds data, model, balancer, engine, optimizer and logger from a :class:`VisionConfig`; :meth:`run` trains.
+
+    Configuration problems (incompatible balancer/strategy/model/amp choices, data options a data set does
+    not take, a resumed run whose configuration changed) raise :class:`ConfigError` here, before training.
+    """
 
     def __init__(self, cfg: VisionConfig) -> None:
         self.cfg = cfg
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
-        self.amp_dtype = _amp_dtype(cfg.amp, self.device)
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -222,18 +323,32 @@ class VisionTrainer:
             all_tasks = tuple(t for t in all_tasks if t.name == cfg.single_task)
         self.tasks = all_tasks
         self.task_names = [t.name for t in self.tasks]
+        self.balancer_name = "ew" if cfg.single_task is not None else cfg.balancer.name
+        hparams = {} if cfg.single_task is not None else dict(cfg.balancer.hparams)
+        self.balancer = make_balancer(self.balancer_name, len(self.tasks), **hparams)
+        self._check_balancer_config()
+        self.amp = resolve_amp(cfg.amp, self.device, self.balancer)
+        self.amp_dtype = self.amp.dtype
+
         pin = self.device.type == "cuda"
         self.sampler = EpochSampler(len(self.train_set), cfg.seed, cfg.data.batch_size)
         self.steps_per_epoch = len(self.train_set) // cfg.data.batch_size
         if self.steps_per_epoch < 1:
             raise ValueError(f"batch_size={cfg.data.batch_size} exceeds the {len(self.train_set)} training samples")
         workers = cfg.data.workers
+        # Private generators: a DataLoader draws its workers' base seed from ``generator`` (the global torch RNG
+        # when None) each time an iterator is created; seeded per (seed, epoch) / evaluation, that draw neither
+        # depends on nor changes the global RNG, so a run resumed mid-epoch replays the same dropout masks.
+        self.train_generator = torch.Generator()
+        self.val_generator = torch.Generator()
         self.train_loader = DataLoader(
-            self.train_set, batch_size=cfg.data.batch_size, sampler=self.sampler, num_workers=workers, pin_memory=pin
-        )
+            self.train_set, batch_size=cfg.data.batch_size, sampler=self.sampler, num_workers=workers,
+            pin_memory=pin, generator=self.train_generator,
+        )  # fmt: skip
         self.val_loader = DataLoader(
-            self.val_set, batch_size=cfg.data.eval_batch_size, shuffle=False, num_workers=workers, pin_memory=pin
-        )
+            self.val_set, batch_size=cfg.data.eval_batch_size, shuffle=False, num_workers=workers, pin_memory=pin,
+            generator=self.val_generator,
+        )  # fmt: skip
 
         self.model: MultiTaskDenseModel = make_model(
             cfg.model.name,
@@ -244,16 +359,16 @@ class VisionTrainer:
         ).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.balancer_name = "ew" if cfg.single_task is not None else cfg.balancer.name
-        hparams = {} if cfg.single_task is not None else dict(cfg.balancer.hparams)
-        self.balancer = make_balancer(self.balancer_name, len(self.tasks), **hparams)
-        if cfg.balancer.strategy == "representation" and not getattr(self.balancer, "representation_level", False):
-            raise ValueError(
-                f"strategy='representation' needs a representation-level balancer (mgda_ub, aligned_mtl_ub, imtl); "
-                f"got {self.balancer_name!r}"
+        representation = bool(getattr(_core(self.balancer), "representation_level", False))
+        if representation and not getattr(self.model, "representation_exact", True):
+            raise ConfigError(
+                f"balancer.name={self.balancer_name!r} differentiates w.r.t. the shared representation, but "
+                f"model.name={cfg.model.name!r} with model.share_attention_convs=true applies shared parameters "
+                "after it; set model.share_attention_convs=false or use a parameter-level balancer (mgda, "
+                "aligned_mtl, imtl_g)"
             )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.scaler = make_grad_scaler(self.amp, self.device)
         self.stepper = BalancedStep(
             self.model, self.tasks, self.balancer, self.optimizer, strategy=cfg.balancer.strategy,
             diagnostics=cfg.balancer.diagnostics, amp_dtype=self.amp_dtype, scaler=self.scaler,
@@ -273,10 +388,34 @@ class VisionTrainer:
         self.run_dir = Path(cfg.logdir) / name
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        if cfg.baseline:
+            self.baseline()  # fail before training, not after: missing files, other data, another last_k
         if cfg.resume and self.checkpoint_path.is_file():
+            self._check_resume_config()
             self.load_checkpoint(self.checkpoint_path)
         save_config(cfg, self.run_dir / "config.yaml")
         self.logger = Logger([TensorBoardWriter(self.run_dir), JsonlWriter(self.run_dir / "metrics.jsonl")])
+        self.logger.text("amp", self.amp.note, self.step)
+
+    # --- configuration checks -----------------------------------------------------------------------
+    def _check_balancer_config(self) -> None:
+        problem = strategy_problem(self.balancer, self.cfg.balancer.strategy)
+        if problem is not None:
+            raise ConfigError(problem)
+
+    def _check_resume_config(self) -> None:
+        """Refuse to continue a run whose saved ``config.yaml`` differs outside :data:`RESUME_MAY_CHANGE`."""
+        saved = self.run_dir / "config.yaml"
+        if not saved.is_file():
+            return
+        old = load_config(VisionConfig, saved)
+        changed = config_differences(old, self.cfg, RESUME_MAY_CHANGE)
+        if changed:
+            raise ConfigError(
+                f"resume=true but the configuration differs from the one {str(self.run_dir)!r} was trained with: "
+                f"{'; '.join(changed)}. Resume with the same settings (only {sorted(RESUME_MAY_CHANGE)} may "
+                "change) or start a new run (another run_name)"
+            )
 
     # --- data ---------------------------------------------------------------------------------------
     def _datasets(self) -> tuple[Any, Any]:
@@ -284,13 +423,31 @@ class VisionTrainer:
         ``size``/``length`` and keep their own data seed (``data.options.seed``), so every run sees the same data."""
         d = self.cfg.data
         params = inspect.signature(DATASETS[d.name][0]).parameters
+        fixed = {"root", "split", "augment", "length"} | ({"seed"} if "augment" in params else set())
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        valid_options = sorted(k for k in params if k not in fixed and k != "self")
+        bad_options = sorted(k for k in d.options if k in fixed or (k not in params and not takes_any))
+        if bad_options:
+            raise ConfigError(
+                f"data.options {bad_options} are not options of data set {d.name!r}; valid: {valid_options}"
+            )
+        unsupported = [
+            f"data.{key}" for key, value, arg in (("size", d.size, "size"), ("train_length", d.train_length, "length"),
+                                                  ("val_length", d.val_length, "length"))
+            if value is not None and arg not in params
+        ]  # fmt: skip
+        if unsupported:
+            raise ConfigError(
+                f"{', '.join(unsupported)} only apply to generated data sets (synthetic, dense_digits); "
+                f"{d.name!r} reads its files at their own size and length: remove them (set them to null)"
+            )
         kwargs: dict[str, Any] = dict(d.options)
         if d.size is not None:
             kwargs["size"] = tuple(d.size)
         if "augment" in params:
             kwargs["seed"] = self.cfg.seed
         elif d.augment:
-            raise ValueError(f"data set {d.name!r} has no augmentation; set data.augment=false")
+            raise ConfigError(f"data set {d.name!r} has no augmentation; set data.augment=false")
         sets = []
         for split, length in (("train", d.train_length), ("val", d.val_length)):
             extra = dict(kwargs)
@@ -325,6 +482,7 @@ class VisionTrainer:
         loss_sum = torch.zeros(len(self.tasks), dtype=torch.float64)
         batches = 0
         panels: dict[str, np.ndarray] = {}
+        self.val_generator.manual_seed(_mix_seed(self.cfg.seed, self.step, 1))
         for batch in self.val_loader:
             x, targets = self._to_device(batch)
             with self.stepper.autocast():
@@ -359,6 +517,7 @@ class VisionTrainer:
             set_epoch = getattr(self.train_set, "set_epoch", None)
             if callable(set_epoch):
                 set_epoch(epoch)
+            self.train_generator.manual_seed(_mix_seed(self.cfg.seed, epoch, 0))
             for batch in self.train_loader:
                 losses, scalars = self.train_step(batch)
                 bar.update(1)
@@ -421,30 +580,75 @@ class VisionTrainer:
         return record
 
     def baseline(self) -> Baseline:
-        """The Δm baseline: a named reference (``REFERENCE_BASELINES``) or single-task ``results.json`` files/run
-        dirs, one per task, each contributing its own task's selected metrics."""
+        """The Δm baseline: a named reference (``REFERENCE_BASELINES``), or a list of single-task ``results.json``
+        files / run dirs (each contributing its own task's selected metrics), or YAML/JSON files of reference
+        metric values (``{"seg/miou": 0.38, ...}`` or ``{"name": ..., "values": {...}, "source": ...}``).
+
+        Single-task runs must have used the same data (:data:`BASELINE_DATA_KEYS` of ``data``) and the same
+        selection rule (``last_k``); otherwise Δm would compare different things and a ``ConfigError`` says
+        which settings differ."""
         if len(self.cfg.baseline) == 1 and self.cfg.baseline[0] in REFERENCE_BASELINES:
             return REFERENCE_BASELINES[self.cfg.baseline[0]]
         values: dict[str, float] = {}
-        names = []
+        names, sources = [], []
         for path in self.cfg.baseline:
             p = _results_path(path)
             if not p.is_file():
-                raise ValueError(
-                    f"baseline {path!r}: no results.json at {str(p)!r}; give single-task runs (single_task=<task>) "
-                    f"or one of the named references {sorted(REFERENCE_BASELINES)}"
+                raise ConfigError(
+                    f"baseline {path!r}: no file at {str(p)!r}; give single-task runs (single_task=<task>), YAML/JSON "
+                    f"files of reference metric values, or one of the named references {sorted(REFERENCE_BASELINES)}"
                 )
-            other = json.loads(p.read_text())
-            names.append(other.get("run", p.parent.name))
-            values.update({k: v for k, v in other["selected"].items() if not k.startswith("loss/")})
-        return Baseline("single-task runs " + ", ".join(names), values, "mean of the last k evaluations of each run")
+            other = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text())
+            if not isinstance(other, dict):
+                raise ConfigError(f"baseline {str(p)!r} must hold a mapping, got {type(other).__name__}")
+            if "selected" in other:  # a results.json of a (single-task) run
+                self._check_baseline_run(p, other)
+                names.append(other.get("run", p.parent.name))
+                sources.append("mean of the last k evaluations of each run")
+                values.update({k: v for k, v in other["selected"].items() if not k.startswith("loss/")})
+            else:
+                ref = other.get("values", other)
+                if not isinstance(ref, dict) or not ref:
+                    raise ConfigError(f"baseline {str(p)!r}: expected a mapping of metric keys to numbers")
+                for key, value in ref.items():
+                    try:
+                        higher_is_better_of(str(key))
+                    except ValueError as err:
+                        raise ConfigError(f"baseline {str(p)!r}: {err}") from err
+                    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                        raise ConfigError(f"baseline {str(p)!r}: {key!r} must be a finite number, got {value!r}")
+                    values[str(key)] = float(value)
+                names.append(str(other.get("name", p.stem)))
+                sources.append(str(other.get("source", f"reference values from {p}")))
+        kind = "single-task runs " if all(s.startswith("mean of") for s in sources) else "reference "
+        return Baseline(kind + ", ".join(names), values, "; ".join(dict.fromkeys(sources)))
+
+    def _check_baseline_run(self, path: Path, other: Mapping[str, Any]) -> None:
+        """Refuse a baseline run trained on other data or selected by another rule than this run."""
+        theirs = other.get("config", {})
+        mine = config_to_dict(self.cfg)
+        diffs = [
+            f"data.{key}: {theirs.get('data', {}).get(key)!r} (baseline) vs {mine['data'][key]!r} (this run)"
+            for key in BASELINE_DATA_KEYS
+            if theirs.get("data", {}).get(key) != mine["data"][key]
+        ]
+        if theirs.get("last_k") != mine["last_k"]:
+            diffs.append(f"last_k: {theirs.get('last_k')!r} (baseline) vs {mine['last_k']!r} (this run)")
+        if diffs:
+            raise ConfigError(
+                f"baseline run {str(path)!r} does not match this run: {'; '.join(diffs)}. Δm needs single-task "
+                "references trained on the same data and selected by the same rule; rerun them with these settings"
+            )
 
     def _delta_m(self) -> dict[str, Any]:
         base = self.baseline()
         history = [{k: v for k, v in e.items() if k != "step" and not k.startswith("loss/")} for e in self.evals]
         missing = sorted(set(history[-1]) - set(base.values))
         if missing:
-            raise ValueError(f"the baseline {base.name!r} lacks metrics {missing}; give one single-task run per task")
+            raise ConfigError(
+                f"the baseline {base.name!r} lacks metrics {missing}; give one single-task run per task "
+                "(or reference values for every metric)"
+            )
         return dataclasses.asdict(delta_m(history, base, k=self.cfg.last_k))
 
     def _elapsed(self) -> float:

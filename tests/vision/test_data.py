@@ -14,15 +14,17 @@ from mtrl.vision.data.nyuv2 import NYUV2_TASKS
 H, W = 12, 16
 
 
-def _write_layout(root: Path, split: str, n: int, *, normals: bool = True, classes: int = 13, seed: int = 0) -> None:
+def _write_layout(
+    root: Path, split: str, n: int, *, normals: bool = True, classes: int = 13, seed: int = 0, labels: str = "label"
+) -> None:
     """Write ``n`` samples with labels in [-1, classes), depth holes (0) and normal holes (all-zero)."""
     rng = np.random.default_rng(seed)
-    folders = ["image", "label", "depth"] + (["normal"] if normals else [])
+    folders = ["image", labels, "depth"] + (["normal"] if normals else [])
     for folder in folders:
         (root / split / folder).mkdir(parents=True, exist_ok=True)
     for i in range(n):
         np.save(root / split / "image" / f"{i}.npy", rng.random((H, W, 3)).astype(np.float32))
-        np.save(root / split / "label" / f"{i}.npy", rng.integers(-1, classes, (H, W)).astype(np.float32))
+        np.save(root / split / labels / f"{i}.npy", rng.integers(-1, classes, (H, W)).astype(np.float32))
         depth = rng.uniform(0.5, 10, (H, W, 1)).astype(np.float32)
         depth[rng.random((H, W)) < 0.2] = 0
         np.save(root / split / "depth" / f"{i}.npy", depth)
@@ -59,6 +61,48 @@ def test_cityscapes_has_no_normals(tmp_path: Path) -> None:
     ds = Cityscapes(tmp_path, "val")
     assert [t.name for t in ds.tasks] == ["seg", "depth"] and ds.tasks[0].out_channels == 7
     assert set(ds[0]) == {"image", "seg", "depth"}
+
+
+def test_cityscapes_reads_the_mtan_line_label_7_folder(tmp_path: Path) -> None:
+    """MTAN/Nash-MTL/FAMO's Cityscapes copy keeps the 7-class labels in label_7/ (LibMTL's in label/)."""
+    _write_layout(tmp_path, "train", 2, normals=False, classes=7, labels="label_7")
+    ds = Cityscapes(tmp_path, "train")
+    label = np.load(tmp_path / "train" / "label_7" / "1.npy")
+    np.testing.assert_array_equal(ds[1]["seg"].numpy(), label.astype(np.int64))
+    _write_layout(tmp_path, "val", 2, normals=False, classes=7, labels="label")  # label/ wins when both exist
+    (tmp_path / "val" / "label_7").mkdir()
+    np.testing.assert_array_equal(
+        Cityscapes(tmp_path, "val")[0]["seg"].numpy(), np.load(tmp_path / "val" / "label" / "0.npy").astype(np.int64)
+    )
+    empty = tmp_path / "empty"
+    _write_layout(empty, "train", 1, normals=False, classes=7)
+    for f in (empty / "train" / "label").iterdir():
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match=r"train/label/ or .*train/label_7/"):
+        Cityscapes(empty, "train")
+    _write_layout(tmp_path / "nyu", "train", 1, labels="label_7")
+    with pytest.raises(FileNotFoundError, match=r"train/label/0\.npy"):  # NYUv2 has only label/
+        NYUv2(tmp_path / "nyu", "train")
+
+
+def test_labels_outside_the_classes_are_reported_when_read(tmp_path: Path) -> None:
+    """-1 is the ignore label; a 255-for-ignore file (another convention) or a class id >= C names the file."""
+    _write_layout(tmp_path, "train", 3, classes=13)
+    label = np.load(tmp_path / "train" / "label" / "2.npy")
+    label[0, 0] = 255
+    np.save(tmp_path / "train" / "label" / "2.npy", label)
+    ds = NYUv2(tmp_path, "train")  # the layout check reads sample 0 only
+    assert int(ds[1]["seg"].min()) == -1  # ignore pixels are fine
+    with pytest.raises(ValueError, match=r"label/2\.npy holds labels \[255\] outside \[-1, 12\].*map it to -1"):
+        ds[2]
+    label[0, 0] = 13
+    np.save(tmp_path / "train" / "label" / "2.npy", label)
+    with pytest.raises(ValueError, match=r"labels \[13\] outside \[-1, 12\]"):
+        ds[2]
+    label[0, 0] = -2
+    np.save(tmp_path / "train" / "label" / "2.npy", label)
+    with pytest.raises(ValueError, match=r"labels \[-2\]"):
+        ds[2]
 
 
 def test_missing_root_says_what_is_expected(tmp_path: Path) -> None:

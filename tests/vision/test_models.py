@@ -125,6 +125,32 @@ def test_pretrained_weights_load_from_a_local_file_only(tmp_path: Path) -> None:
         make_model("small", TASKS, pretrained_path=tmp_path / "resnet.pth")
 
 
+def test_pretrained_weights_without_num_batches_tracked_load(tmp_path: Path) -> None:
+    """torchvision's v1 ResNet-50 file (LibMTL's resnet50-19c8e357.pth) has no BatchNorm ``num_batches_tracked``:
+    those, and only those, may be missing; any other missing or unexpected key is an error that names it."""
+    torch.manual_seed(0)
+    src = ResNetASPP(TASKS, width=4)
+    full = {k: v.clone() for k, v in src.encoder.state_dict().items()}
+    counters = [k for k in full if k.endswith("num_batches_tracked")]
+    assert len(counters) == 53  # every BatchNorm of ResNet-50
+    v1 = {k: v for k, v in full.items() if k not in counters}
+    torch.save({**v1, "fc.weight": torch.zeros(10, 128), "fc.bias": torch.zeros(10)}, tmp_path / "v1.pth")
+    torch.manual_seed(1)
+    dst = make_model("resnet50_aspp", TASKS, width=4, pretrained_path=tmp_path / "v1.pth")
+    loaded = dst.encoder.state_dict()
+    for k, v in v1.items():
+        assert torch.equal(loaded[k], v), k
+    assert all(int(loaded[k]) == 0 for k in counters)  # this model's own (fresh) counters
+
+    without_weight = {k: v for k, v in v1.items() if k != "layer2.1.bn2.weight"}
+    torch.save(without_weight, tmp_path / "gap.pth")
+    with pytest.raises(ValueError, match=r"1 missing keys \['layer2\.1\.bn2\.weight'\]"):
+        make_model("resnet50_aspp", TASKS, width=4, pretrained_path=tmp_path / "gap.pth")
+    torch.save({**full, "layer5.0.conv1.weight": torch.zeros(1)}, tmp_path / "extra.pth")
+    with pytest.raises(ValueError, match=r"1 unexpected keys \['layer5\.0\.conv1\.weight'\]"):
+        make_model("resnet50_aspp", TASKS, width=4, pretrained_path=tmp_path / "extra.pth")
+
+
 def test_bad_model_arguments_name_the_valid_choices() -> None:
     with pytest.raises(ValueError, match="valid models: " + ", ".join(MODELS)):
         make_model("unet", TASKS)

@@ -157,6 +157,69 @@ def test_colour_alone_cannot_segment_but_geometry_can() -> None:
     assert geometry > colour + 0.3, (geometry, colour)  # measured 0.62
 
 
+def test_a_small_cnn_segments_far_better_than_per_pixel_colour() -> None:
+    """Non-triviality: the project's small CNN trained on seg alone for a short CPU budget reaches a mIoU far
+    above the per-pixel colour classifier fitted on the same scenes (measured 32×40: CNN 0.34/0.35 over seeds
+    0/1 after 300 steps, colour 0.12), so segmentation needs spatial context, not hue."""
+    from mtrl.vision.losses import multi_task_losses
+    from mtrl.vision.models import make_model
+
+    size = (32, 40)
+    train = SyntheticScenes("train", size=size, length=128, tasks=("seg",))
+    val = SyntheticScenes("val", size=size, length=32, tasks=("seg",))
+    train_s, val_s = [train[i] for i in range(len(train))], [val[i] for i in range(len(val))]
+
+    def pixels(samples: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb = torch.stack([s["image"] for s in samples]).permute(0, 2, 3, 1).reshape(-1, 3)
+        return rgb, torch.stack([s["seg"] for s in samples]).flatten()
+
+    colour = _pixel_classifier_miou(*pixels(train_s[:40]), *pixels(val_s))
+    torch.manual_seed(0)
+    model = make_model("small", train.tasks, width=8)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        idx = torch.randint(len(train_s), (8,), generator=gen).tolist()
+        x, y = torch.stack([train_s[i]["image"] for i in idx]), torch.stack([train_s[i]["seg"] for i in idx])
+        loss = multi_task_losses(train.tasks, model(x), {"seg": y}).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    metric = SegMetric(len(CLASS_NAMES))
+    with torch.no_grad():
+        logits = model.eval()(torch.stack([s["image"] for s in val_s]))["seg"]
+        metric.update(logits.argmax(1), torch.stack([s["seg"] for s in val_s]))
+    cnn = metric.compute()["miou"]
+    assert colour < 0.2, colour
+    assert cnn > colour + 0.15 and cnn > 2 * colour, (cnn, colour)
+
+
+def test_task_gradients_conflict_on_the_small_model() -> None:
+    """Negative cosines between task gradients on the project's small model, read from the engine's report:
+    during the first 40 ew steps (seed 0) the smallest pairwise cosine of the shared-parameter gradients is
+    negative on most steps (measured on seeds 0–3: 68–93 % of the steps, minimum −0.33 … −0.48)."""
+    from mtrl.balancers import make_balancer
+    from mtrl.vision.models import make_model
+    from mtrl.vision.trainer import BalancedStep
+
+    ds = SyntheticScenes("train", size=(32, 40), length=96, seed=0)
+    samples = [ds[i] for i in range(len(ds))]
+    torch.manual_seed(0)
+    model = make_model("small", ds.tasks, width=8)
+    step = BalancedStep(
+        model, ds.tasks, make_balancer("ew", 3), torch.optim.Adam(model.parameters(), lr=3e-3), diagnostics=True
+    )
+    cos_min = []
+    for i in range(40):
+        chunk = samples[8 * (i % 12) : 8 * (i % 12) + 8]
+        x = torch.stack([s["image"] for s in chunk])
+        _, report = step(x, {t.name: torch.stack([s[t.name] for s in chunk]) for t in ds.tasks})
+        assert report.cos_min is not None and report.cos_mean is not None and report.cos_min <= report.cos_mean
+        cos_min.append(report.cos_min)
+    assert min(cos_min) < -0.2, cos_min
+    assert np.mean(np.asarray(cos_min) < 0) > 0.5, cos_min
+
+
 def test_generation_is_fast() -> None:
     """A few ms per 64×80 scene (measured ≈ 4–5 ms on 2 threads); the bound leaves room for a loaded machine."""
     ds = SyntheticScenes("train", length=30)

@@ -3,9 +3,11 @@ continues identically, TensorBoard scalar/image tags read back, results.json wit
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -55,10 +57,7 @@ def batch() -> tuple[torch.Tensor, dict[str, torch.Tensor], SyntheticScenes]:
 @pytest.mark.parametrize("key", sorted(BALANCERS))
 def test_a_few_balanced_steps_reduce_the_loss(key: str, batch, device: torch.device) -> None:  # type: ignore[no-untyped-def]
     x, targets, data = batch
-    try:
-        balancer = make_balancer(key, len(data.tasks))
-    except NotImplementedError:
-        pytest.skip(f"balancer {key!r} is still a PLACEHOLDER")
+    balancer = make_balancer(key, len(data.tasks))
     torch.manual_seed(0)
     model = make_model("small", data.tasks, width=8).to(device)
     step = BalancedStep(model, data.tasks, balancer, torch.optim.Adam(model.parameters(), lr=3e-3))
@@ -86,23 +85,43 @@ def test_epoch_sampler_is_a_seeded_permutation_that_resumes_mid_epoch() -> None:
     assert list(sampler) != full
 
 
-@pytest.mark.parametrize("key", ["pcgrad", "famo", "nash_mtl"])  # seeded random order; loss history; warm start
-def test_resumed_run_continues_identically(key: str, tmp_path: Path) -> None:
-    if "PLACEHOLDER" in (ROOT / f"mtrl/balancers/{key}.py").read_text():
-        pytest.skip(f"balancer {key!r} is still a PLACEHOLDER")
-    cfg = tiny_config(tmp_path, balancer={"name": key}, optim={"steps": 8}, eval_every=2)
+def _assert_same(a: object, b: object, where: str = "") -> None:
+    """Exact equality of nested checkpoint state (tensors bit for bit, same dtype)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), (where, a.keys(), getattr(b, "keys", None))
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
+@pytest.mark.parametrize(
+    ("key", "model"),
+    [("pcgrad", "small"), ("famo", "small"), ("nash_mtl", "small"), ("ew", "resnet50_aspp")],
+)  # seeded random order; loss history; warm start; Dropout(0.5) + BatchNorm in the ASPP heads (global RNG)
+def test_resumed_run_continues_identically(key: str, model: str, tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, balancer={"name": key}, model={"name": model, "width": 4 if model != "small" else 8},
+                      optim={"steps": 8}, eval_every=2)  # fmt: skip
     straight = VisionTrainer(update_config(cfg, {"run_name": "straight"})).run()
     interrupted = VisionTrainer(update_config(cfg, {"run_name": "resumed"}))
-    assert interrupted.run(stop_at=5) == {"step": 5, "finished": False}
+    assert interrupted.run(stop_at=5) == {"step": 5, "finished": False}  # mid-epoch (4 steps per epoch)
     resumed_trainer = VisionTrainer(update_config(cfg, {"run_name": "resumed", "resume": True}))
     assert resumed_trainer.step == 5
     resumed = resumed_trainer.run()
     assert resumed["evals"] == straight["evals"]
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
-    for name, value in a["model"].items():
-        assert torch.equal(value, b["model"][name]), name
-    assert repr(a["balancer"]) == repr(b["balancer"])
+    for part in ("model", "optimizer", "scheduler", "balancer", "scaler", "rng"):
+        _assert_same(a[part], b[part], part)
+    _assert_same(a["evals"], b["evals"], "evals")
 
 
 def test_panels_colour_maps() -> None:
@@ -125,9 +144,14 @@ def test_panels_colour_maps() -> None:
         colorize("edges", seg)
 
 
+def _png(image: object) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))  # type: ignore[attr-defined]
+
+
 def test_tensorboard_tags_and_results_json(tmp_path: Path) -> None:
-    key = "mgda" if "PLACEHOLDER" not in (ROOT / "mtrl/balancers/mgda.py").read_text() else "ew"
-    cfg = tiny_config(tmp_path, balancer={"name": key, "diagnostics": True})
+    cfg = tiny_config(tmp_path, balancer={"name": "mgda", "diagnostics": True})
     refs = []
     for task in ("seg", "depth", "normal"):
         VisionTrainer(update_config(cfg, {"single_task": task, "run_name": f"stl_{task}"})).run()
@@ -149,16 +173,31 @@ def test_tensorboard_tags_and_results_json(tmp_path: Path) -> None:
     assert "stl_seg" in dm["baseline"]
     assert {"metric_weighted", "task_weighted"} <= set(dm)
 
-    acc = EventAccumulator(str(tmp_path / "mtl"), size_guidance={"images": 0, "scalars": 0})
+    acc = EventAccumulator(str(tmp_path / "mtl"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     acc.Reload()
     tags = acc.Tags()
     for tag in ("train/loss/seg", "train/loss/normal", "train/lr", "eval/seg/miou", "eval/depth/abs_err",
-                "eval/normal/mean", "balancer/encoder/cos_min", "balancer/encoder/grad_norm/depth"):  # fmt: skip
+                "eval/normal/mean", "balancer/encoder/cos_min", "balancer/encoder/cos_mean", "balancer/encoder/cond",
+                *(f"balancer/encoder/{kind}/{task}" for kind in ("weight", "grad_norm")
+                  for task in ("seg", "depth", "normal"))):  # fmt: skip
         assert tag in tags["scalars"], (tag, tags["scalars"])
+    weights = [[e.value for e in acc.Scalars(f"balancer/encoder/weight/{t}")] for t in ("seg", "depth", "normal")]
+    assert all(w >= 0 for ws in weights for w in ws) and len(weights[0]) == 6  # MGDA: simplex weights, every step
+    assert all(e.value >= 1 for e in acc.Scalars("balancer/encoder/cond"))
     assert [e.step for e in acc.Scalars("eval/seg/miou")] == [3, 6]
     assert {"images/seg", "images/depth", "images/normal"} <= set(tags["images"])
-    image = acc.Images("images/seg")[0]
-    assert (image.height, image.width) == (32, 3 * 40)  # input | prediction | target
+    for task in ("seg", "depth", "normal"):
+        panel = _png(acc.Images(f"images/{task}")[0])
+        assert panel.shape == (32, 3 * 40, 3)  # input | prediction | target, one sample (image_samples=1)
+        _, pred, target = panel[:, :40], panel[:, 40:80], panel[:, 80:]
+        assert target.std() > 0 and not np.array_equal(pred, target), task  # 6 steps do not fit the targets
+        if task != "depth":  # depth is drawn in the target's range: an early prediction below it is all black
+            assert pred.std() > 0, task
+    sample = trainer.val_set[0]
+    x = sample["image"]
+    expected_input = ((x - x.min()) / (x.max() - x.min()) * 255).round().permute(1, 2, 0).numpy()
+    assert np.abs(_png(acc.Images("images/seg")[0])[:, :40].astype(float) - expected_input).max() <= 1
+    assert "amp" in "".join(tags.get("tensors", [])), tags  # the amp decision is logged as text
 
 
 def test_configuration_errors_name_the_valid_choices(tmp_path: Path) -> None:
@@ -173,12 +212,114 @@ def test_configuration_errors_name_the_valid_choices(tmp_path: Path) -> None:
 
 
 def test_representation_balancer_refused_on_mtan_shared_attention(tmp_path: Path) -> None:
-    if "PLACEHOLDER" in (ROOT / "mtrl/balancers/mgda.py").read_text():
-        pytest.skip("mgda_ub is still a PLACEHOLDER")
     data = SyntheticScenes("train", size=(32, 64), length=1)
     model = make_model("segnet_mtan", data.tasks, width=4)
     with pytest.raises(ValueError, match="parameter-level balancer"):
         BalancedStep(model, data.tasks, make_balancer("mgda_ub", 3), torch.optim.Adam(model.parameters()))
+    cfg = tiny_config(tmp_path, data={"size": [32, 64]}, model={"name": "segnet_mtan", "width": 2},
+                      balancer={"name": "aligned_mtl_ub"})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"model\.share_attention_convs=false"):
+        VisionTrainer(cfg)
+    VisionTrainer(update_config(cfg, {"model": {"share_attention_convs": False}}))  # the per-task copy is exact
+
+
+@pytest.mark.parametrize(
+    ("balancer", "strategy", "match"),
+    [
+        ({"name": "mgda_ub"}, "reference", r"balancer.strategy='reference'.*balancer 'mgda' for the parameter-level"),
+        ({"name": "aligned_mtl_ub"}, "batched", r"auto or representation"),
+        ({"name": "imtl"}, "reference", r"balancer.hparams.representation_level=false"),
+        ({"name": "dgr", "hparams": {"base": "mgda_ub"}}, "batched", r"'mgda_ub' works on gradients w.r.t."),
+        ({"name": "pcgrad"}, "representation", r"needs a representation-level balancer.*'pcgrad' is parameter-level"),
+    ],
+)
+def test_strategies_incompatible_with_the_balancer_are_refused_at_start_up(
+    balancer: dict[str, object], strategy: str, match: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        VisionTrainer(tiny_config(tmp_path, balancer={**balancer, "strategy": strategy}))
+
+
+def test_representation_strategy_places_the_diagnostics_of_a_loss_weighting(tmp_path: Path) -> None:
+    trainer = VisionTrainer(tiny_config(tmp_path, balancer={"name": "ew", "strategy": "representation",
+                                                            "diagnostics": True}, optim={"steps": 1}))  # fmt: skip
+    _, scalars = trainer.train_step(next(iter(trainer.train_loader)))
+    assert "balancer/encoder/cos_min" in scalars
+
+
+def test_data_options_a_data_set_does_not_take_are_refused(tmp_path: Path) -> None:
+    from tests.vision.test_data import _write_layout
+
+    root = tmp_path / "nyu"
+    for split in ("train", "val"):
+        _write_layout(root, split, 4)
+    real = {"name": "nyuv2", "root": str(root), "size": None, "train_length": None, "val_length": None}
+    cfg = tiny_config(tmp_path, data=real, optim={"steps": 1}, eval_every=1)
+    VisionTrainer(cfg)  # the real set loads at its own size
+    for change, named in (({"size": [32, 40]}, "data.size"), ({"train_length": 8}, "data.train_length"),
+                          ({"val_length": 4}, "data.val_length")):  # fmt: skip
+        with pytest.raises(ConfigError, match=rf"{named} only apply to generated data sets"):
+            VisionTrainer(update_config(cfg, {"data": change}))
+    with pytest.raises(ConfigError, match=r"data.options \['depth_scale'\] are not options of data set 'nyuv2'"):
+        VisionTrainer(update_config(cfg, {"data": {"options": {"depth_scale": 2.0}}}))
+    with pytest.raises(ConfigError, match=r"\['colour'\] are not options of data set 'synthetic'; valid: .*hole_rate"):
+        VisionTrainer(tiny_config(tmp_path, data={"options": {"colour": 1}}))
+    with pytest.raises(FileNotFoundError, match="expected"):
+        VisionTrainer(update_config(cfg, {"data": {"root": str(tmp_path / "nowhere")}}))
+
+
+def test_resume_with_a_changed_configuration_is_refused(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, run_name="run")
+    assert VisionTrainer(cfg).run(stop_at=2)["finished"] is False
+    resume = {"resume": True}
+    with pytest.raises(ConfigError, match=r"balancer.name: 'ew' -> 'pcgrad'; optim.lr: 0.003 -> 0.001"):
+        VisionTrainer(update_config(cfg, {**resume, "balancer": {"name": "pcgrad"}, "optim": {"lr": 1e-3}}))
+    with pytest.raises(ConfigError, match=r"data.options.depth_scale: None -> 2.0"):
+        VisionTrainer(update_config(cfg, {**resume, "data": {"options": {"depth_scale": 2.0}}}))
+    longer = VisionTrainer(update_config(cfg, {**resume, "optim": {"steps": 9}, "progress": False, "log_every": 3}))
+    assert longer.step == 2 and longer.total_steps == 9  # training length and logging may change
+
+
+def test_delta_m_baseline_must_match_the_data_and_may_be_reference_values(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, optim={"steps": 3}, eval_every=3, last_k=1)
+    VisionTrainer(update_config(cfg, {"single_task": "seg", "run_name": "stl_seg"})).run()
+    refs = [str(tmp_path / "stl_seg")]
+    for change, named in (({"data": {"options": {"depth_scale": 10.0}}}, "data.options"),
+                          ({"data": {"size": [32, 48]}}, "data.size"), ({"last_k": 2}, "last_k")):  # fmt: skip
+        with pytest.raises(ConfigError, match=rf"does not match this run: {named}"):
+            VisionTrainer(update_config(cfg, {**change, "single_task": "seg", "run_name": "x", "baseline": refs}))
+    with pytest.raises(ConfigError, match="no file at"):
+        VisionTrainer(update_config(cfg, {"baseline": [str(tmp_path / "missing.json")]}))
+
+    values = {"seg/miou": 0.5, "seg/pix_acc": 0.8, "depth/abs_err": 2.0, "depth/rel_err": 0.5, "normal/mean": 40.0,
+              "normal/median": 35.0, "normal/within_11.25": 0.1, "normal/within_22.5": 0.3, "normal/within_30": 0.4}
+    (tmp_path / "ref.yaml").write_text(json.dumps({"name": "paper_stl", "values": values, "source": "Table 1"}))
+    (tmp_path / "ref.json").write_text(json.dumps(values))
+    for ref, name in (("ref.yaml", "paper_stl"), ("ref.json", "ref")):
+        results = VisionTrainer(update_config(cfg, {"run_name": f"mtl_{ref}", "baseline": [str(tmp_path / ref)]})).run()
+        dm = results["delta_m"]
+        assert dm["baseline"] == f"reference {name}"
+        selected = results["selected"]
+        higher = {k: k.startswith("seg/") or "within" in k for k in values}
+        by_hand = [(selected[k] - v) / v * (-1 if higher[k] else 1) for k, v in values.items()]
+        assert dm["metric_weighted"] == pytest.approx(100 * sum(by_hand) / len(by_hand))
+    (tmp_path / "bad.json").write_text(json.dumps({"seg/iou": 0.5}))
+    with pytest.raises(ConfigError, match="unknown metric 'iou'"):
+        VisionTrainer(update_config(cfg, {"baseline": [str(tmp_path / "bad.json")]}))
+
+
+@pytest.mark.parametrize(("amp", "key"), [("bf16", "aligned_mtl_ub"), ("fp16", "pcgrad")])
+def test_cpu_autocast_trains_and_evaluates(amp: str, key: str, tmp_path: Path) -> None:
+    """amp=bf16/fp16 are honoured on the CPU (CPU autocast; fp16 with a CPU GradScaler), so the trainer's AMP
+    branch runs in the default tests."""
+    trainer = VisionTrainer(tiny_config(tmp_path, amp=amp, balancer={"name": key}))
+    assert trainer.amp_dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    assert (trainer.scaler is not None) == (amp == "fp16")
+    results = trainer.run()
+    if trainer.scaler is not None:
+        assert trainer.scaler.get_scale() > 1  # the losses the engine saw were scaled
+    assert all(np.isfinite(v) for v in results["final"].values())
+    assert results["evals"][-1]["loss/depth"] < results["evals"][0]["loss/depth"] * 1.5
 
 
 def test_single_task_and_ew_runs_differ_measurably(tmp_path: Path) -> None:

@@ -16,9 +16,12 @@ CITYSCAPES_TASKS: tuple[TaskSpec, ...] = (TaskSpec("seg", "seg", 7), TaskSpec("d
 class Cityscapes(NpyLayoutDataset):
     """Cityscapes seg (7 classes) + depth from ``{root}/{train,val}/{image,label,depth}/{i}.npy``.
 
+    Labels come from ``label/`` (LibMTL) or, when that folder is absent, ``label_7/`` (the MTAN-line
+    preprocessing used by MTAN, Nash-MTL and FAMO, which also ships ``label_19/``, not read here).
     ``native_size`` is the published resolution; files of another size load unchanged.
     """
 
     native_size: tuple[int, int] = (128, 256)
 
     default_tasks = CITYSCAPES_TASKS
+    seg_folders = ("label", "label_7")

@@ -7,7 +7,12 @@ Layout (Liu et al., MTAN, CVPR 2019, arXiv 1803.10704; LibMTL ``examples/nyu/cre
     {root}/{train,val}/depth/{i}.npy    (H, W, 1) float   -> "depth"  (1, H, W) float32, 0 = invalid
     {root}/{train,val}/normal/{i}.npy   (H, W, 3) float   -> "normal" (3, H, W) float32, all-zero = invalid
 
-with ``i = 0 … N−1``. Cityscapes has no ``normal`` folder.
+with ``i = 0 … N−1``. Cityscapes has no ``normal`` folder; its labels are in ``label/`` (LibMTL
+``examples/cityscapes/create_dataset.py``) or ``label_7/`` (the MTAN-line copies: MTAN, Nash-MTL, FAMO
+``experiments/cityscapes/data.py``), tried in that order (:attr:`NpyLayoutDataset.seg_folders`).
+
+Labels are checked when a sample is read: every value must be −1 (ignore) or a class in ``[0, C)``; other
+ignore conventions (e.g. 255) raise a ``ValueError`` naming the file instead of failing later in the loss.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class NpyLayoutDataset(Dataset[dict[str, Tensor]]):
 
     #: tasks loaded when ``tasks`` is not given (set by the data set subclasses).
     default_tasks: ClassVar[tuple[TaskSpec, ...]] = ()
+    #: candidate folders of the segmentation labels, in order of preference (the first that exists is used).
+    seg_folders: ClassVar[tuple[str, ...]] = ("label",)
 
     def __init__(
         self,
@@ -73,11 +80,16 @@ class NpyLayoutDataset(Dataset[dict[str, Tensor]]):
         self.scales = scales
         self.epoch = 0
         self._dir = self.root / split
+        self._seg_folder = next((f for f in self.seg_folders if (self._dir / f).is_dir()), self.seg_folders[0])
         self._length = self._check_layout()
+
+    def _folder(self, kind: str) -> str:
+        """Folder of a task kind (the segmentation folder found among :attr:`seg_folders`)."""
+        return self._seg_folder if kind == "seg" else _FOLDER[kind]
 
     def _folders(self) -> dict[str, str]:
         """Sample key → folder name, image first."""
-        return {"image": "image", **{t.name: _FOLDER[t.kind] for t in self.tasks}}
+        return {"image": "image", **{t.name: self._folder(t.kind) for t in self.tasks}}
 
     def _check_layout(self) -> int:
         """Number of samples; raises ``FileNotFoundError``/``ValueError`` saying what was expected where."""
@@ -91,8 +103,14 @@ class NpyLayoutDataset(Dataset[dict[str, Tensor]]):
             indices = sorted(int(m.group(1)) for p in path.glob("*.npy") if (m := _INDEX_FILE.match(p.name)))
             if not indices or indices != list(range(len(indices))):
                 head = indices[:5] if indices else "none"
+                alternatives = (
+                    f" (labels are looked for in {' or '.join(f'{self._dir}/{f}/' for f in self.seg_folders)})"
+                    if folder == self._seg_folder and len(self.seg_folders) > 1
+                    else ""
+                )
                 raise FileNotFoundError(
-                    f"expected {path}/0.npy … {path}/{{N-1}}.npy for {key!r} ({_LAYOUT}); got indices {head}"
+                    f"expected {path}/0.npy … {path}/{{N-1}}.npy for {key!r} ({_LAYOUT}){alternatives}; "
+                    f"got indices {head}"
                 )
             counts[key] = len(indices)
         if len(set(counts.values())) != 1:
@@ -110,19 +128,31 @@ class NpyLayoutDataset(Dataset[dict[str, Tensor]]):
                 f"expected {self._dir}/image/{index}.npy of shape (H, W, 3) ({_LAYOUT}); got {image.shape}"
             )
         hw = image.shape[:2]
-        want = {"label": (*hw,), "depth": (*hw, 1), "normal": (*hw, 3)}
+        want = {"seg": (*hw,), "depth": (*hw, 1), "normal": (*hw, 3)}
         for spec in self.tasks:
-            folder = _FOLDER[spec.kind]
+            folder = self._folder(spec.kind)
             shape = self._load(folder, index).shape
-            ok = shape == want[folder] or (folder == "depth" and shape == hw)
+            ok = shape == want[spec.kind] or (spec.kind == "depth" and shape == hw)
             if not ok:
                 raise ValueError(
-                    f"expected {self._dir}/{folder}/{index}.npy of shape {want[folder]} "
+                    f"expected {self._dir}/{folder}/{index}.npy of shape {want[spec.kind]} "
                     f"(image is {image.shape}); got {shape}"
                 )
 
     def __len__(self) -> int:
         return self._length
+
+    def _check_labels(self, labels: np.ndarray, spec: TaskSpec, index: int) -> None:
+        """Every label must be −1 (ignore) or a class id in ``[0, C)``."""
+        bad = (labels < -1) | (labels >= spec.out_channels)
+        if bad.any():
+            values = sorted({int(v) for v in np.unique(labels[bad])[:5]})
+            hint = " (255 is another ignore convention: map it to -1 when preprocessing)" if 255 in values else ""
+            raise ValueError(
+                f"{self._dir}/{self._seg_folder}/{index}.npy holds labels {values} outside "
+                f"[-1, {spec.out_channels - 1}] for the {spec.out_channels}-class task {spec.name!r} "
+                f"(-1 = ignore){hint}"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation draws of ``epoch`` (no effect without ``augment``)."""
@@ -134,9 +164,11 @@ class NpyLayoutDataset(Dataset[dict[str, Tensor]]):
         image = torch.from_numpy(np.ascontiguousarray(self._load("image", index), dtype=np.float32))
         sample = {"image": image.permute(2, 0, 1).contiguous()}
         for spec in self.tasks:
-            array = self._load(_FOLDER[spec.kind], index)
+            array = self._load(self._folder(spec.kind), index)
             if spec.kind == "seg":
-                sample[spec.name] = torch.from_numpy(np.rint(array).astype(np.int64))
+                labels = np.rint(array).astype(np.int64)
+                self._check_labels(labels, spec, index)
+                sample[spec.name] = torch.from_numpy(labels)
             else:
                 if array.ndim == 2:
                     array = array[..., None]

@@ -109,14 +109,21 @@ class DilatedResNet50(nn.Module):
         state = {k.removeprefix("module."): v for k, v in state.items()}
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         own = self.state_dict()
+        # torchvision's v1 weights (resnet50-19c8e357.pth, LibMTL's download) predate BatchNorm's
+        # ``num_batches_tracked`` buffer; it only counts updates (unused with the default momentum), so a missing
+        # one keeps this model's value. Every other key must match exactly.
+        for key in set(own) - set(state):
+            if key.endswith(".num_batches_tracked"):
+                state[key] = own[key]
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         wrong = sorted(k for k in set(own) & set(state) if tuple(state[k].shape) != tuple(own[k].shape))
         if missing or unexpected or wrong:
+            shapes = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})" for k in wrong[:5]]
             raise ValueError(
-                f"{str(p)!r} does not match a ResNet-50 trunk of width {self.out_channels // 32}: missing keys "
-                f"{missing[:3]}, unexpected keys {unexpected[:3]}, wrong shapes {wrong[:3]} ({len(missing)}/"
-                f"{len(unexpected)}/{len(wrong)} in all)"
+                f"{str(p)!r} does not match a ResNet-50 trunk of width {self.out_channels // 32} (torchvision layout): "
+                f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}, "
+                f"{len(wrong)} wrong shapes {shapes}"
             )
         self.load_state_dict(state)
 
