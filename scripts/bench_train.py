@@ -16,16 +16,21 @@ balancer resolved and built exactly as ``scripts/train.py`` does (``agents.confi
    (``envs.step_transitions``), add the transitions to the replay buffer, then one full SAC update
    (stratified sample, critic, actor, temperature, Polyak). ``--steps`` timed vector steps after
    ``--warmup`` untimed ones, on a buffer pre-filled with ``--prefill`` random-action steps.
-   Reported: vector steps/s and updates/s of the whole loop, its ratio to ``ew``, the median update
-   time and its ratio to ``ew`` (the issue's targets: every Gramian balancer ≤ 1.3× ``ew`` on MT10,
-   ≤ 1.6× on MT50), and the loop's split into act / env / replay / update.
-2. **Per-task head cost vs T.** Forward + backward of every batched per-task head of the SAC
+   Reported: vector steps/s and updates/s of the whole loop, its ratio to ``ew``, and the loop's
+   split into act / env / replay / update.
+2. **Update time, interleaved.** One agent per balancer (and stable-baselines3's SAC) on the same
+   replay buffer; ``--update-rounds`` rounds in which every one of them does one update, in turn, so
+   that a change of machine load hits all of them alike (the loop timings of 1. run one balancer
+   after the other and drifted by up to 30% between balancers on this shared 2-core VM). Reported:
+   the median update time and its ratio to ``ew`` — the issue's targets: every Gramian balancer
+   ≤ 1.3× ``ew`` on MT10, ≤ 1.6× on MT50 — and our ``ew`` over SB3's update.
+3. **Per-task head cost vs T.** Forward + backward of every batched per-task head of the SAC
    networks (the actor's and both critics' ``BatchedLinear``) on ``(T, 128, 400)`` features, for
    each T in ``--head-tasks``, divided by T. The heads are one ``baddbmm`` each, so the per-task
    cost must stay flat (or fall, as fixed overheads amortise) as T grows: the check fails if it
    grows by more than 1.3× from one T to the next.
-3. **stable-baselines3.** ``SAC.train(gradient_steps=1)`` with ``net_arch=[400, 400, 400]`` on the
-   same total batch (128·T) and observation size (obs + one-hot); our ``ew`` update / SB3's.
+   stable-baselines3's update is ``SAC.train(gradient_steps=1)`` with ``net_arch=[400, 400, 400]``
+   on the same total batch (128·T) and observation size (obs + one-hot).
 
 Prints one side-by-side Markdown table (balancers × benchmarks; paste into the README), the head
 table and the target checks; ``--out`` also writes every number as JSON.
@@ -34,12 +39,13 @@ table and the target checks; ``--out`` also writes every number as JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +191,8 @@ def time_heads(num_tasks: int, per_task: int, repeats: int, device: torch.device
 
 
 # --- 3. stable-baselines3 --------------------------------------------------------------------------
-def time_sb3_update(num_tasks: int, updates: int, warmup: int, device: torch.device) -> float:
-    """Median seconds of one stable-baselines3 SAC gradient step at the same size and total batch."""
+def make_sb3_update(num_tasks: int, device: torch.device) -> Callable[[], None]:
+    """One stable-baselines3 SAC gradient step at our network size and total batch, as a closure."""
     import gymnasium as gym
     from stable_baselines3 import SAC
     from stable_baselines3.common.logger import Logger
@@ -231,15 +237,52 @@ def time_sb3_update(num_tasks: int, updates: int, warmup: int, device: torch.dev
             [{}],
         )
     model.set_logger(Logger(folder=None, output_formats=[]))  # train() records its losses there
-    times = []
-    for i in range(warmup + updates):
-        _sync(device)
-        start = time.perf_counter()
+
+    def update() -> None:
         model.train(gradient_steps=1, batch_size=batch)
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    return update
+
+
+def _update_once(agent: Any, buffer: Any, per_task: int, gen: torch.Generator) -> None:
+    agent.update(buffer.sample(per_task, gen), with_metrics=False)
+
+
+def time_updates_interleaved(
+    bench: str,
+    balancers: Sequence[str],
+    envs: Any,
+    buffer: Any,
+    rounds: int,
+    warmup: int,
+    device: torch.device,
+    extra: dict[str, Callable[[], None]] | None = None,
+) -> dict[str, float]:
+    """Median seconds of one SAC update per balancer (and per ``extra`` closure), timed round-robin.
+
+    Every round gives each agent one update on a fresh stratified batch of the shared ``buffer``
+    (``with_metrics=False``, as at every update that is not a logging step); the first ``warmup``
+    rounds are not timed.
+    """
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    steps: dict[str, Callable[[], None]] = {}
+    for name in balancers:
+        agent, cfg = build_agent(bench, name, envs, device)
+        n = cfg.sac.batch_per_task
+
+        steps[name] = functools.partial(_update_once, agent, buffer, n, gen)
+    steps |= extra or {}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(warmup + rounds):
+        for name, step in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -306,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill", type=_positive, default=200, help="random-action vector steps filling the buffer")
     p.add_argument("--head-tasks", nargs="+", type=_positive, default=[1, 10, 50], help="T values of the head test")
     p.add_argument("--head-repeats", type=_positive, default=50, help="timed head forward+backward passes per T")
-    p.add_argument("--updates-sb3", type=_positive, default=30, help="timed SB3 updates per benchmark")
+    p.add_argument("--update-rounds", type=_positive, default=20, help="timed rounds of the interleaved update timing")
     p.add_argument("--no-sb3", action="store_true", help="skip the stable-baselines3 comparison")
     p.add_argument("--threads", type=_positive, default=2, help="torch.set_num_threads")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:<i> | mps")
@@ -350,36 +393,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The preset's capacity (1M transitions, as in a real run): sampling touches a full-size buffer.
         buffer = MultiTaskReplayBuffer(T, envs.obs_dim, envs.action_dim, preset.sac.buffer_capacity, device)
         obs = prefill(envs, buffer, args.prefill)
-        ew: dict[str, float] | None = None
+        bench_rows: list[dict[str, Any]] = []
         for name in balancers:
             try:
                 timing, obs = time_training_loop(bench, name, envs, buffer, obs, args.steps, args.warmup, device)
             except (NotImplementedError, ImportError, ConfigError) as err:  # e.g. a missing solver: say so
                 rows.append({"bench": bench, "balancer": name, "error": str(err).splitlines()[0]})
                 continue
-            if name == "ew":
-                ew = timing
-            assert ew is not None
-            row = {
-                "bench": bench,
-                "balancer": name,
-                **timing,
-                "steps_ratio_to_ew": timing["vector_steps_per_s"] / ew["vector_steps_per_s"],
-                "update_ratio_to_ew": timing["update_ms_median"] / ew["update_ms_median"],
-            }
-            rows.append(row)
-            print(
-                f"{bench} {name}: {row['vector_steps_per_s']:.2f} vector steps/s, update "
-                f"{row['update_ms_median']:.1f} ms ({row['update_ratio_to_ew']:.2f}× ew)",
-                flush=True,
-            )
+            timing["loop_update_ms_median"] = timing.pop("update_ms_median")
+            bench_rows.append({"bench": bench, "balancer": name, **timing})
+            print(f"{bench} {name}: {timing['vector_steps_per_s']:.2f} vector steps/s (training loop)", flush=True)
+        extra = {} if args.no_sb3 else {"sb3_sac": make_sb3_update(T, device)}
+        timed = [r["balancer"] for r in bench_rows]
+        medians = time_updates_interleaved(bench, timed, envs, buffer, args.update_rounds, args.warmup, device, extra)
         envs.close()
-        if not args.no_sb3:
-            sb3_s = time_sb3_update(T, args.updates_sb3, args.warmup, device)
-            ratio = ew["update_ms_median"] / (1e3 * sb3_s) if ew else float("nan")
-            sb3 = {"update_ms": 1e3 * sb3_s, "updates_per_s": 1 / sb3_s, "ew_over_sb3": ratio}
+        ew = next((r for r in bench_rows if r["balancer"] == "ew"), None)
+        if ew is None:
+            p.error(f"{bench}: the ew run failed, so no ratio can be formed")
+        ew_s = medians["ew"]
+        for r in bench_rows:
+            r["update_ms_median"] = 1e3 * medians[r["balancer"]]
+            r["update_ratio_to_ew"] = medians[r["balancer"]] / ew_s
+            r["steps_ratio_to_ew"] = r["vector_steps_per_s"] / ew["vector_steps_per_s"]
+            print(f"{bench} {r['balancer']}: update {r['update_ms_median']:.1f} ms "
+                  f"({r['update_ratio_to_ew']:.2f}× ew, interleaved)", flush=True)  # fmt: skip
+        rows += bench_rows
+        if "sb3_sac" in medians:
+            sb3_s = medians["sb3_sac"]
+            sb3 = {"update_ms": 1e3 * sb3_s, "updates_per_s": 1 / sb3_s, "ew_over_sb3": ew_s / sb3_s}
             rows.append({"bench": bench, "balancer": "sb3_sac", **sb3})
-            print(f"{bench} SB3 SAC update: {1e3 * sb3_s:.1f} ms (our ew / SB3 = {ratio:.2f})", flush=True)
+            print(f"{bench} SB3 SAC update: {1e3 * sb3_s:.1f} ms (our ew / SB3 = {ew_s / sb3_s:.2f})", flush=True)
 
     head_rows = []
     for T in sorted(set(args.head_tasks)):

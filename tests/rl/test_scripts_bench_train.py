@@ -85,3 +85,19 @@ def test_table_puts_benchmarks_side_by_side_with_ratios(bench: ModuleType) -> No
     assert "8.00 (0.80)" in pcgrad and "112.5 (1.25)" in pcgrad and pcgrad.endswith("| – | – | – |")
     assert "our ew / SB3 = 0.90" in table
     assert np.isclose(float(pcgrad.split("|")[4].split()[0]), 112.5)
+
+
+def test_interleaved_update_timer_runs_every_agent_each_round(bench: ModuleType) -> None:
+    """One update per agent (and per extra closure) in every round, warm-up rounds untimed."""
+    torch.set_num_threads(1)
+    envs = make_toy_envs(3, seed=0)
+    device = torch.device("cpu")
+    buffer = MultiTaskReplayBuffer(3, envs.obs_dim, envs.action_dim, 3 * 300, device)
+    bench.prefill(envs, buffer, 130)  # the preset samples 128 transitions per task
+    calls: list[int] = []
+    medians = bench.time_updates_interleaved(
+        "MT10", ["ew", "pcgrad"], envs, buffer, rounds=2, warmup=1, device=device, extra={"x": lambda: calls.append(1)}
+    )
+    assert set(medians) == {"ew", "pcgrad", "x"}
+    assert len(calls) == 3  # warm-up + rounds
+    assert all(m > 0 for m in medians.values())
