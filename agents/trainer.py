@@ -40,7 +40,6 @@ from tqdm.auto import tqdm
 
 from agents.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from agents.config import RESUME_MAY_CHANGE, TrainConfig, build_balancers, resolve_config
-from agents.run_log import RunTensorBoardWriter, truncate_jsonl
 from agents.sac import EvalAgent, MultiTaskSAC
 from envs import (
     MultiTaskVecEnv,
@@ -53,7 +52,7 @@ from envs import (
 )
 from mtrl.config import ConfigError, config_to_dict, load_config, save_config
 from mtrl.device import resolve_device
-from mtrl.logger import JsonlWriter, Logger, flatten_hparams
+from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, flatten_hparams, truncate_jsonl
 from mtrl.replay import MultiTaskReplayBuffer
 
 __all__ = ["Trainer", "build_envs", "resolve_device", "summarize", "train_from_args"]
@@ -209,7 +208,7 @@ class Trainer:
         metrics_path = self.run_dir / "metrics.jsonl"
         truncate_jsonl(metrics_path, self.step if ckpt_path is not None else None)
         purge_step = self.step + 1 if ckpt_path is not None else 0
-        self.logger = Logger([RunTensorBoardWriter(self.run_dir, purge_step=purge_step), JsonlWriter(metrics_path)])
+        self.logger = Logger([TensorBoardWriter(self.run_dir, purge_step=purge_step), JsonlWriter(metrics_path)])
         metric_tags = [*hparam_metrics([{"success_mean": 0.0}], self.protocol)]
         self.logger.hparams(flatten_hparams(config_to_dict(cfg)), dict.fromkeys(metric_tags, math.nan))
         reported = self.protocol.reported_statistic

@@ -2,6 +2,16 @@
 
 Metric keys are namespaced (``train/critic_loss``, ``balancer/critic/weight/<task>``,
 ``eval/success/<task>``, ``perf/sps``). :func:`report_scalars` turns an engine report into those keys.
+
+A run directory's logs survive a resume from a checkpoint at step ``s``; whatever the interrupted
+process logged after ``s`` is stale (the resumed run logs those steps again), so the trainers:
+
+* open :class:`TensorBoardWriter` with ``purge_step``: the event file starts with a
+  ``SessionLog.START`` at that step, and TensorBoard's reader drops every earlier-read event at a
+  step ``>= purge_step`` (``EventAccumulator._CheckForRestartAndMaybePurge``). Resumed runs use
+  ``s + 1`` (what was logged at ``s`` itself preceded the checkpoint and is kept), fresh runs ``0``
+  (stale events of an earlier attempt in the same directory disappear);
+* cut ``metrics.jsonl`` back with :func:`truncate_jsonl`.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["JsonlWriter", "Logger", "TensorBoardWriter", "Writer", "flatten_hparams"]
+__all__ = ["JsonlWriter", "Logger", "TensorBoardWriter", "Writer", "flatten_hparams", "truncate_jsonl"]
 
 
 class Writer(Protocol):
@@ -41,13 +51,19 @@ def flatten_hparams(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class TensorBoardWriter:
-    """Writes scalars, text, images and hparams to TensorBoard event files in ``logdir``."""
+    """Writes scalars, text, images and hparams to one TensorBoard event file in ``logdir``.
 
-    def __init__(self, logdir: str | Path) -> None:
+    Args:
+        logdir: the run directory (the event file goes straight into it).
+        purge_step: drop earlier events at steps ``>= purge_step`` when read (see the module
+            docstring); None = no purge marker.
+    """
+
+    def __init__(self, logdir: str | Path, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.logdir = Path(logdir)
-        self._writer = SummaryWriter(log_dir=str(self.logdir))
+        self._writer = SummaryWriter(log_dir=str(self.logdir), purge_step=purge_step)
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         for tag, value in values.items():
@@ -60,8 +76,19 @@ class TensorBoardWriter:
         self._writer.add_image(tag, image_HWC, global_step=step, dataformats="HWC")
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
-        # run_name="." keeps the hparams summary in the run's own directory.
-        self._writer.add_hparams(dict(hparams), dict(metrics), run_name=".")
+        """Write the hparams experiment and session-start summaries into this writer's event file.
+
+        ``metrics`` names the metric tags; their values are ignored (TensorBoard's hparams table reads
+        the scalars logged under those tags, so log them with :meth:`scalars`). Unlike
+        ``SummaryWriter.add_hparams``, this opens no second event file, so a run can write its hparams
+        at start-up and a resumed run still shows one session (one summary per tag and run).
+        """
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        experiment, session_start, _ = hparams_summaries(dict(hparams), dict(metrics))
+        file_writer = self._writer._get_file_writer()
+        file_writer.add_summary(experiment)
+        file_writer.add_summary(session_start)
 
     def flush(self) -> None:
         self._writer.flush()
@@ -95,6 +122,30 @@ class JsonlWriter:
 
     def close(self) -> None:
         self._fh.close()
+
+
+def truncate_jsonl(path: str | Path, max_step: int | None) -> None:
+    """Keep the rows of ``path`` with ``step <= max_step`` (rows without a step, i.e. hparams, are
+    dropped: the trainers write them again). ``max_step=None`` deletes the file. Atomic rewrite."""
+    p = Path(path)
+    if not p.exists():
+        return
+    if max_step is None:
+        p.unlink()
+        return
+    kept = []
+    for line in p.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a crash
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= max_step:
+            kept.append(line)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    tmp.replace(p)
 
 
 class Logger:

@@ -296,11 +296,10 @@ class STLRun:
             from stable_baselines3 import SAC
         except ImportError as err:
             raise SystemExit("scripts/train_stl.py needs stable-baselines3: pip install -e '.[stl]'") from err
-        from agents.run_log import RunTensorBoardWriter, truncate_jsonl
         from agents.trainer import hparam_metrics
         from mtrl.config import save_config
         from mtrl.device import resolve_device
-        from mtrl.logger import JsonlWriter, Logger, flatten_hparams
+        from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, flatten_hparams, truncate_jsonl
 
         self.args, self.SAC = args, SAC
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -329,7 +328,7 @@ class STLRun:
         metrics_path = self.run_dir / "metrics.jsonl"
         if not args.resume:
             truncate_jsonl(metrics_path, None)
-        tb = RunTensorBoardWriter(self.run_dir, purge_step=None if args.resume else 0)
+        tb = TensorBoardWriter(self.run_dir, purge_step=None if args.resume else 0)
         self.logger = Logger([tb, JsonlWriter(metrics_path)])
         metric_tags = hparam_metrics([{"success_mean": 0.0}], self.protocol)
         self.logger.hparams(flatten_hparams(self.cfg), dict.fromkeys(metric_tags, math.nan))

@@ -56,7 +56,7 @@ from mtrl.balancers import Balancer, GradientBalancer, GramianWeighting, make_ba
 from mtrl.config import ConfigError, config_to_dict, load_config, save_config
 from mtrl.device import resolve_device
 from mtrl.engine import BalanceReport, GradientEngine, LossClosure, Strategy, make_loss_fn
-from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter
+from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, truncate_jsonl
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.data import DATASETS, make_dataset
@@ -393,8 +393,14 @@ class VisionTrainer:
         if cfg.resume and self.checkpoint_path.is_file():
             self._check_resume_config()
             self.load_checkpoint(self.checkpoint_path)
+        resumed = cfg.resume and self.checkpoint_path.is_file()
         save_config(cfg, self.run_dir / "config.yaml")
-        self.logger = Logger([TensorBoardWriter(self.run_dir), JsonlWriter(self.run_dir / "metrics.jsonl")])
+        # Logs: a fresh run starts clean; a resumed one drops what was logged after its checkpoint
+        # (mtrl.logger's module docstring).
+        metrics_path = self.run_dir / "metrics.jsonl"
+        truncate_jsonl(metrics_path, self.step if resumed else None)
+        tensorboard = TensorBoardWriter(self.run_dir, purge_step=self.step + 1 if resumed else 0)
+        self.logger = Logger([tensorboard, JsonlWriter(metrics_path)])
         self.logger.text("amp", self.amp.note, self.step)
 
     # --- configuration checks -----------------------------------------------------------------------
@@ -543,9 +549,11 @@ class VisionTrainer:
             return {"step": self.step, "finished": False}
         results = self.results()
         (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        metrics = {f"hparam/{k}": v for k, v in results["selected"].items() if math.isfinite(v)}
+        self.logger.scalars(metrics, self.step)
         self.logger.hparams(
             {"balancer": self.balancer_name, "single_task": str(self.cfg.single_task), "seed": self.cfg.seed},
-            {f"hparam/{k}": v for k, v in results["selected"].items() if math.isfinite(v)},
+            metrics,
         )
         self.logger.close()
         return results

@@ -14,7 +14,8 @@ from agents.networks import Actor, TwinCritic, polyak_update
 from agents.sac import EvalAgent, MultiTaskSAC
 from mtrl.balancers import make_balancer
 from mtrl.config import ConfigError
-from mtrl.replay import Batch, MultiTaskReplayBuffer
+from mtrl.replay import Batch
+from tests.rl.helpers import agent_params, random_batch
 
 T, O, A, N = 3, 5, 2, 8
 CFG = SACConfig(hidden_sizes=(32, 32), batch_per_task=N, init_temperature=0.5)
@@ -26,22 +27,10 @@ def _agent(device: torch.device, balancer: str = "ew", seed: int = 0, cfg: SACCo
 
 
 def _batch(device: torch.device, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    buf = MultiTaskReplayBuffer(T, O, A, capacity_total=T * 64, device=device)
-    for _ in range(40):
-        buf.add(
-            torch.randn(T, O, generator=g),
-            torch.rand(T, A, generator=g) * 2 - 1,
-            torch.rand(T, generator=g),
-            torch.randn(T, O, generator=g),
-            (torch.rand(T, generator=g) < 0.1).float(),
-        )
-    return buf.sample(N, g)
+    return random_batch(T, O, A, N, device, seed)
 
 
-def _params(agent: MultiTaskSAC) -> list[torch.Tensor]:
-    nets = (agent.actor, agent.critic, agent.critic_target)
-    return [p.detach().clone() for net in nets for p in net.parameters()] + [agent.log_alpha_T.detach().clone()]
+_params = agent_params
 
 
 def _plain_sac_update(agent: MultiTaskSAC, batch: Batch) -> None:

@@ -340,3 +340,33 @@ def test_single_task_and_ew_runs_differ_measurably(tmp_path: Path) -> None:
     for task, metric in (("depth", "depth/abs_err"), ("seg", "seg/miou")):
         single, shared = selected[f"stl_{task}"][metric], selected["ew"][metric]
         assert abs(shared - single) > 0.05 * abs(single), (metric, single, shared)
+
+
+def test_resumed_run_logs_every_step_once(tmp_path: Path) -> None:
+    """What a crashed process logged after its last checkpoint is dropped on resume (TensorBoard and
+    metrics.jsonl), so the curves of a resumed run equal those of an uninterrupted one."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter
+
+    cfg = tiny_config(tmp_path, optim={"steps": 8}, eval_every=2, log_every=1)
+    VisionTrainer(update_config(cfg, {"run_name": "straight"})).run()
+    assert VisionTrainer(update_config(cfg, {"run_name": "resumed"})).run(stop_at=5)["step"] == 5
+    # The crash: the process went on to log steps 6 and 7 without checkpointing them.
+    stale = Logger([TensorBoardWriter(tmp_path / "resumed"), JsonlWriter(tmp_path / "resumed" / "metrics.jsonl")])
+    stale.scalars({"train/loss_sum": 1e6, "eval/seg/miou": -1.0}, 6)
+    stale.scalars({"train/loss_sum": 1e6}, 7)
+    stale.close()
+    VisionTrainer(update_config(cfg, {"run_name": "resumed", "resume": True})).run()
+
+    def curves(run: str) -> dict[str, list[tuple[int, float]]]:
+        acc = EventAccumulator(str(tmp_path / run))
+        acc.Reload()
+        return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in ("train/loss_sum", "eval/seg/miou")}
+
+    def jsonl_steps(run: str) -> list[int]:
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [r["step"] for r in rows if "train/loss_sum" in r]
+
+    assert curves("resumed") == curves("straight")
+    assert jsonl_steps("resumed") == jsonl_steps("straight") == list(range(1, 9))
