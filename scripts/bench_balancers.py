@@ -26,8 +26,10 @@ are timed for the first balancer and the first non-constant-weight one only; con
 than ``--slow-seconds`` in warm-up get ``--slow-repeats`` timed rounds.
 
 ``bwd×`` is the backward time over the plain backward; ``step×`` adds the forward to both.
+``--strategies`` restricts the columns (plain is always timed), e.g. a focused run of the fast path:
 
     python scripts/bench_balancers.py --tasks 10 50 --repeats 7 --threads 1
+    python scripts/bench_balancers.py --tasks 10 --strategies task_partitioned --repeats 25
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ DEFAULT_BALANCERS = (
     "ew", "mgda", "imtl_g", "aligned_mtl", "pcgrad", "cagrad", "nash_mtl", "upgrad", "gradnorm", "imtl",
 )  # fmt: skip
 STRATEGIES = ("reference", "batched", "task_partitioned")
+#: every column ``--strategies`` can select (engine strategies, then the comparison rows)
+COLUMNS = (*STRATEGIES, "representation", "peers", "torchjd_autojac", "torchjd_autogram")
 #: the representation-level variant timed in the ``representation`` row: (registry key, hyper-parameters)
 REPRESENTATION_VARIANT: dict[str, tuple[str, dict[str, object]]] = {
     "mgda": ("mgda_ub", {}),
@@ -213,21 +217,23 @@ def bench(num_tasks: int, keys: list[str], args: argparse.Namespace) -> list[tup
         loops = key in loop_keys or num_tasks <= args.all_slow_up_to
         hparams = PARAMETER_LEVEL.get(key, {})
         for strategy in STRATEGIES:
-            if strategy != "task_partitioned" and not loops:
+            if strategy not in args.strategies or (strategy != "task_partitioned" and not loops):
                 continue
             engine = GradientEngine(make_balancer(key, num_tasks, **hparams), strategy, chunk_size=args.chunk_size)
             record = strategy == "task_partitioned"
             configs[(key, strategy)] = partial(run_engine, engine, record)
-        if key in REPRESENTATION_VARIANT:
+        if key in REPRESENTATION_VARIANT and "representation" in args.strategies:
             rep_key, rep_hparams = REPRESENTATION_VARIANT[key]
             rep_engine = GradientEngine(make_balancer(rep_key, num_tasks, **rep_hparams), "representation")
             configs[(key, "representation")] = partial(run_representation, rep_engine)
         peer_balancer = make_balancer(key, num_tasks, **hparams)
         scalarizes = type(peer_balancer).scalarize is not GramianWeighting.scalarize  # imtl: peers would differ
-        if loops and isinstance(peer_balancer, GramianWeighting) and not scalarizes:
+        if loops and isinstance(peer_balancer, GramianWeighting) and not scalarizes and "peers" in args.strategies:
             configs[(key, "peers")] = partial(run_peers, peer_balancer)
-        for strategy, runner in torchjd_runners(key, setup, twin, jd_engines).items():
-            if loops or strategy == "torchjd_autogram":  # autojac is a vmapped T-row backward, like batched
+        wanted_jd = [c for c in ("torchjd_autojac", "torchjd_autogram") if c in args.strategies]
+        for strategy, runner in (torchjd_runners(key, setup, twin, jd_engines) if wanted_jd else {}).items():
+            # autojac is a vmapped T-row backward, like batched
+            if strategy in wanted_jd and (loops or strategy == "torchjd_autogram"):
                 configs[(key, strategy)] = runner
     samples: dict[tuple[str, str], list[tuple[float, float]]] = {k: [] for k in configs}
     warm: dict[tuple[str, str], int] = dict.fromkeys(configs, 0)
@@ -256,6 +262,11 @@ def bench(num_tasks: int, keys: list[str], args: argparse.Namespace) -> list[tup
     return rows
 
 
+def _load() -> float:
+    """The 1-minute load average (NaN where the OS has none): a busy machine inflates every ratio."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, nargs="+", default=[10, 50], help="task counts T to benchmark")
@@ -273,6 +284,14 @@ def main() -> None:
     )
     parser.add_argument("--chunk-size", type=int, default=None, help="rows per vectorised backward (batched)")
     parser.add_argument("--balancers", nargs="+", default=list(DEFAULT_BALANCERS), help="registry keys")
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(COLUMNS),
+        choices=COLUMNS,
+        metavar="COLUMN",
+        help=f"columns to time besides plain (default all): {', '.join(COLUMNS)}",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -280,9 +299,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown balancers {unknown}; valid: {', '.join(sorted(BALANCERS))}")
     keys = list(args.balancers)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, load(1 min) {load:.2f}, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, load(1 min) {_load():.2f}, "
         f"{args.per_task} rows/task, trunk 3x{args.hidden}, median of {args.repeats} (+{args.warmup} warm-up)"
     )
     try:
@@ -290,12 +308,17 @@ def main() -> None:
     except ImportError:
         print("torchjd not installed (optional bench extra: pip install -e '.[bench]'): its rows are omitted")
     for num_tasks in args.tasks:
+        load_before = _load()
         rows = bench(num_tasks, keys, args)
-        print(f"\nT = {num_tasks}  (plain backward {rows[0][2]:.1f} ms)")
+        load_after = _load()
+        print(
+            f"\nT = {num_tasks}  (plain backward median {rows[0][2]:.1f} ms; "
+            f"load(1 min) {load_before:.2f} at start, {load_after:.2f} at end)"
+        )
         print(f"{'balancer':<12} {'strategy':<17} {'bwd ms':>9} {'bwd×':>7} {'step×':>7}")
         for key, strategy, ms, ratio, step_ratio in rows:
             print(f"{key:<12} {strategy:<17} {ms:9.1f} {ratio:7.2f} {step_ratio:7.2f}")
-    print(f"\nload(1 min) at end {os.getloadavg()[0]:.2f}")
+    print(f"\nload(1 min) at end {_load():.2f}")
 
 
 if __name__ == "__main__":

@@ -6,10 +6,14 @@
   KKT conditions even when the gradient norms span many decades.
 * :func:`nonneg_qp`: ``min_{x ≥ 0} ½ xᵀ A x + bᵀ x`` for positive definite ``A`` by the primal
   active-set method of Lawson & Hanson ("Solving Least Squares Problems", 1974, ch. 23) generalised
-  to a quadratic objective. Used by UPGrad's projections onto the dual cone.
+  to a quadratic objective. :func:`nonneg_qp_batch` solves many such problems sharing ``A`` (UPGrad's
+  ``T`` projections onto the dual cone) by batched primal-dual active-set steps, finishing any
+  problem they leave with :func:`nonneg_qp`.
 
 Both are finite algorithms: every inner solve is exact, so the result satisfies the KKT conditions
-up to rounding (the tolerances below), unlike Frank–Wolfe or projected-gradient loops.
+up to rounding (the tolerances below), unlike Frank–Wolfe or projected-gradient loops. The
+active-set guesses that speed them up (:func:`_corral_guess`, the batched steps) only choose where
+the exact method starts or confirm its termination test; they never loosen it.
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ import warnings
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["min_norm_kkt_violation", "min_norm_simplex", "nonneg_qp"]
+__all__ = ["min_norm_kkt_violation", "min_norm_simplex", "nonneg_qp", "nonneg_qp_batch"]
 
 Array = npt.NDArray[np.float64]
+IndexArray = npt.NDArray[np.intp]
+Mask = npt.NDArray[np.bool_]
 _EPS = float(np.finfo(np.float64).eps)
+#: largest ``|g_i·x − ‖x‖²| / (‖g_i‖‖x‖)`` on a guessed corral's support for it to count as solved exactly
+_ON_SUPPORT_TOL = 1e-10
 
 
 def _equilibrate(gram: Array) -> tuple[Array, Array]:
@@ -52,26 +60,83 @@ def _solve_or_lstsq(mat: Array, rhs: Array) -> Array:
     return np.asarray(np.linalg.lstsq(mat, rhs, rcond=None)[0], dtype=np.float64)
 
 
+def _affine_system(cos: Array, norms: Array, support: IndexArray) -> tuple[Array, Array, Array]:
+    """Bordered KKT system ``(kkt (k+1, k+1), rhs (k+1,), c̃ (k,))`` of :func:`_affine_minimizer`."""
+    c = 1.0 / norms[support]
+    c_tilde = c / float(c.max())
+    k = support.shape[0]
+    kkt = np.zeros((k + 1, k + 1))
+    kkt[:k, :k] = cos[support[:, None], support[None, :]]
+    kkt[:k, k] = c_tilde
+    kkt[k, :k] = c_tilde
+    rhs = np.zeros(k + 1)
+    rhs[k] = 1.0
+    return kkt, rhs, c_tilde
+
+
 def _affine_minimizer(cos: Array, norms: Array, support: list[int]) -> Array:
     """Coefficients ``μ`` (sum 1) of the point of least norm in the affine hull of ``{g_i : i ∈ S}``.
 
     With ``u_i = μ_i ‖g_i‖`` this is ``min uᵀ C_SS u`` s.t. ``Σ u_i/‖g_i‖ = 1``, solved through its
     bordered KKT system (non-singular whenever the points are affinely independent).
     """
-    idx = np.asarray(support)
-    c = 1.0 / norms[idx]
-    c_max = float(c.max())
-    c_tilde = c / c_max
+    kkt, rhs, c_tilde = _affine_system(cos, norms, np.asarray(support))
     k = len(support)
-    kkt = np.zeros((k + 1, k + 1))
-    kkt[:k, :k] = cos[idx[:, None], idx[None, :]]
-    kkt[:k, k] = c_tilde
-    kkt[k, :k] = c_tilde
-    rhs = np.zeros(k + 1)
-    rhs[k] = 1.0
     sol = _solve_or_lstsq(kkt, rhs)
     mu = sol[:k] * c_tilde
     return np.asarray(mu / mu.sum(), dtype=np.float64)
+
+
+def _corral_guess(cos: Array, norms: Array, tol: float, rounds: int = 8) -> Array | None:
+    """A starting corral for Wolfe's method by primal-dual active-set steps, or None.
+
+    Starts from all tasks (the min-norm point is often interior: then one solve is the answer) and
+    alternates ``S ← {i ∈ S : μ_i > 0} ∪ {j ∉ S : g_j·x < ‖x‖²}``. Returns the weights of the last
+    corral whose affine minimiser has positive weights (optimal when no point violates the KKT
+    test; else a warm start that Wolfe's method continues from), or None when none was found or a
+    bordered system was singular (affinely dependent points are left to Wolfe's method).
+    """
+    num_tasks = norms.shape[0]
+    inside = np.ones(num_tasks, dtype=bool)
+    best: Array | None = None
+    for _ in range(rounds):
+        support = np.flatnonzero(inside)
+        kkt, rhs, c_tilde = _affine_system(cos, norms, support)
+        try:
+            sol = np.linalg.solve(kkt, rhs)
+        except np.linalg.LinAlgError:
+            return best
+        if not bool(np.isfinite(sol).all()):
+            return best
+        residual = float(np.abs(kkt @ sol - rhs).max())
+        if residual > 1e-10 * (float(np.abs(kkt).max()) * float(np.abs(sol).max()) + 1.0):
+            return best
+        mu = sol[: support.shape[0]] * c_tilde
+        total = float(mu.sum())
+        if not total > 0:
+            return best
+        w = np.zeros(num_tasks)
+        w[support] = mu / total
+        u = w * norms
+        cu = cos @ u
+        dd = float(u @ cu)
+        if _is_zero_point(dd, u) or dd <= 0:
+            return best
+        slack = (norms * cu - dd) / (norms * np.sqrt(dd))
+        positive = w[support] > 0
+        if bool(positive.all()):
+            if float(np.abs(slack[support]).max()) > _ON_SUPPORT_TOL:
+                return best  # an inaccurate solve (nearly dependent points): leave it to Wolfe's method
+            best = w
+        entering = (~inside) & (slack < -tol)
+        if bool(positive.all()) and not bool(entering.any()):
+            return w
+        updated = entering.copy()
+        updated[support[positive]] = True
+        if not bool(updated.any()) or bool((updated == inside).all()):
+            return best
+        inside = updated
+    return best
 
 
 def min_norm_kkt_violation(gram: Array, w: Array) -> float:
@@ -95,7 +160,11 @@ def min_norm_kkt_violation(gram: Array, w: Array) -> float:
 
 
 def min_norm_simplex(
-    gram: Array, tol: float = 1e-12, max_iter: int | None = None, warm_start: Array | None = None
+    gram: Array,
+    tol: float = 1e-12,
+    max_iter: int | None = None,
+    warm_start: Array | None = None,
+    guess: bool = True,
 ) -> Array:
     """Exact ``argmin_{w ∈ Δ} wᵀ G w`` for a PSD ``gram (T, T)``; returns ``w (T,)`` on the simplex.
 
@@ -106,7 +175,10 @@ def min_norm_simplex(
 
     ``warm_start``: weights of a nearby problem (e.g. the previous solve of a sequence); when the affine
     minimiser on their support has positive weights it is the starting corral, which saves most
-    iterations. The result is exact either way (the same termination test).
+    iterations. Without a usable warm start and with ``guess`` (default), the start is the corral found
+    by :func:`_corral_guess` (one solve when the optimum is interior, as for well-aligned gradients:
+    at T = 50 this replaced 49 Wolfe steps by one). The result is exact either way (the same
+    termination test); ``guess=False`` starts from the smallest-norm vertex (the textbook method).
     """
     num_tasks = gram.shape[0]
     cos, norms = _equilibrate(gram)
@@ -121,6 +193,7 @@ def min_norm_simplex(
     support = [first]
     w = np.zeros(num_tasks)
     w[first] = 1.0
+    started = False
     if warm_start is not None and int(np.count_nonzero(warm_start > 0)) > 1:
         warm = [int(i) for i in np.flatnonzero(warm_start > 0)]
         mu = _affine_minimizer(cos, norms, warm)
@@ -128,6 +201,12 @@ def min_norm_simplex(
             support = warm
             w = np.zeros(num_tasks)
             w[support] = mu
+            started = True
+    if guess and not started and num_tasks > 2:
+        start = _corral_guess(cos, norms, tol)
+        if start is not None:
+            w = start
+            support = [int(i) for i in np.flatnonzero(start > 0)]
     limit = max_iter if max_iter is not None else 20 * num_tasks + 50
     for _ in range(limit):
         u = w * norms
@@ -221,4 +300,69 @@ def nonneg_qp(
             free[leaving] = False
             x[~free] = 0.0
     warnings.warn(f"nonneg_qp stopped after {limit} iterations", RuntimeWarning, stacklevel=2)
+    return x
+
+
+def _free_set_solve(a: Array, b: Array, free: Mask) -> Array | None:
+    """``z (K, n)`` with ``A_FF z_F = −b_F`` and ``z = 0`` off ``F`` for each row ``k`` (``F = free[k]``).
+
+    One batched LU: small problems as ``(K, n, n)`` systems with the identity on the fixed
+    variables; otherwise each free set's indices are moved to the front and the systems are cut to
+    the largest free set (the LU cost falls with its cube). None when a system is singular.
+    """
+    count = free.sum(axis=1)
+    size = int(count.max())
+    num, n = b.shape
+    try:
+        if n <= 16 or 4 * size >= 3 * n:
+            both = free[:, :, None] & free[:, None, :]
+            mat = np.where(both, a, 0.0)
+            mat[:, np.arange(n), np.arange(n)] += ~free
+            z = np.linalg.solve(mat, np.where(free, -b, 0.0)[..., None])[..., 0]
+        else:
+            order = np.argsort(~free, axis=1, kind="stable")[:, :size]  # (K, m) free indices first
+            valid = np.arange(size)[None, :] < count[:, None]
+            mat = np.where(valid[:, :, None] & valid[:, None, :], a[order[:, :, None], order[:, None, :]], 0.0)
+            mat[:, np.arange(size), np.arange(size)] += ~valid
+            rhs = np.where(valid, -np.take_along_axis(b, order, axis=1), 0.0)
+            z_m = np.linalg.solve(mat, rhs[..., None])[..., 0]
+            z = np.zeros((num, n))
+            np.put_along_axis(z, order, np.where(valid, z_m, 0.0), axis=1)
+    except np.linalg.LinAlgError:
+        return None
+    return z if bool(np.isfinite(z).all()) else None
+
+
+def nonneg_qp_batch(a: Array, b: Array, tol: float = 1e-12, max_rounds: int = 20) -> Array:
+    """:func:`nonneg_qp` for ``K`` problems sharing a positive definite ``a (n, n)``: ``b (K, n)`` → ``x (K, n)``.
+
+    Primal-dual active-set steps (Hintermüller, Ito & Kunisch, SIAM J. Optim. 13, 2003) run on all
+    problems at once, each step one batched solve: the free set starts at ``{j : b_j < 0}`` (the
+    negative gradient entries at ``x = 0``) and becomes ``{j ∈ F : x_j > 0} ∪ {j ∉ F : ∇_j < 0}``;
+    a problem is done when its free set repeats, i.e. ``x_F > 0`` and ``∇ ≥ 0`` off ``F`` (the KKT
+    conditions, with :func:`nonneg_qp`'s threshold ``tol · max(|b|, max diag A)``). The steps converge
+    in 2–3 rounds on UPGrad's problems but may cycle in general: a problem left after ``max_rounds``
+    is finished by :func:`nonneg_qp` from its last iterate (exact either way).
+    """
+    num, n = b.shape
+    diag_max = float(np.abs(np.diag(a)).max(initial=0.0))
+    scale = np.maximum(np.maximum(np.abs(b).max(axis=1, initial=0.0), diag_max), 1e-300)
+    threshold = (-tol * scale)[:, None]  # (K, 1)
+    free = b < threshold
+    x = np.zeros((num, n))
+    todo = np.flatnonzero(free.any(axis=1))  # x = 0 is optimal for the others
+    for _ in range(max_rounds):
+        if todo.size == 0:
+            return x
+        free_k = free[todo]
+        z = _free_set_solve(a, b[todo], free_k)
+        if z is None:
+            break
+        grad = z @ a + b[todo]  # a is symmetric
+        updated = np.where(free_k, z > 0, grad < threshold[todo])
+        x[todo] = z
+        free[todo] = updated
+        todo = todo[(updated != free_k).any(axis=1)]
+    for k in todo:
+        x[k] = nonneg_qp(a, b[k], tol=tol, warm_start=np.clip(x[k], 0.0, None))
     return x

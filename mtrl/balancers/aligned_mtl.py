@@ -6,10 +6,11 @@ import math
 from collections.abc import Sequence
 from typing import ClassVar, Literal, get_args
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.balancers._linalg import psd_eigh
+from mtrl.balancers._linalg import psd_eigh, psd_eigh_np, to_numpy64
 from mtrl.balancers.base import GramianWeighting
 
 __all__ = ["AlignedMTL", "AlignedMTLUB", "ScaleMode"]
@@ -57,6 +58,7 @@ class AlignedMTL(GramianWeighting):
             if len(pref_values) != num_tasks or not all(math.isfinite(v) for v in pref_values):
                 raise ValueError(f"pref must hold {num_tasks} finite floats (one per task), got {list(pref)!r}")
         self.pref = tuple(pref_values)
+        self._pref = np.asarray(pref_values, dtype=np.float64)
         self.scale_mode: ScaleMode = scale_mode
 
     def alignment_matrix(self, gram: Tensor, rtol: float | None = None) -> Tensor:
@@ -75,9 +77,19 @@ class AlignedMTL(GramianWeighting):
         return sigma * (vecs_r / vals_r.sqrt()) @ vecs_r.T
 
     def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
-        """Weights ``w = B·pref (T,)`` float64."""
-        b = self.alignment_matrix(gram, rtol)
-        return b @ torch.tensor(self.pref, dtype=torch.float64, device=b.device)
+        """Weights ``w = B·pref (T,)`` float64 (as ``σ V_R Λ_R^{-1/2} (V_Rᵀ pref)``, without forming ``B``)."""
+        vals, vecs, rank = psd_eigh_np(to_numpy64(gram), rtol)
+        if rank == 0:
+            return torch.zeros(self.num_tasks, dtype=torch.float64, device=gram.device)
+        vals_r, vecs_r = vals[:rank], vecs[:, :rank]
+        if self.scale_mode == "min":
+            sigma = math.sqrt(float(vals_r[-1]))
+        elif self.scale_mode == "median":
+            sigma = math.sqrt(float(np.sort(vals_r)[(rank - 1) // 2]))  # the lower median, as torch.median
+        else:
+            sigma = math.sqrt(float(vals_r.mean()))
+        w = vecs_r @ ((sigma / np.sqrt(vals_r)) * (vecs_r.T @ self._pref))
+        return torch.from_numpy(w).to(gram.device)
 
     def extra_repr(self) -> str:
         return f"pref={list(self.pref)}, scale_mode={self.scale_mode!r}"

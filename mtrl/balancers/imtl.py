@@ -6,10 +6,11 @@ import copy
 import math
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.balancers._linalg import cosine_matrix, psd_pinv
+from mtrl.balancers._linalg import cosine_matrix_np, psd_eigh_np, to_numpy64
 from mtrl.balancers.base import GramianWeighting, LossWeighting
 
 __all__ = ["IMTL", "IMTLG", "IMTLL", "imtl_g_weights"]
@@ -24,13 +25,16 @@ def imtl_g_weights(gram: Tensor, rtol: float | None = None) -> Tensor:
     note). ``C⁺`` drops eigenvalues at or below ``rtol·λ_max`` (None: ``T·eps(float64)``). Zero-norm
     tasks get weight 0; if ``|Σ_t v_t| ≤ 1e-12 Σ_t |v_t|`` the weights are all zero.
     """
-    cos, norms = cosine_matrix(gram.detach())
-    v = psd_pinv(cos, rtol) @ (norms > 0).to(cos)
-    v = torch.where(norms > 0, v / torch.where(norms > 0, norms, torch.ones_like(norms)), torch.zeros_like(v))
-    total = v.sum()
-    if float(total.abs()) <= 1e-12 * float(v.abs().sum()) or float(v.abs().sum()) == 0.0:
-        return torch.zeros_like(v)
-    return v / total
+    cos, norms = cosine_matrix_np(to_numpy64(gram))
+    vals, vecs, rank = psd_eigh_np(cos, rtol)
+    positive = norms > 0
+    v_r = vecs[:, :rank]
+    v = v_r @ ((v_r.T @ positive.astype(np.float64)) / vals[:rank])  # C⁺ 1 on the non-zero tasks
+    v = np.divide(v, norms, out=np.zeros_like(v), where=positive)
+    total, size = float(v.sum()), float(np.abs(v).sum())
+    if abs(total) <= 1e-12 * size or size == 0.0:
+        return torch.zeros(gram.shape[0], dtype=torch.float64, device=gram.device)
+    return torch.from_numpy(v / total).to(gram.device)
 
 
 class IMTLG(GramianWeighting):

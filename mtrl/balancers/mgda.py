@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal, get_args
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,8 +31,9 @@ class MGDA(GramianWeighting):
     Note: the reference solvers (official, LibMTL, torchjd) run Frank–Wolfe and stop early; with norms
     spread over decades they can be far from the min-norm point. This class solves the QP exactly
     with Wolfe's active-set method on the equilibrated float64 Gramian (KKT met to ~1e-12, see
-    ``mtrl/balancers/_qp.py``). A task whose normaliser is 0 (zero gradient, or zero loss) is itself
-    the min-norm point: ``d = 0``.
+    ``mtrl/balancers/_qp.py``), started from a primal-dual active-set guess of the optimal corral
+    (one solve when the min-norm point is interior, as for the benchmark trunk). A task whose
+    normaliser is 0 (zero gradient, or zero loss) is itself the min-norm point: ``d = 0``.
 
     Stateless.
     """
@@ -62,13 +64,21 @@ class MGDA(GramianWeighting):
 
     def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """Weights ``w (T,)`` float64 from ``gram (T, T)`` and ``losses (T,)``."""
-        gram64 = gram.detach().to(torch.float64)
-        scale = self.normalizers(gram64, losses)
-        active = scale > 0
-        inv = torch.where(active, 1.0 / torch.where(active, scale, torch.ones_like(scale)), torch.zeros_like(scale))
-        normalized = gram64 * inv[:, None] * inv[None, :]
-        simplex = torch.from_numpy(min_norm_simplex(to_numpy64(normalized))).to(gram64.device)
-        return simplex * inv
+        g = to_numpy64(gram)
+        if self.normalization == "none":
+            inv = np.ones(g.shape[0])
+        else:
+            norms = np.sqrt(np.maximum(np.diag(g), 0.0))
+            loss64 = losses.detach().to(device="cpu", dtype=torch.float64).numpy()
+            if self.normalization == "l2":
+                scale = norms
+            elif self.normalization == "loss":
+                scale = loss64
+            else:  # loss+
+                scale = loss64 * norms
+            inv = np.divide(1.0, scale, out=np.zeros(g.shape[0]), where=scale > 0)
+        simplex = min_norm_simplex(g * inv[:, None] * inv[None, :])
+        return torch.from_numpy(simplex * inv).to(gram.device)
 
     def extra_repr(self) -> str:
         return f"normalization={self.normalization!r}"

@@ -10,7 +10,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor
 
-from mtrl.balancers._linalg import cosine_matrix, to_numpy64
+from mtrl.balancers._linalg import cosine_matrix_np, to_numpy64
 from mtrl.balancers.base import GramianWeighting
 
 __all__ = ["NashMTL", "solve_bargaining"]
@@ -104,35 +104,39 @@ class NashMTL(GramianWeighting):
         ``C`` the cosines), ``β = Dα/√‖G‖_F`` solves ``β ⊙ Cβ = 1``, which is solved instead (well
         conditioned whatever the norms), with the ridge ``reg_eps·I`` on ``C``. Zero-norm tasks get 0.
         """
-        cos, norms = cosine_matrix(gram)
-        fro = float(torch.linalg.matrix_norm(gram.to(torch.float64)))
-        active = norms > 0
-        alpha = torch.zeros(self.num_tasks, dtype=torch.float64)
+        return torch.from_numpy(self._bargaining(to_numpy64(gram))).to(gram.device)
+
+    def _bargaining(self, g: Array) -> Array:
+        """:meth:`bargaining_weights` on a symmetric float64 array; stores ``α`` as the warm start."""
+        cos, norms = cosine_matrix_np(g)
+        fro = float(np.linalg.norm(g))
         if fro == 0.0:
-            return alpha.to(gram.device)
-        norms_a = norms[active].cpu()
+            return np.zeros(self.num_tasks)
+        active = norms > 0
+        norms_a = norms[active]
         root = math.sqrt(fro)
         start = np.ones(int(active.sum()))
         if self.alpha is not None:
-            start = (self.alpha[active.cpu()] * norms_a / root).numpy()
-        beta = solve_bargaining(to_numpy64(cos[active][:, active]), start, self.reg_eps)
-        alpha[active.cpu()] = torch.from_numpy(beta) * root / norms_a
-        self.alpha = alpha
-        return alpha.to(gram.device)
+            start = self.alpha.numpy()[active] * norms_a / root
+        beta = solve_bargaining(cos[np.ix_(active, active)], start, self.reg_eps)
+        alpha = np.zeros(self.num_tasks)
+        alpha[active] = beta * root / norms_a
+        self.alpha = torch.from_numpy(alpha)
+        return alpha
 
     def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """Weights ``w (T,)`` float64: ``α``, clipped so that ``‖Jᵀw‖ ≤ max_norm``; advances the step."""
-        gram64 = gram.detach().to(torch.float64)
+        g = to_numpy64(gram)
         if self.step % self.update_weights_every == 0 or self.alpha is None:
-            alpha = self.bargaining_weights(gram64)
+            alpha = self._bargaining(g)
         else:
-            alpha = self.alpha.to(gram64.device)
+            alpha = self.alpha.numpy()
         self.step += 1
         if self.max_norm > 0:
-            norm = math.sqrt(max(float(alpha @ gram64 @ alpha), 0.0))
+            norm = math.sqrt(max(float(alpha @ g @ alpha), 0.0))
             if norm > self.max_norm:
                 alpha = alpha * (self.max_norm / norm)
-        return alpha
+        return torch.from_numpy(np.array(alpha, dtype=np.float64)).to(gram.device)
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "alpha": None if self.alpha is None else self.alpha.clone()}

@@ -48,18 +48,17 @@ class PCGrad(GramianWeighting):
         """Weights ``w (T,)`` float64: the sum over tasks of the projected-row coefficients."""
         g = to_numpy64(gram)
         num_tasks = self.num_tasks
-        total = np.zeros(num_tasks)
-        for i in range(num_tasks):
-            coef = np.zeros(num_tasks)  # g_i^PC = coefᵀJ
-            coef[i] = 1.0
-            for j in torch.randperm(num_tasks, generator=self.generator).tolist():
-                if j == i:
-                    continue
-                inner = float(g[j] @ coef)  # g_i^PC · g_j
-                if inner < 0.0 and g[j, j] > 0.0:
-                    coef[j] -= inner / g[j, j]
-            total += coef
-        return torch.from_numpy(total).to(gram.device)
+        # one fresh permutation per task, drawn in task order from the generator: (T, T), row i = task i's
+        perms = torch.stack([torch.randperm(num_tasks, generator=self.generator) for _ in range(num_tasks)]).numpy()
+        coef = np.eye(num_tasks)  # row i: g_i^PC = coef[i]ᵀJ; all tasks advance through their orders together
+        rows = np.arange(num_tasks)
+        diag = np.diag(g)
+        for step in range(num_tasks):
+            j = perms[:, step]  # (T,) the task each row projects against at this step
+            inner = np.einsum("ij,ij->i", g[j], coef)  # g_i^PC · g_j
+            hit = (j != rows) & (inner < 0.0) & (diag[j] > 0.0)
+            coef[rows[hit], j[hit]] -= inner[hit] / diag[j[hit]]
+        return torch.from_numpy(coef.sum(axis=0)).to(gram.device)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

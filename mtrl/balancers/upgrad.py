@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from mtrl.balancers._linalg import to_numpy64
-from mtrl.balancers._qp import nonneg_qp
+from mtrl.balancers._qp import nonneg_qp, nonneg_qp_batch
 from mtrl.balancers.base import GramianWeighting
 
 __all__ = ["UPGrad"]
@@ -28,8 +28,10 @@ class UPGrad(GramianWeighting):
     Paper: Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024, arXiv 2406.16232,
     Section 4 (Eq. 5, Proposition 1), as implemented in torchjd ``UPGrad``.
 
-    Note: torchjd solves each QP with the ``quadprog`` package; here an exact active-set solver
-    (``mtrl/balancers/_qp.py``) is used, with the same ``norm_eps``/``reg_eps`` normalisation and
+    Note: torchjd solves each QP with the ``quadprog`` package; here the ``T`` QPs (which share the
+    matrix) are solved together by batched primal-dual active-set steps finished by an exact
+    active-set solver (``nonneg_qp_batch`` in ``mtrl/balancers/_qp.py``; one sequential least-squares
+    solve per task when ``reg_eps = 0``), with the same ``norm_eps``/``reg_eps`` normalisation and
     regularisation, so ``Jd ≥ −reg_eps·tr(G)·|w|`` rather than ``≥ 0`` exactly. The preference
     vector is fixed to the mean (``1/T``), torchjd's default. As in torchjd, ``norm_eps`` is an
     absolute threshold: when ``tr(G) < norm_eps`` (``‖J‖_F < 1e-2`` by default) the projections are
@@ -55,16 +57,17 @@ class UPGrad(GramianWeighting):
         trace = float(np.trace(g))
         g = g / trace if trace >= self.norm_eps and trace > 0 else np.zeros_like(g)
         a = g + self.reg_eps * np.eye(num_tasks)
-        total = np.zeros(num_tasks)
-        previous: np.ndarray | None = None
-        for i in range(num_tasks):
-            u = np.zeros(num_tasks)
-            u[i] = 1.0 / num_tasks
-            # v = u + x with x ≥ 0: min ½ xᵀAx + (Au)ᵀx; the T problems share A, so the previous
-            # solution warm-starts the next (same optimum, fewer active-set steps)
-            x = nonneg_qp(a, a @ u, definite=self.reg_eps > 0, warm_start=previous)
-            previous = x
-            total += u + x
+        # v^(i) = u_i + x_i with u_i = e_i/T and x_i ≥ 0 minimising ½ xᵀAx + (Au_i)ᵀx: T QPs sharing A
+        prefs = np.eye(num_tasks) / num_tasks  # (T, T), row i = u_i
+        if self.reg_eps > 0:
+            shifts = nonneg_qp_batch(a, prefs @ a)  # A symmetric: row i = (A u_i)ᵀ
+        else:  # A may be singular: one least-squares active-set solve per task, each warm-starting the next
+            shifts = np.zeros((num_tasks, num_tasks))
+            previous: np.ndarray | None = None
+            for i in range(num_tasks):
+                previous = nonneg_qp(a, a @ prefs[i], definite=False, warm_start=previous)
+                shifts[i] = previous
+        total = (prefs + shifts).sum(axis=0)
         return torch.from_numpy(total).to(gram.device)
 
     def extra_repr(self) -> str:

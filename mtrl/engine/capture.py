@@ -24,14 +24,47 @@ from torch import Tensor, nn
 __all__ = ["LinearCall", "LinearCapture"]
 
 
+#: ``torch.autograd.graph.get_gradient_edge`` (torch >= 2.2): differentiate w.r.t. a layer output
+#: without keeping the output tensor alive.
+_get_gradient_edge = getattr(torch.autograd.graph, "get_gradient_edge", None)
+
+
 @dataclass(frozen=True)
 class LinearCall:
-    """One recorded call of a hooked layer: detached input ``x (..., in)`` and graph output ``y (..., out)``."""
+    """One recorded call of a hooked layer: detached input ``x (..., in)`` and where its output ``y (..., out)``
+    enters the graph.
+
+    ``output`` is the autograd edge of ``y`` (a ``GradientEdge``, see :func:`_edge_target`; on torch
+    < 2.2 or for an unusual view, the tensor itself): ``torch.autograd.grad(·, call.output)`` gives
+    ``∂/∂y`` of the value the layer produced (rows as in ``y``), also when an in-place activation
+    later overwrote ``y``. Holding the edge instead of ``y`` lets autograd free ``y`` after the forward
+    as usual: holding the three ``(T·n, 400)`` trunk outputs made the backward ~10% slower (its
+    buffers could not reuse their memory).
+    """
 
     layer: nn.Linear
     inputs: Tensor
-    output: Tensor
-    version: int  # ``output._version`` at record time, to detect later in-place edits
+    output: Any  # GradientEdge, or the output Tensor on torch < 2.2
+    input_version: int  # ``inputs._version`` at record time: a later in-place edit of x would corrupt ``J``
+    output_version: int | None  # ``y._version`` at record time when ``output`` is the tensor (torch < 2.2)
+
+
+def _edge_target(output: Tensor) -> Tensor | None:
+    """The tensor whose gradient edge stands for ``output``, or None to keep ``output`` itself.
+
+    An output that is no view: itself (its edge survives in-place edits of ``output``). ``F.linear``
+    on a ``(T, n, in)`` input returns a view of the ``(T·n, out)`` product; an in-place edit of such a
+    view re-routes the graph around the view's node (its edge would then receive nothing), but the
+    product's own node keeps receiving ``∂/∂(product)``: the base, when it holds exactly the view's
+    elements in the same order. Other views: None.
+    """
+    if not output._is_view():
+        return output
+    base = output._base
+    if base is not None and base.requires_grad and base.numel() == output.numel():
+        if base.is_contiguous() and output.is_contiguous():
+            return base
+    return None
 
 
 class LinearCapture:
@@ -51,9 +84,11 @@ class LinearCapture:
     Requirements (checked where possible): each call's rows split into ``T`` equal task-major
     groups; no row-mixing layer (BatchNorm, attention across the batch); task ``t``'s term ``S_t``
     depends only on task ``t``'s rows (per-task means of per-row losses; a ``scalarize`` acting per
-    task); no in-place operation on a layer output (``nn.ReLU(inplace=True)`` right after a hooked
-    Linear is detected and refused). A violated row assumption is not detectable from the hooks and
-    silently gives a wrong ``J``: check a new model once against ``strategy="reference"``.
+    task); no in-place edit of a hooked layer's input after the call (detected and refused). An
+    in-place activation on a layer output (``nn.ReLU(inplace=True)``) is fine on torch >= 2.2 (the
+    gradient is taken at the layer's own output edge) and detected and refused on older torch. A violated row
+    assumption is not detectable from the hooks and silently gives a wrong ``J``: check a new model
+    once against ``strategy="reference"``.
     """
 
     def __init__(self, module: nn.Module, num_tasks: int) -> None:
@@ -82,7 +117,12 @@ class LinearCapture:
         if not torch.is_grad_enabled() or not isinstance(output, Tensor) or not output.requires_grad:
             return
         assert isinstance(layer, nn.Linear)
-        self.calls.append(LinearCall(layer, args[0].detach(), output, output._version))
+        inputs = args[0].detach()  # shares the version counter of args[0]
+        target = _edge_target(output)
+        if _get_gradient_edge is not None and target is not None:
+            self.calls.append(LinearCall(layer, inputs, _get_gradient_edge(target), inputs._version, None))
+        else:
+            self.calls.append(LinearCall(layer, inputs, output, inputs._version, output._version))
 
     def clear(self) -> None:
         """Drop the recorded tensors (and with them the references to the autograd graph)."""

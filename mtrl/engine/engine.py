@@ -59,7 +59,7 @@ from mtrl.balancers.dgr import DGR
 from mtrl.balancers.sgsu import SGSU
 from mtrl.engine.capture import LinearCapture
 from mtrl.engine.closure import LossClosure
-from mtrl.engine.report import BalanceReport, gram_statistics
+from mtrl.engine.report import BalanceReport
 from mtrl.engine.strategies import (
     VmapStatus,
     Workspace,
@@ -476,5 +476,4 @@ class GradientEngine:
 
     @staticmethod
     def _fill(report: BalanceReport, gram: Tensor, source_dtype: torch.dtype) -> None:
-        norms, report.cos_min, report.cos_mean, report.cond = gram_statistics(gram, source_dtype)
-        report.grad_norms = norms
+        report.set_gram(gram, source_dtype)  # norms, cosines and cond are computed on first access

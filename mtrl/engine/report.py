@@ -8,7 +8,6 @@ representation for the ``representation`` strategy (``report.strategy`` says whi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -16,7 +15,6 @@ from torch import Tensor
 __all__ = ["BalanceReport", "gram_statistics"]
 
 
-@dataclass
 class BalanceReport:
     """Summary of one balanced backward.
 
@@ -38,16 +36,90 @@ class BalanceReport:
             feature-level (``imtl``) ran on parameter gradients because no ``features`` were given
             (or a parameter-level strategy was asked for); ``strategy`` says which one ran.
         extra: further scalars (e.g. ``"dgr_reg"``), logged as ``f"{prefix}/{key}"``.
+
+    The engine hands over ``G`` with :meth:`set_gram`; ``grad_norms``, ``cos_min``, ``cos_mean`` and
+    ``cond`` are computed from it (:func:`gram_statistics`) on first access, so a step that logs
+    nothing pays neither the eigenvalue solve nor, on an accelerator, a device synchronisation.
+    Assigning one of them sets it explicitly.
     """
 
-    weights: Tensor | None = None
-    grad_norms: Tensor | None = None
-    cos_min: float | None = None
-    cos_mean: float | None = None
-    cond: float | None = None
-    strategy: str = ""
-    representation_fallback: bool = False
-    extra: dict[str, float] = field(default_factory=dict)
+    def __init__(
+        self,
+        weights: Tensor | None = None,
+        grad_norms: Tensor | None = None,
+        cos_min: float | None = None,
+        cos_mean: float | None = None,
+        cond: float | None = None,
+        strategy: str = "",
+        representation_fallback: bool = False,
+        extra: dict[str, float] | None = None,
+    ) -> None:
+        self.weights = weights
+        self.strategy = strategy
+        self.representation_fallback = representation_fallback
+        self.extra: dict[str, float] = {} if extra is None else extra
+        self._grad_norms = grad_norms
+        self._cos_min = cos_min
+        self._cos_mean = cos_mean
+        self._cond = cond
+        self._pending: tuple[Tensor, torch.dtype] | None = None  # (G, dtype of J) not yet summarised
+
+    def set_gram(self, gram_TT: Tensor, source_dtype: torch.dtype) -> None:
+        """Record ``G (T, T)`` (of a Jacobian computed in ``source_dtype``); its statistics follow lazily."""
+        self._pending = (gram_TT.detach(), source_dtype)
+
+    def _summarise(self) -> None:
+        if self._pending is not None:
+            gram, source_dtype = self._pending
+            self._pending = None
+            self._grad_norms, self._cos_min, self._cos_mean, self._cond = gram_statistics(gram, source_dtype)
+
+    @property
+    def grad_norms(self) -> Tensor | None:
+        self._summarise()
+        return self._grad_norms
+
+    @grad_norms.setter
+    def grad_norms(self, value: Tensor | None) -> None:
+        self._summarise()
+        self._grad_norms = value
+
+    @property
+    def cos_min(self) -> float | None:
+        self._summarise()
+        return self._cos_min
+
+    @cos_min.setter
+    def cos_min(self, value: float | None) -> None:
+        self._summarise()
+        self._cos_min = value
+
+    @property
+    def cos_mean(self) -> float | None:
+        self._summarise()
+        return self._cos_mean
+
+    @cos_mean.setter
+    def cos_mean(self, value: float | None) -> None:
+        self._summarise()
+        self._cos_mean = value
+
+    @property
+    def cond(self) -> float | None:
+        self._summarise()
+        return self._cond
+
+    @cond.setter
+    def cond(self, value: float | None) -> None:
+        self._summarise()
+        self._cond = value
+
+    def __repr__(self) -> str:
+        return (
+            f"BalanceReport(weights={self.weights!r}, grad_norms={self.grad_norms!r}, cos_min={self.cos_min!r}, "
+            f"cos_mean={self.cos_mean!r}, cond={self.cond!r}, strategy={self.strategy!r}, "
+            f"representation_fallback={self.representation_fallback!r}, extra={self.extra!r})"
+        )
 
     def scalars(self, prefix: str, task_names: Sequence[str]) -> dict[str, float]:
         """Flat ``{tag: value}`` for the logger, e.g. ``prefix="balancer/critic"`` gives

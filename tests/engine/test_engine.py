@@ -151,6 +151,29 @@ def test_report_handles_zero_and_rank_deficient_gram() -> None:
     assert empty.scalars("p", ["a"]) == {}
 
 
+def test_report_statistics_are_computed_lazily_and_match_the_eager_ones() -> None:
+    """``set_gram`` defers the statistics to the first access; they equal :func:`gram_statistics`,
+    assigning a field overrides it, and ``scalars`` is the same as for eagerly filled fields."""
+    from mtrl.engine.report import gram_statistics
+
+    g = torch.tensor([[1.0, 0.5, 0.0], [0.2, -1.0, 2.0], [3.0, 0.1, 0.3]], dtype=torch.float64)
+    gram = g @ g.T
+    lazy = BalanceReport(weights=torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64), strategy="reference")
+    lazy.set_gram(gram, torch.float32)
+    norms, cos_min, cos_mean, cond = gram_statistics(gram, torch.float32)
+    eager = BalanceReport(
+        weights=lazy.weights, grad_norms=norms, cos_min=cos_min, cos_mean=cos_mean, cond=cond, strategy="reference"
+    )
+    names = ["a", "b", "c"]
+    assert lazy.scalars("balancer/critic", names) == eager.scalars("balancer/critic", names)
+    assert torch.equal(lazy.grad_norms, norms) and (lazy.cos_min, lazy.cos_mean, lazy.cond) == (cos_min, cos_mean, cond)
+    override = BalanceReport()
+    override.set_gram(gram, torch.float64)
+    override.cond = 7.0  # an explicit value wins over the pending Gramian, the others still follow from it
+    assert override.cond == 7.0 and override.cos_min == pytest.approx(cos_min)
+    assert "cond=7.0" in repr(override)
+
+
 def test_opposite_gradients_cosine_minus_one() -> None:
     from mtrl.engine.report import gram_statistics
 
@@ -258,7 +281,35 @@ def test_error_batch_not_divisible(device: torch.device) -> None:
         GradientEngine(GramTestWeighting(3)).backward(losses, prob.shared(), capture=capture)
 
 
-def test_error_inplace_activation_detected(device: torch.device) -> None:
+@pytest.mark.skipif(
+    not hasattr(torch.autograd.graph, "get_gradient_edge"), reason="in-place activations need torch >= 2.2"
+)
+def test_inplace_activation_after_a_hooked_layer_matches_reference(device: torch.device) -> None:
+    """``nn.ReLU(inplace=True)`` right after a hooked Linear: the capture differentiates at the layer's
+    output edge (the pre-activation value), so ``task_partitioned`` equals ``reference``. (Until the
+    capture held gradient edges instead of the output tensors this was refused as an in-place edit.)"""
+    torch.manual_seed(0)
+    trunk = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True), nn.Linear(4, 2)).double().to(device)
+    capture = LinearCapture(trunk, 2)
+    x = torch.randn(2, 5, 3, dtype=torch.float64, device=device)
+    grads = []
+    for strategy in ("reference", "task_partitioned"):
+        with capture.record():
+            losses = (trunk(x) ** 2).mean(dim=(1, 2))
+        GradientEngine(GramTestWeighting(2), strategy).backward(losses, list(trunk.parameters()), capture=capture)
+        grads.append(grads_of(list(trunk.parameters())))
+    assert float(grads[0][0].abs().max()) > 0
+    assert_close_lists(grads[1], grads[0], rtol=1e-10)
+
+
+def test_error_inplace_activation_detected_without_gradient_edges(
+    device: torch.device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the capture must hold the output tensors (torch < 2.2), an in-place edit of a hooked
+    layer's output is still detected and refused."""
+    import mtrl.engine.capture as capture_module
+
+    monkeypatch.setattr(capture_module, "_get_gradient_edge", None)
     torch.manual_seed(0)
     trunk = nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True), nn.Linear(4, 2)).double().to(device)
     capture = LinearCapture(trunk, 2)
@@ -267,6 +318,53 @@ def test_error_inplace_activation_detected(device: torch.device) -> None:
         losses = (trunk(x) ** 2).mean(dim=(1, 2))
     with pytest.raises(ValueError, match="modified in place"):
         GradientEngine(GramTestWeighting(2)).backward(losses, list(trunk.parameters()), capture=capture)
+
+
+@pytest.mark.skipif(not hasattr(torch.autograd.graph, "get_gradient_edge"), reason="needs torch >= 2.2")
+def test_capture_does_not_keep_layer_outputs_alive(device: torch.device) -> None:
+    """The recorded calls hold gradient edges, not the pre-activation outputs, so those are freed
+    after the forward as without a capture (keeping them slowed the next backward by ~10%)."""
+    import gc
+    import weakref
+
+    prob = make_problem(T=3, device=str(device))
+    capture = LinearCapture(prob.net.trunk, 3)
+    outputs: list[weakref.ref[torch.Tensor]] = []
+    handles = [
+        layer.register_forward_hook(lambda m, a, out: outputs.append(weakref.ref(out))) for layer in capture.layers
+    ]
+    losses = prob.forward(capture)
+    for handle in handles:
+        handle.remove()
+    gc.collect()
+    assert len(capture) == len(outputs) > 0
+    assert all(ref() is None for ref in outputs)
+    engine = GradientEngine(GramTestWeighting(3), "task_partitioned")
+    engine.backward(losses, prob.shared(), prob.task(), capture=capture)
+    assert all(p.grad is not None for p in prob.shared())
+
+
+def test_error_inplace_edit_of_a_recorded_input_detected(device: torch.device) -> None:
+    """Editing a hooked layer's input in place after the call would change the recorded ``X``: refused."""
+
+    class EditsInput(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first, self.second = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.first(x)
+            out = self.second(h)
+            h.mul_(2.0)  # after `second` read it; the losses do not use the edited h
+            return out
+
+    torch.manual_seed(0)
+    net = EditsInput().double().to(device)
+    capture = LinearCapture(net, 2)
+    with capture.record():
+        losses = (net(torch.randn(2, 5, 3, dtype=torch.float64, device=device)) ** 2).mean(dim=(1, 2))
+    with pytest.raises(ValueError, match="modified in place"):
+        GradientEngine(GramTestWeighting(2)).backward(losses, list(net.parameters()), capture=capture)
 
 
 def test_capture_constructor_errors() -> None:

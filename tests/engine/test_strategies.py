@@ -253,7 +253,7 @@ def test_batched_does_not_hide_other_errors() -> None:
     assert not engine.vmap_status.failed
 
 
-@pytest.mark.parametrize("T", [2, 10])
+@pytest.mark.parametrize("T", [2, 10, 20])  # 20: above GRAM_SMALL_T, the wider chunk
 def test_gram_from_float32_blocks_is_accurate_at_large_p(T: int) -> None:
     """Chunked float32 products summed in float64: the rounding eigenvalues of a rank-1 ``G`` stay far
     below the ``T·eps(float32)·λ_max`` rank cut-off even at ``P = 3·10⁵`` (one float32 ``J Jᵀ`` measured
@@ -269,3 +269,18 @@ def test_gram_from_float32_blocks_is_accurate_at_large_p(T: int) -> None:
     assert gram.dtype == torch.float64
     assert float((gram - exact).abs().max()) <= 1e-8 * float(exact.diagonal().sum())
     assert float(eig[:-1].abs().max()) < 0.1 * cutoff
+
+
+def test_gram_from_blocks_mixes_narrow_wide_and_low_precision_blocks() -> None:
+    """Narrow blocks (biases) are summed through one concatenated product, blocks of other dtypes
+    separately; every layout gives ``J Jᵀ`` of the concatenated Jacobian."""
+    g = torch.Generator().manual_seed(3)
+    for T in (3, 20):
+        wide = torch.randn(T, 5000, generator=g, dtype=torch.float64)
+        narrow = [torch.randn(T, k, generator=g, dtype=torch.float64) for k in (7, 400, 1)]
+        half = torch.randn(T, 300, generator=g).to(torch.bfloat16)
+        for blocks in ([wide, *narrow], narrow, [narrow[0]], [narrow[0].float(), narrow[1]], [wide, half, narrow[1]]):
+            jac = torch.cat([b.double() for b in blocks], dim=1)
+            tol = 1e-5 if any(b.dtype != torch.float64 for b in blocks) else 1e-12
+            exact = jac @ jac.T
+            torch.testing.assert_close(gram_from_blocks(blocks), exact, rtol=tol, atol=tol * float(exact.trace()))
