@@ -78,7 +78,8 @@ class BalancerConfig:
     #: engine strategy: auto picks "representation" for representation-level balancers, else "batched" on
     #: accelerators and "reference" on the CPU (where the vmapped backward is no faster).
     strategy: Literal["auto", "reference", "batched", "representation"] = "auto"
-    #: also compute G (grad norms, cosines, condition number) for loss weightings such as ew (costs T backwards).
+    #: compute G (grad norms, cosines, condition number) for loss weightings such as ew at EVERY step (T extra
+    #: backwards each); the trainer always computes them at its log steps (every ``log_every`` steps).
     diagnostics: bool = False
 
 

@@ -275,7 +275,10 @@ class BalancedStep:
 
         return make_loss_fn(self.model, self.shared, self.task_params, compute)
 
-    def __call__(self, x: Tensor, targets: dict[str, Tensor]) -> tuple[Tensor, BalanceReport]:
+    def __call__(
+        self, x: Tensor, targets: dict[str, Tensor], diagnostics: bool | None = None
+    ) -> tuple[Tensor, BalanceReport]:
+        """One step; ``diagnostics=True`` asks the engine for G statistics of loss weightings too (log steps)."""
         self.model.train()
         z, preds = self.forward(x)
         losses = self.losses(preds, targets)  # (T,)
@@ -285,6 +288,7 @@ class BalancedStep:
             self.task_params,
             features=z if self.pass_features else None,
             loss_fn=self.loss_fn(x, targets) if self.needs_closure else None,
+            diagnostics=diagnostics,
         )
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -472,13 +476,17 @@ class VisionTrainer:
         targets = {n: batch[n].to(self.device, non_blocking=True) for n in self.task_names}
         return x, targets
 
-    def train_step(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """One balanced step on ``batch`` (+ the scheduler step); returns the losses ``(T,)`` and report scalars."""
+    def train_step(self, batch: dict[str, Tensor], log: bool = True) -> tuple[Tensor, BalanceReport]:
+        """One balanced step on ``batch`` (+ the scheduler step); returns the losses ``(T,)`` and the report.
+
+        ``log``: this step is logged, so the engine also computes the Gramian statistics of loss
+        weightings such as ``ew`` (``T`` extra backward passes on this step only; the update is the same).
+        """
         x, targets = self._to_device(batch)
-        losses, report = self.stepper(x, targets)
+        losses, report = self.stepper(x, targets, diagnostics=True if log else None)
         self.scheduler.step()
         self.step += 1
-        return losses, report.scalars("balancer/encoder", self.task_names)
+        return losses, report
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -525,9 +533,11 @@ class VisionTrainer:
                 set_epoch(epoch)
             self.train_generator.manual_seed(_mix_seed(self.cfg.seed, epoch, 0))
             for batch in self.train_loader:
-                losses, scalars = self.train_step(batch)
+                log = (self.step + 1) % self.cfg.log_every == 0 or self.step + 1 == end
+                losses, report = self.train_step(batch, log)
                 bar.update(1)
-                if self.step % self.cfg.log_every == 0 or self.step == end:
+                if log:
+                    scalars = report.scalars("balancer/encoder", self.task_names)
                     scalars.update({f"train/loss/{n}": float(v) for n, v in zip(self.task_names, losses, strict=True)})
                     scalars["train/loss_sum"] = float(losses.sum())
                     scalars["train/lr"] = float(self.scheduler.get_last_lr()[0])

@@ -243,8 +243,8 @@ def test_strategies_incompatible_with_the_balancer_are_refused_at_start_up(
 def test_representation_strategy_places_the_diagnostics_of_a_loss_weighting(tmp_path: Path) -> None:
     trainer = VisionTrainer(tiny_config(tmp_path, balancer={"name": "ew", "strategy": "representation",
                                                             "diagnostics": True}, optim={"steps": 1}))  # fmt: skip
-    _, scalars = trainer.train_step(next(iter(trainer.train_loader)))
-    assert "balancer/encoder/cos_min" in scalars
+    _, report = trainer.train_step(next(iter(trainer.train_loader)), log=False)
+    assert "balancer/encoder/cos_min" in report.scalars("balancer/encoder", trainer.task_names)
 
 
 def test_data_options_a_data_set_does_not_take_are_refused(tmp_path: Path) -> None:
@@ -370,3 +370,26 @@ def test_resumed_run_logs_every_step_once(tmp_path: Path) -> None:
 
     assert curves("resumed") == curves("straight")
     assert jsonl_steps("resumed") == jsonl_steps("straight") == list(range(1, 9))
+
+
+def test_ew_logs_gramian_diagnostics_at_log_steps_only(tmp_path: Path) -> None:
+    """Loss weightings skip G on ordinary steps; at log steps the engine computes it, so ew runs have
+    the cos_min / cond / grad_norm curves the balancers are compared on."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny_config(tmp_path, optim={"steps": 6}, log_every=3, eval_every=6, run_name="ew")
+    trainer = VisionTrainer(cfg)
+    seen: list[bool | None] = []
+    engine_backward = trainer.stepper.engine.backward
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("diagnostics"))  # type: ignore[arg-type]
+        return engine_backward(*args, **kwargs)  # type: ignore[arg-type]
+
+    trainer.stepper.engine.backward = spy  # type: ignore[method-assign]
+    trainer.run()
+    assert seen == [None, None, True, None, None, True]
+    acc = EventAccumulator(str(tmp_path / "ew"))
+    acc.Reload()
+    for tag in ("balancer/encoder/cos_min", "balancer/encoder/cond", "balancer/encoder/grad_norm/seg"):
+        assert [e.step for e in acc.Scalars(tag)] == [3, 6], tag
