@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
 import torch
 
 from agents.sac import MultiTaskSAC
@@ -27,3 +33,16 @@ def agent_params(agent: MultiTaskSAC) -> list[torch.Tensor]:
     """Copies of the actor, critic, target critic and temperature parameters."""
     nets = (agent.actor, agent.critic, agent.critic_target)
     return [p.detach().clone() for net in nets for p in net.parameters()] + [agent.log_alpha_T.detach().clone()]
+
+
+def interrupt_once_logged(cmd: list[str], cwd: Path, metrics: Path, marker: str, timeout: float) -> tuple[int, str]:
+    """Start ``cmd`` (one OpenMP thread), send SIGINT once ``metrics`` contains ``marker`` (or after
+    ``timeout`` s), wait for it to exit; returns ``(returncode, stderr)``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (metrics.exists() and marker in metrics.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err

@@ -4,9 +4,6 @@ ConfigError that names the key before any directory or env is created."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ import torch
 from agents.config import EnvConfig, TrainConfig, build_balancers, resolve_balancers, resolve_config
 from agents.trainer import Trainer
 from mtrl.config import ConfigError, load_config
+from tests.helpers import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = str(ROOT / "configs" / "toy_sac.yaml")
@@ -102,14 +100,7 @@ def test_device_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"'cuda'.*not available.*'cpu'"):
         Trainer(_cfg(f"logdir={tmp_path / 'runs'}", "device=cuda"))
     assert not (tmp_path / "runs").exists()
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), TOY, "device=cuda:1", f"logdir={tmp_path / 'runs'}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = run_script("train", TOY, "device=cuda:1", f"logdir={tmp_path / 'runs'}")
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr and "'device'" in proc.stderr
     assert not (tmp_path / "runs").exists()

@@ -6,7 +6,6 @@ checked is that the pieces time what they claim to and that the verdicts follow 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -16,17 +15,14 @@ import torch
 
 from envs import make_toy_envs
 from mtrl.replay import MultiTaskReplayBuffer
+from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_train", ROOT / "scripts" / "bench_train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_train")
 
 
 def test_training_loop_runs_the_trainers_step(bench: ModuleType) -> None:

@@ -3,12 +3,8 @@ file, and one-line errors for every usage problem."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,20 +12,16 @@ import pytest
 import torch
 
 from agents.trainer import train_from_args
+from tests.helpers import load_script, run_script
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "evaluate.py"
 TOY = str(ROOT / "configs" / "toy_sac.yaml")
 TASKS = [f"reach-{t}" for t in range(4)]
 
 
 @pytest.fixture(scope="module")
 def evaluate_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("evaluate")
 
 
 @pytest.fixture(scope="module")
@@ -146,13 +138,6 @@ def test_usage_errors_are_one_line(
 
 
 def test_cli_missing_checkpoint_exits_2_without_traceback(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path), "episodes=3"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = run_script("evaluate", str(tmp_path), "episodes=3")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: no checkpoint in")

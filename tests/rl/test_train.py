@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,8 @@ from agents.config import TrainConfig
 from agents.trainer import Trainer, train_from_args
 from envs import evaluate, make_toy_envs
 from mtrl.config import ConfigError, load_config
+from tests.helpers import run_script
+from tests.rl.helpers import interrupt_once_logged
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = str(ROOT / "configs" / "toy_sac.yaml")
@@ -33,15 +34,6 @@ SHORT = [
     "eval_every=150",
     "progress=false",
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small networks run fastest on one thread (and the machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class RandomAgent:
@@ -142,20 +134,7 @@ def test_run_directory_and_tensorboard(tmp_path: Path) -> None:
     texts = acc.Tags()["tensors"]
     assert any("run/notes" in t for t in texts)
     assert b"env.protocol" in b"".join(hparams.values())
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "evaluate.py"),
-            str(run_dir),
-            "episodes=2",
-            f"out={tmp_path / 'e.json'}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = run_script("evaluate", str(run_dir), "episodes=2", f"out={tmp_path / 'e.json'}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = json.loads((tmp_path / "e.json").read_text())
     assert table["step"] == 300 and table["episodes"] == 2 and set(table["success"]) == {f"reach-{t}" for t in range(4)}
@@ -192,15 +171,8 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path) -> None:
         "log_every=20",
         "progress=false",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    metrics = tmp_path / "int" / "metrics.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (metrics.exists() and '"train/critic_loss"' in metrics.read_text()):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    rc, err = interrupt_once_logged(cmd, ROOT, tmp_path / "int" / "metrics.jsonl", '"train/critic_loss"', 60)
+    assert rc == 0, err
     state = load_checkpoint(tmp_path / "int")
     assert 0 < state["step"] < 1_000_000
     results = json.loads((tmp_path / "int" / "results.json").read_text())
@@ -209,27 +181,20 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path) -> None:
 
 def test_short_real_mt10_run(tmp_path: Path) -> None:
     """40 vector steps of real MT10 (mtrl-legacy) through scripts/train.py: ~20 s on an idle 2-core CPU."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "train.py"),
-            str(ROOT / "configs" / "mt10_sac.yaml"),
-            "env.protocol=mtrl-legacy",
-            "total_steps=40",
-            "sac.warmup_steps=20",
-            "sac.batch_per_task=8",
-            "sac.hidden_sizes=[64, 64]",
-            "eval_every=0",
-            "progress=false",
-            "device=cpu",
-            f"logdir={tmp_path}",
-            "run_name=mt10",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    proc = run_script(
+        "train",
+        str(ROOT / "configs" / "mt10_sac.yaml"),
+        "env.protocol=mtrl-legacy",
+        "total_steps=40",
+        "sac.warmup_steps=20",
+        "sac.batch_per_task=8",
+        "sac.hidden_sizes=[64, 64]",
+        "eval_every=0",
+        "progress=false",
+        "device=cpu",
+        f"logdir={tmp_path}",
+        "run_name=mt10",
         timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "mt10" / "results.json").read_text())

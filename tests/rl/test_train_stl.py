@@ -7,12 +7,8 @@ checkpoints, resume, argument errors — not learning.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,6 +20,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents.config import EnvConfig, TrainConfig, protocol_details
 from envs.protocols import PROTOCOLS
+from tests.helpers import load_script, run_script
+from tests.rl.helpers import interrupt_once_logged
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "train_stl.py"
@@ -33,22 +31,10 @@ MT_RESULT_KEYS = {"run_dir", "protocol", "benchmark", "critic_balancer", "actor_
                   "summary", "evals"}  # fmt: skip  (agents.trainer.Trainer._finish)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def stl() -> ModuleType:
     """scripts/train_stl.py imported as a module (in-process runs skip the interpreter start-up)."""
-    spec = importlib.util.spec_from_file_location("train_stl", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_stl")
 
 
 def _events(run_dir: Path) -> EventAccumulator:
@@ -58,11 +44,8 @@ def _events(run_dir: Path) -> EventAccumulator:
 
 
 def test_cli_run_writes_the_multi_task_layout(tmp_path: Path) -> None:
-    cmd = [sys.executable, str(SCRIPT), "--tasks", "reach-v3", "push-v3", "--eval-every", "60", *TINY,
-           "--logdir", str(tmp_path), "--run-name", "stl"]  # fmt: skip
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    proc = run_script("train_stl", "--tasks", "reach-v3", "push-v3", "--eval-every", "60", *TINY,
+                      "--logdir", str(tmp_path), "--run-name", "stl", timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "stl"
 
@@ -204,28 +187,18 @@ def test_resume_without_checkpoints_is_a_clear_error(stl: ModuleType, tmp_path: 
 
 
 def test_help_documents_every_argument() -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120)
+    proc = run_script("train_stl", "--help")
     assert proc.returncode == 0
     for flag in ("--tasks", "--protocol", "--steps", "--eval-every", "--checkpoint-every", "--resume", "--logdir"):
         assert flag in proc.stdout
 
 
 def test_ctrl_c_saves_and_writes_results(tmp_path: Path) -> None:
-    import signal
-    import time
-
     cmd = [sys.executable, str(SCRIPT), "--tasks", "reach-v3", "--protocol", "mtrl-legacy", "--steps", "1000000",
            "--warmup", "20", "--eval-every", "0", "--log-every", "5", "--buffer", "300", "--device", "cpu",
            "--no-progress", "--logdir", str(tmp_path), "--run-name", "int"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    metrics = tmp_path / "int" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and "train/critic_loss/reach-v3" in metrics.read_text()):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-3000:]
+    rc, err = interrupt_once_logged(cmd, ROOT, tmp_path / "int" / "metrics.jsonl", "train/critic_loss/reach-v3", 120)
+    assert rc == 0, err[-3000:]
     state = json.loads((tmp_path / "int" / "checkpoints" / "state.json").read_text())
     assert 20 < state["steps"]["reach-v3"] < 1_000_000
     results = json.loads((tmp_path / "int" / "results.json").read_text())

@@ -4,24 +4,19 @@ skipped with the reason), and the AMP branch through CPU autocast."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_vision", ROOT / "scripts" / "bench_vision.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_vision"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_vision")
 
 
 def _rows(out: str) -> dict[str, list[str]]:

@@ -37,15 +37,6 @@ def tiny_config(tmp_path: Path, **changes: object) -> VisionConfig:
     return update_config(update_config(cfg, base), changes)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    """Tiny convolutions gain nothing from threads; on a loaded 2-core machine they lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def batch() -> tuple[torch.Tensor, dict[str, torch.Tensor], SyntheticScenes]:
     data = SyntheticScenes("train", size=(32, 40), length=4, seed=0)
