@@ -14,7 +14,8 @@ every RNG, and the state of the training AND evaluation envs, so on the toy suit
 exactly the numbers of an uninterrupted one (losses, parameters, evaluations, results.json), from an
 interval checkpoint or from a Ctrl-C stop. The logs are cut back to the checkpoint step (TensorBoard
 ``purge_step``, ``metrics.jsonl`` truncated) so no step appears twice. Meta-World training episodes
-in progress restart from a reset (``envs.checkpoint``).
+in progress continue exactly on sync envs (``envs.episode_state``; the same numbers as an
+uninterrupted run, ``tests/rl/test_resume.py``) and restart from a reset on async envs.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from agents.sac import EvalAgent, MultiTaskSAC
 from envs import (
     MultiTaskVecEnv,
     Protocol,
+    continues_episodes,
     env_state,
     evaluate,
     load_env_state,
@@ -341,14 +343,19 @@ class Trainer:
             self.buffer.load_state_dict(state["replay"])
         else:
             self.notes.append("resumed without a saved replay buffer: the buffer restarts empty")
-        # Toy: continues mid-episode (== state["obs"]); Meta-World: restores goals/RNGs and resets.
+        # Toy and sync Meta-World envs continue mid-episode (== state["obs"]); async Meta-World envs
+        # restore goals/RNGs and reset.
+        continues = continues_episodes(self.envs, state["env_state"])
         self.obs = load_env_state(self.envs, state["env_state"])
         if "eval_env_state" in state:  # the next evaluation draws what it would have drawn uninterrupted
             restore_env_state(self.eval_envs, state["eval_env_state"])
         else:
             self.notes.append("checkpoint without eval-env state: evaluations after the resume may differ")
-        if self.cfg.env.benchmark != "toy":
-            self.notes.append("resumed a Meta-World run: the interrupted episodes restart from a reset")
+        if not continues:
+            self.notes.append(
+                "resumed a Meta-World run on async envs (or from a checkpoint without episodes): "
+                "the interrupted episodes restart from a reset"
+            )
 
     def save(self) -> Path:
         return save_checkpoint(self.state_dict(), self.run_dir / "checkpoints", self.step)

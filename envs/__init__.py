@@ -5,7 +5,7 @@ appended, SAME_STEP autoreset with ``info["final_obs"]``, ``info["success"]``). 
 imported lazily, by :func:`envs.metaworld.make_mt_envs` only.
 """
 
-from envs.checkpoint import env_state, load_env_state, restore_env_state
+from envs.checkpoint import continues_episodes, env_state, load_env_state, restore_env_state
 from envs.evaluation import EvalResult, evaluate
 from envs.metaworld import BENCHMARKS, make_mt_envs
 from envs.protocols import PROTOCOLS, TOY_PROTOCOL, Protocol, get_protocol
@@ -21,6 +21,7 @@ __all__ = [
     "Protocol",
     "StepResult",
     "ToyReachVecEnv",
+    "continues_episodes",
     "env_state",
     "evaluate",
     "get_protocol",

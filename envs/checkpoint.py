@@ -5,10 +5,13 @@
 * Meta-World: each sub-env's ``CheckpointWrapper.get_checkpoint()`` (metaworld 3.1) serialises its
   task list (the 50 goals), the task-sampling RNG, ``sample_tasks_on_reset`` and the env/space RNGs;
   we add the current goal vector ``_last_rand_vec`` (needed for fixed goals, which the checkpoint does
-  not record) and the running reward-normalisation statistics. The MuJoCo simulator state of the
-  episode in progress is **not** restored: :func:`load_env_state` resets every sub-env, so a resumed
-  Meta-World run starts new episodes (the interrupted ones are lost) and is not bit-identical to an
-  uninterrupted run.
+  not record) and the running reward-normalisation statistics. For **sync** vector envs (the
+  default) the episodes in progress are saved too (:mod:`envs.episode_state`: simulator state,
+  edited model fields, env and wrapper attributes) with the latest observations, and
+  :func:`load_env_state` continues them: a resumed run steps exactly as the uninterrupted one.
+  Async workers cannot be reached by a function call, so async envs (and checkpoints without
+  episodes) are reset instead: their interrupted episodes restart (:func:`continues_episodes`
+  says which case applies).
 
 The state is a dict of Python/numpy objects for ``torch.save``/``pickle`` (not JSON: numpy arrays).
 """
@@ -19,11 +22,13 @@ import copy
 from typing import Any
 
 import numpy as np
+from gymnasium.vector import SyncVectorEnv
 
+from envs.episode_state import episode_state, load_episode_state
 from envs.toy import ToyReachVecEnv
 from envs.vector import MultiTaskVecEnv
 
-__all__ = ["env_state", "load_env_state", "restore_env_state"]
+__all__ = ["continues_episodes", "env_state", "load_env_state", "restore_env_state"]
 
 _REWARD_NORM_ATTRS = ("_reward_mean", "_reward_var")
 
@@ -48,20 +53,40 @@ def env_state(envs: MultiTaskVecEnv) -> dict[str, Any]:
     state["rand_vecs"] = [np.array(v, copy=True) for v in envs.get_attr("_last_rand_vec")]
     if envs.protocol.reward_normalization == "exponential":
         state["reward_norm"] = {name: list(envs.get_attr(name)) for name in _REWARD_NORM_ATTRS}
+    if isinstance(base, SyncVectorEnv) and envs.last_obs is not None:
+        state["episodes"] = [episode_state(env) for env in base.envs]
+        state["obs"] = np.array(envs.last_obs, copy=True)
     return state
+
+
+def continues_episodes(envs: MultiTaskVecEnv, state: dict[str, Any]) -> bool:
+    """Whether :func:`load_env_state` continues the saved episodes in progress (else it resets)."""
+    return isinstance(envs.vec_env, ToyReachVecEnv) or (
+        "episodes" in state and isinstance(envs.vec_env, SyncVectorEnv)
+    )
 
 
 def load_env_state(envs: MultiTaskVecEnv, state: dict[str, Any]) -> np.ndarray:
     """Restore :func:`env_state` into ``envs`` and return the observations ``(T, D)`` to act on next.
 
     ``envs`` must be built for the same benchmark, protocol and tasks (its seed may differ: the
-    goals and RNGs come from ``state``). Toy envs continue mid-episode; Meta-World envs are reset
-    (see the module docstring), so the caller should also reset its agent's per-episode memory.
+    goals and RNGs come from ``state``). Toy envs and sync Meta-World envs continue mid-episode;
+    otherwise (async envs, a state without episodes) the Meta-World envs are reset (see the module
+    docstring) and the caller should also reset its agent's per-episode memory.
     """
     restore_env_state(envs, state)
     base = envs.vec_env
     if isinstance(base, ToyReachVecEnv):
         return base.current_obs()
+    if continues_episodes(envs, state):
+        assert isinstance(base, SyncVectorEnv)
+        if len(state["episodes"]) != len(base.envs):
+            raise ValueError(f"env state holds {len(state['episodes'])} episodes, these envs have {len(base.envs)}")
+        for env, episode in zip(base.envs, state["episodes"], strict=True):
+            load_episode_state(env, episode)
+        obs = np.array(state["obs"], copy=True)
+        envs.last_obs = obs
+        return obs
     obs, _ = envs.reset()
     return np.asarray(obs)
 

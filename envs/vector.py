@@ -82,6 +82,26 @@ class MultiTaskVecEnv(VectorWrapper):
         self.protocol = protocol
         self.benchmark = benchmark
         self.seed = seed
+        self._last_obs: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._last_obs = obs
+        return obs, info
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        self._last_obs = obs
+        return obs, reward, terminated, truncated, info
+
+    @property
+    def last_obs(self) -> np.ndarray | None:
+        """The observations returned by the latest ``reset``/``step`` (what the agent acts on next)."""
+        return self._last_obs
+
+    @last_obs.setter
+    def last_obs(self, obs: np.ndarray) -> None:
+        self._last_obs = obs
 
     @property
     def vec_env(self) -> VectorEnv:

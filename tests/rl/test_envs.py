@@ -7,6 +7,7 @@ resets what it uses. MT50 and the async strategy are behind ``@pytest.mark.slow`
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 
 import gymnasium as gym
@@ -16,6 +17,7 @@ import pytest
 from envs import (
     PROTOCOLS,
     MultiTaskVecEnv,
+    continues_episodes,
     env_state,
     evaluate,
     get_protocol,
@@ -253,20 +255,54 @@ def test_evaluate_random_agent_legacy_episodes(legacy: Built) -> None:
     assert agent.resets[-1].all() and not np.any(agent.resets[1:-1])
 
 
-def test_env_state_round_trip_restores_goals_and_rngs(v3_a: Built, v3_other_seed: Built) -> None:
+def test_env_state_round_trip_continues_the_episodes_in_progress(v3_a: Built, v3_other_seed: Built) -> None:
+    """A sync env's state holds its episodes in progress: loaded into envs of another seed, they go on
+    step for step as the source does (goals, RNGs, simulator and wrapper state all come along), and the
+    next resets draw the same goals."""
     source, _ = v3_a
     target, _ = v3_other_seed  # another seed: its goal sets differ until the state is loaded
     for _ in range(3):
         source.reset()  # advance the task-sampling RNGs
+    rng = np.random.default_rng(2)
+    for act in rng.uniform(-1, 1, size=(5, 10, 4)):
+        step_transitions(source, act)  # into the episode
     state = env_state(source)
+    assert continues_episodes(target, state)
     obs_target = load_env_state(target, state)
-    obs_source, _ = source.reset()
-    np.testing.assert_array_equal(obs_target, obs_source)
+    assert source.last_obs is not None
+    np.testing.assert_array_equal(obs_target, source.last_obs)
     for vec_target, vec_source in zip(_rand_vecs(target), _rand_vecs(source), strict=True):
         np.testing.assert_array_equal(vec_target, vec_source)
-    actions = np.random.default_rng(2).uniform(-1, 1, size=(3, 10, 4))
-    for act in actions:
-        np.testing.assert_array_equal(step_transitions(target, act).obs, step_transitions(source, act).obs)
+    for act in rng.uniform(-1, 1, size=(3, 10, 4)):
+        got, want = step_transitions(target, act), step_transitions(source, act)
+        np.testing.assert_array_equal(got.obs, want.obs)
+        np.testing.assert_array_equal(got.reward, want.reward)
+    np.testing.assert_array_equal(target.reset()[0], source.reset()[0])
+
+
+def test_resumed_sync_envs_continue_bit_identically_across_an_autoreset(v3_other_seed: Built) -> None:
+    """What a resumed trainer does: the state goes through pickle (the checkpoint file) into envs built
+    from another seed; the next 80 steps, crossing the time limit at 100 and its autoreset, equal the
+    uninterrupted envs' steps bit for bit (observations, rewards, flags, successes, episode returns)."""
+    source, _ = v3_other_seed
+    source.reset()
+    rng = np.random.default_rng(3)
+    for act in rng.uniform(-1, 1, size=(60, 10, 4)):
+        step_transitions(source, act)
+    state = pickle.loads(pickle.dumps(env_state(source)))
+    actions = rng.uniform(-1, 1, size=(80, 10, 4))
+    expected = [step_transitions(source, act) for act in actions]
+    target = make_mt_envs("MT10", protocol="metaworld-v3", seed=7, max_episode_steps=100)
+    try:
+        load_env_state(target, state)
+        for act, want in zip(actions, expected, strict=True):
+            got = step_transitions(target, act)
+            for field in ("next_obs", "obs", "reward", "terminated", "truncated", "success", "episode_length"):
+                np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+            np.testing.assert_array_equal(got.episode_return, want.episode_return)  # NaN where none ended
+    finally:
+        target.close()
+    assert sum(int(step.truncated.sum()) for step in expected) == 10  # every task crossed its time limit
 
 
 def test_env_state_restores_legacy_fixed_goals_and_reward_statistics(legacy: Built) -> None:
