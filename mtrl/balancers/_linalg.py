@@ -1,6 +1,7 @@
 """Small float64 linear algebra on Gramians ``G (T, T)`` shared by the Gramian weightings.
 
-Every helper takes and returns float64 tensors on the input's device. Rank handling is explicit:
+The torch helpers take and return float64 tensors on the input's device, their ``_np`` twins float64
+NumPy arrays. Rank handling is explicit:
 eigenvalues at or below ``rtol · λ_max`` count as zero, and an all-zero Gramian has rank 0 (never a
 NaN). ``rtol`` must match the precision the Gramian was computed from: ``T · eps(dtype)`` of the
 gradients (:func:`default_rtol`, the ``torch.linalg.pinv`` convention). A ``G`` of float32 gradients
@@ -18,13 +19,12 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "cosine_matrix",
+    "Array",
     "cosine_matrix_np",
     "default_rtol",
     "psd_eigh",
     "psd_eigh_np",
     "psd_pinv",
-    "row_norms",
     "to_numpy64",
 ]
 
@@ -42,26 +42,6 @@ def to_numpy64(gram: Tensor) -> npt.NDArray[np.float64]:
     """A symmetrised float64 NumPy copy of ``gram (T, T)`` (small iterative solvers run on the CPU)."""
     g = gram.detach().to(device="cpu", dtype=torch.float64).numpy()
     return np.asarray(0.5 * (g + g.T), dtype=np.float64)
-
-
-def row_norms(gram: Tensor) -> Tensor:
-    """Per-task gradient norms ``‖g_t‖ = √G_tt`` ``(T,)`` (tiny negative rounding clamped to 0)."""
-    return torch.diagonal(gram.to(torch.float64)).clamp(min=0.0).sqrt()
-
-
-def cosine_matrix(gram: Tensor) -> tuple[Tensor, Tensor]:
-    """Equilibrate ``G = D C D`` with ``D = diag(‖g_t‖)``; return ``(C (T, T), norms (T,))``.
-
-    ``C_ij = cos(g_i, g_j)``, with rows/columns of zero-norm tasks set to 0 (their diagonal too).
-    Working with ``C`` instead of ``G`` keeps solves accurate when norms span many decades.
-    """
-    g = gram.to(torch.float64)
-    norms = row_norms(g)
-    inv = torch.where(norms > 0, 1.0 / norms.clamp(min=torch.finfo(torch.float64).tiny), torch.zeros_like(norms))
-    cos = (g * inv[:, None] * inv[None, :]).clamp(-1.0, 1.0)
-    cos = 0.5 * (cos + cos.T)
-    cos.diagonal().copy_((norms > 0).to(cos))
-    return cos, norms
 
 
 def psd_eigh(gram: Tensor, rtol: float | None = None) -> tuple[Tensor, Tensor, int]:
@@ -91,7 +71,12 @@ def psd_pinv(gram: Tensor, rtol: float | None = None) -> Tensor:
 
 
 def cosine_matrix_np(g: Array) -> tuple[Array, Array]:
-    """:func:`cosine_matrix` of a symmetric float64 array ``g (T, T)``: ``(C (T, T), norms (T,))``."""
+    """Equilibrate a symmetric float64 ``g (T, T)`` as ``G = D C D`` with ``D = diag(‖g_t‖)``; return
+    ``(C (T, T), norms (T,))``.
+
+    ``C_ij = cos(g_i, g_j)``, with rows/columns of zero-norm tasks set to 0 (their diagonal too).
+    Working with ``C`` instead of ``G`` keeps solves accurate when norms span many decades.
+    """
     norms = np.sqrt(np.maximum(np.diag(g), 0.0))
     positive = norms > 0
     inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=positive)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.balancers._linalg import psd_eigh, psd_eigh_np, to_numpy64
+from mtrl.balancers._linalg import Array, psd_eigh, psd_eigh_np, to_numpy64
 from mtrl.balancers.base import GramianWeighting
 
 __all__ = ["AlignedMTL", "AlignedMTLUB", "ScaleMode"]
@@ -61,6 +61,14 @@ class AlignedMTL(GramianWeighting):
         self._pref = np.asarray(pref_values, dtype=np.float64)
         self.scale_mode: ScaleMode = scale_mode
 
+    def _sigma(self, vals_r: Array) -> float:
+        """``σ`` of ``scale_mode`` from the ``R`` non-zero eigenvalues ``λ_1 ≥ … ≥ λ_R`` (descending)."""
+        if self.scale_mode == "min":
+            return math.sqrt(float(vals_r[-1]))
+        if self.scale_mode == "median":
+            return math.sqrt(float(np.sort(vals_r)[(vals_r.shape[0] - 1) // 2]))  # the lower median, as torch.median
+        return math.sqrt(float(vals_r.mean()))
+
     def alignment_matrix(self, gram: Tensor, rtol: float | None = None) -> Tensor:
         """``B (T, T)`` float64 such that the aligned gradients are the rows of ``B J`` (zeros at rank 0);
         ``rtol``: eigenvalue cut-off relative to ``λ_max`` (None: ``T · eps(float64)``)."""
@@ -68,12 +76,7 @@ class AlignedMTL(GramianWeighting):
         if rank == 0:
             return torch.zeros_like(vecs)
         vals_r, vecs_r = vals[:rank], vecs[:, :rank]
-        if self.scale_mode == "min":
-            sigma = vals_r[-1].sqrt()
-        elif self.scale_mode == "median":
-            sigma = vals_r.median().sqrt()
-        else:
-            sigma = vals_r.mean().sqrt()
+        sigma = self._sigma(vals_r.cpu().numpy())
         return sigma * (vecs_r / vals_r.sqrt()) @ vecs_r.T
 
     def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
@@ -82,13 +85,7 @@ class AlignedMTL(GramianWeighting):
         if rank == 0:
             return torch.zeros(self.num_tasks, dtype=torch.float64, device=gram.device)
         vals_r, vecs_r = vals[:rank], vecs[:, :rank]
-        if self.scale_mode == "min":
-            sigma = math.sqrt(float(vals_r[-1]))
-        elif self.scale_mode == "median":
-            sigma = math.sqrt(float(np.sort(vals_r)[(rank - 1) // 2]))  # the lower median, as torch.median
-        else:
-            sigma = math.sqrt(float(vals_r.mean()))
-        w = vecs_r @ ((sigma / np.sqrt(vals_r)) * (vecs_r.T @ self._pref))
+        w = vecs_r @ ((self._sigma(vals_r) / np.sqrt(vals_r)) * (vecs_r.T @ self._pref))
         return torch.from_numpy(w).to(gram.device)
 
     def extra_repr(self) -> str:

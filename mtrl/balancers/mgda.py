@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mtrl.balancers._linalg import row_norms, to_numpy64
+from mtrl.balancers._linalg import Array, to_numpy64
 from mtrl.balancers._qp import min_norm_simplex
 from mtrl.balancers.base import GramianWeighting, check_losses
 
@@ -50,33 +50,21 @@ class MGDA(GramianWeighting):
         """Loss normalisers divide by ``L_t``: they require strictly positive losses."""
         check_losses(losses, self.num_tasks, positive=self.normalization in ("loss", "loss+"), name=self.name)
 
-    def normalizers(self, gram: Tensor, losses: Tensor) -> Tensor:
-        """Gradient normalisers ``n (T,)`` float64 (see the class docstring)."""
-        norms = row_norms(gram)
-        loss64 = losses.detach().to(device=norms.device, dtype=torch.float64)
+    def _normalizers(self, g: Array, losses: Tensor) -> Array:
+        """Gradient normalisers ``n (T,)`` of the float64 Gramian ``g`` (see the class docstring)."""
+        if self.normalization == "none":
+            return np.ones(g.shape[0])
+        norms = np.sqrt(np.maximum(np.diag(g), 0.0))
         if self.normalization == "l2":
             return norms
-        if self.normalization == "loss":
-            return loss64
-        if self.normalization == "loss+":
-            return loss64 * norms
-        return torch.ones_like(norms)
+        loss64 = losses.detach().to(device="cpu", dtype=torch.float64).numpy()
+        return loss64 if self.normalization == "loss" else loss64 * norms  # "loss" / "loss+"
 
     def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """Weights ``w (T,)`` float64 from ``gram (T, T)`` and ``losses (T,)``."""
         g = to_numpy64(gram)
-        if self.normalization == "none":
-            inv = np.ones(g.shape[0])
-        else:
-            norms = np.sqrt(np.maximum(np.diag(g), 0.0))
-            loss64 = losses.detach().to(device="cpu", dtype=torch.float64).numpy()
-            if self.normalization == "l2":
-                scale = norms
-            elif self.normalization == "loss":
-                scale = loss64
-            else:  # loss+
-                scale = loss64 * norms
-            inv = np.divide(1.0, scale, out=np.zeros(g.shape[0]), where=scale > 0)
+        scale = self._normalizers(g, losses)
+        inv = np.divide(1.0, scale, out=np.zeros(g.shape[0]), where=scale > 0)
         simplex = min_norm_simplex(g * inv[:, None] * inv[None, :])
         return torch.from_numpy(simplex * inv).to(gram.device)
 
