@@ -52,7 +52,7 @@ from envs import (
     restore_env_state,
     step_transitions,
 )
-from mtrl.config import ConfigError, config_to_dict, load_config, save_config
+from mtrl.config import ConfigError, config_differences, config_to_dict, load_config, save_config
 from mtrl.device import resolve_device
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, flatten_hparams, truncate_jsonl
 from mtrl.replay import MultiTaskReplayBuffer
@@ -104,27 +104,13 @@ def hparam_metrics(evals: list[dict[str, Any]], protocol: Protocol) -> dict[str,
     return out
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):  # an empty mapping adds no key ({} = no hyper-parameters)
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def check_resume_config(saved: dict[str, Any], new: dict[str, Any]) -> None:
     """Raise :class:`ConfigError` listing every key (outside ``RESUME_MAY_CHANGE``) where the resolved
     config of a resume differs from the run's saved config.yaml."""
-    a, b = _flat(saved), _flat(new)
-    differing = sorted(
-        key
-        for key in set(a) | set(b)
-        if key.split(".")[0] not in RESUME_MAY_CHANGE and (key not in a or key not in b or a[key] != b[key])
-    )
-    if differing:
-        details = "; ".join(f"{k}: saved {a.get(k, '<missing>')!r}, now {b.get(k, '<missing>')!r}" for k in differing)
+    changed = config_differences(saved, new, RESUME_MAY_CHANGE)
+    if changed:
+        differing = [key for key, _, _ in changed]
+        details = "; ".join(f"{key}: saved {old!r}, now {now!r}" for key, old, now in changed)
         raise ConfigError(
             f"resume=true with a config that differs from the run's config.yaml in {differing} ({details}); "
             f"only {', '.join(RESUME_MAY_CHANGE)} may change on resume (start a new run_name otherwise)"

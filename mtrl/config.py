@@ -17,7 +17,17 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["ConfigError", "config_to_dict", "load_config", "parse_overrides", "save_config", "update_config"]
+__all__ = [
+    "MISSING",
+    "ConfigError",
+    "config_differences",
+    "config_to_dict",
+    "flatten_config",
+    "load_config",
+    "parse_overrides",
+    "save_config",
+    "update_config",
+]
 
 C = TypeVar("C")
 
@@ -168,3 +178,36 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML."""
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+#: How :func:`config_differences` shows a key that one of the two configs does not have.
+MISSING = "<missing>"
+
+
+def flatten_config(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The leaves of a nested config as ``{"a.b": value}``; an empty mapping contributes no key (so
+    ``{}`` → ``{"lr": 1}`` reads as the key ``…lr`` appearing)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(
+    old: Mapping[str, Any], new: Mapping[str, Any], may_change: Sequence[str] | frozenset[str] = ()
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` for every leaf where two nested configs differ, sorted by
+    key; a key only one side has differs (the other side reads :data:`MISSING`). Keys equal to an entry
+    of ``may_change`` or below it (``"optim.steps"``, or ``"logdir"`` and its sub-keys) are skipped.
+    What resume checks compare: the saved config.yaml against the config of the resuming run."""
+    a, b = flatten_config(old), flatten_config(new)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == m or key.startswith(f"{m}.") for m in may_change):
+            continue
+        if key not in a or key not in b or a[key] != b[key]:
+            out.append((key, a.get(key, MISSING), b.get(key, MISSING)))
+    return out

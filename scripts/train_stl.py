@@ -208,25 +208,14 @@ RESUME_MAY_CHANGE = (
 )  # fmt: skip
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def resume_mismatch(saved: dict[str, Any], new: dict[str, Any]) -> str | None:
     """None if ``new`` may resume the run of ``saved``; else which keys differ, with both values."""
-    a, b = _flat(saved), _flat(new)
-    keys = sorted(
-        k for k in set(a) | set(b) if k.split(".")[0] not in RESUME_MAY_CHANGE and a.get(k, "<missing>") != b.get(k)
-    )
-    if not keys:
+    from mtrl.config import config_differences
+
+    changed = config_differences(saved, new, RESUME_MAY_CHANGE)
+    if not changed:
         return None
-    return "; ".join(f"{k}: the run has {a.get(k, '<missing>')!r}, now {b.get(k, '<missing>')!r}" for k in keys)
+    return "; ".join(f"{key}: the run has {old!r}, now {now!r}" for key, old, now in changed)
 
 
 # --- environments ---------------------------------------------------------------------------------

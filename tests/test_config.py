@@ -8,7 +8,17 @@ from typing import Literal
 
 import pytest
 
-from mtrl.config import ConfigError, config_to_dict, load_config, parse_overrides, save_config, update_config
+from mtrl.config import (
+    MISSING,
+    ConfigError,
+    config_differences,
+    config_to_dict,
+    flatten_config,
+    load_config,
+    parse_overrides,
+    save_config,
+    update_config,
+)
 
 
 @dataclass(frozen=True)
@@ -65,3 +75,15 @@ def test_roundtrip_and_update(tmp_path: Path) -> None:
     assert load_config(Outer, tmp_path / "c.yaml") == cfg
     assert update_config(cfg, {"seed": 9}).seed == 9
     assert config_to_dict(cfg)["inner"] == {"lr": 0.5, "hidden": [400, 400]}
+
+
+def test_config_differences_names_every_changed_leaf_except_the_allowed() -> None:
+    old = {"seed": 0, "optim": {"lr": 1e-3, "steps": 10}, "hp": {}, "gone": 1, "logdir": {"root": "a"}}
+    new = {"seed": 1, "optim": {"lr": 1e-3, "steps": 20}, "hp": {"c": 0.4}, "logdir": {"root": "b"}}
+    assert flatten_config(old) == {"seed": 0, "optim.lr": 1e-3, "optim.steps": 10, "gone": 1, "logdir.root": "a"}
+    assert config_differences(old, new, ("optim.steps", "logdir")) == [
+        ("gone", 1, MISSING),
+        ("hp.c", MISSING, 0.4),
+        ("seed", 0, 1),
+    ]
+    assert config_differences(old, old) == []

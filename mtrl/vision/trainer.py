@@ -53,7 +53,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mtrl.balancers import Balancer, GradientBalancer, GramianWeighting, make_balancer
-from mtrl.config import ConfigError, config_to_dict, load_config, save_config
+from mtrl.config import MISSING, ConfigError, config_to_dict, load_config, save_config
+from mtrl.config import config_differences as nested_differences
 from mtrl.device import resolve_device
 from mtrl.engine import BalanceReport, GradientEngine, LossClosure, Strategy, make_loss_fn
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, truncate_jsonl
@@ -181,22 +182,15 @@ def _results_path(path: str) -> Path:
     return p / "results.json" if p.is_dir() else p
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):  # an empty mapping contributes no key (so {} → {"a": 1} reads "x.a: None -> 1")
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
 def config_differences(old: VisionConfig, new: VisionConfig, allowed: frozenset[str] = frozenset()) -> list[str]:
-    """``["key: old -> new", ...]`` for every dotted config key that differs, except those in ``allowed``."""
-    a, b = _flatten(config_to_dict(old)), _flatten(config_to_dict(new))
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if k not in allowed]
+    """``["key: old -> new", ...]`` for every dotted config key that differs, except those in ``allowed``
+    (a key only one side has shows ``None`` on the other)."""
+    changed = nested_differences(config_to_dict(old), config_to_dict(new), allowed)
+    return [f"{key}: {_shown(a)!r} -> {_shown(b)!r}" for key, a, b in changed]
+
+
+def _shown(value: Any) -> Any:
+    return None if value is MISSING else value
 
 
 class BalancedStep:
