@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["min_norm_kkt_violation", "min_norm_simplex", "nonneg_qp", "nonneg_qp_batch"]
+__all__ = ["accurate_solve", "min_norm_kkt_violation", "min_norm_simplex", "nonneg_qp", "nonneg_qp_batch"]
 
 Array = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
@@ -46,17 +46,27 @@ def _is_zero_point(dd: float, u: Array) -> bool:
     return dd <= 64.0 * _EPS * float(np.abs(u).sum()) ** 2
 
 
-def _solve_or_lstsq(mat: Array, rhs: Array) -> Array:
-    """``mat⁻¹ rhs`` by LU when it is accurate (residual ≤ 1e-10 relative), else the least-squares
-    solution (a singular or nearly singular ``mat``). LU is ~4× cheaper for these tiny systems."""
+def accurate_solve(mat: Array, rhs: Array, rhs_scale: float) -> Array | None:
+    """``mat⁻¹ rhs`` by LU, or None when ``mat`` is singular, the solution is not finite, or the residual
+    exceeds ``1e-10 · (max|mat| · max|sol| + rhs_scale)`` (a nearly singular ``mat``)."""
     try:
         sol = np.linalg.solve(mat, rhs)
     except np.linalg.LinAlgError:
-        sol = None
-    if sol is not None and bool(np.isfinite(sol).all()):
-        residual = float(np.abs(mat @ sol - rhs).max())
-        if residual <= 1e-10 * (float(np.abs(mat).max()) * float(np.abs(sol).max()) + float(np.abs(rhs).max())):
-            return np.asarray(sol, dtype=np.float64)
+        return None
+    if not bool(np.isfinite(sol).all()):
+        return None
+    residual = float(np.abs(mat @ sol - rhs).max())
+    if residual > 1e-10 * (float(np.abs(mat).max()) * float(np.abs(sol).max()) + rhs_scale):
+        return None
+    return np.asarray(sol, dtype=np.float64)
+
+
+def _solve_or_lstsq(mat: Array, rhs: Array) -> Array:
+    """``mat⁻¹ rhs`` by LU when it is accurate (:func:`accurate_solve`), else the least-squares
+    solution (a singular or nearly singular ``mat``). LU is ~4× cheaper for these tiny systems."""
+    sol = accurate_solve(mat, rhs, float(np.abs(rhs).max()))
+    if sol is not None:
+        return sol
     return np.asarray(np.linalg.lstsq(mat, rhs, rcond=None)[0], dtype=np.float64)
 
 
@@ -102,14 +112,8 @@ def _corral_guess(cos: Array, norms: Array, tol: float, rounds: int = 8) -> Arra
     for _ in range(rounds):
         support = np.flatnonzero(inside)
         kkt, rhs, c_tilde = _affine_system(cos, norms, support)
-        try:
-            sol = np.linalg.solve(kkt, rhs)
-        except np.linalg.LinAlgError:
-            return best
-        if not bool(np.isfinite(sol).all()):
-            return best
-        residual = float(np.abs(kkt @ sol - rhs).max())
-        if residual > 1e-10 * (float(np.abs(kkt).max()) * float(np.abs(sol).max()) + 1.0):
+        sol = accurate_solve(kkt, rhs, 1.0)
+        if sol is None:
             return best
         mu = sol[: support.shape[0]] * c_tilde
         total = float(mu.sum())

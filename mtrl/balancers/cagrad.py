@@ -12,7 +12,7 @@ from scipy.optimize import brentq
 from torch import Tensor
 
 from mtrl.balancers._linalg import to_numpy64
-from mtrl.balancers._qp import min_norm_simplex
+from mtrl.balancers._qp import accurate_solve, min_norm_simplex
 from mtrl.balancers.base import GramianWeighting
 
 __all__ = ["CAGrad"]
@@ -39,13 +39,8 @@ def _dual_on_support(
     idx = support
     sub = g[idx[:, None], idx[None, :]]
     rhs = np.stack([np.ones(idx.shape[0]), lin[idx]], axis=1)
-    try:
-        sol = np.linalg.solve(sub, rhs)
-    except np.linalg.LinAlgError:
-        return None
-    if not bool(np.isfinite(sol).all()):
-        return None
-    if float(np.abs(sub @ sol - rhs).max()) > 1e-10 * (float(np.abs(sub).max()) * float(np.abs(sol).max()) + 1.0):
+    sol = accurate_solve(sub, rhs, 1.0)
+    if sol is None:
         return None
     y, z = sol[:, 0], sol[:, 1]
     quad_a, quad_b = float(y.sum()), float(z.sum())
