@@ -8,11 +8,38 @@ representation for the ``representation`` strategy (``report.strategy`` says whi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Generic, TypeVar, overload
 
 import torch
 from torch import Tensor
 
 __all__ = ["BalanceReport", "gram_statistics"]
+
+
+V = TypeVar("V")
+
+
+class _Statistic(Generic[V]):
+    """A statistic of ``G`` on :class:`BalanceReport`: read, it first summarises a pending ``G``
+    (:meth:`BalanceReport.set_gram`); assigned, it overrides the value (after that summary)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    @overload
+    def __get__(self, report: None, owner: type) -> _Statistic[V]: ...
+    @overload
+    def __get__(self, report: BalanceReport, owner: type) -> V: ...
+    def __get__(self, report: BalanceReport | None, owner: type) -> V | _Statistic[V]:
+        if report is None:
+            return self
+        report._summarise()
+        value: V = getattr(report, self.slot)
+        return value
+
+    def __set__(self, report: BalanceReport, value: V) -> None:
+        report._summarise()
+        setattr(report, self.slot, value)
 
 
 class BalanceReport:
@@ -74,45 +101,10 @@ class BalanceReport:
             self._pending = None
             self._grad_norms, self._cos_min, self._cos_mean, self._cond = gram_statistics(gram, source_dtype)
 
-    @property
-    def grad_norms(self) -> Tensor | None:
-        self._summarise()
-        return self._grad_norms
-
-    @grad_norms.setter
-    def grad_norms(self, value: Tensor | None) -> None:
-        self._summarise()
-        self._grad_norms = value
-
-    @property
-    def cos_min(self) -> float | None:
-        self._summarise()
-        return self._cos_min
-
-    @cos_min.setter
-    def cos_min(self, value: float | None) -> None:
-        self._summarise()
-        self._cos_min = value
-
-    @property
-    def cos_mean(self) -> float | None:
-        self._summarise()
-        return self._cos_mean
-
-    @cos_mean.setter
-    def cos_mean(self, value: float | None) -> None:
-        self._summarise()
-        self._cos_mean = value
-
-    @property
-    def cond(self) -> float | None:
-        self._summarise()
-        return self._cond
-
-    @cond.setter
-    def cond(self, value: float | None) -> None:
-        self._summarise()
-        self._cond = value
+    grad_norms: _Statistic[Tensor | None] = _Statistic()
+    cos_min: _Statistic[float | None] = _Statistic()
+    cos_mean: _Statistic[float | None] = _Statistic()
+    cond: _Statistic[float | None] = _Statistic()
 
     def __repr__(self) -> str:
         return (
