@@ -8,15 +8,13 @@ with dotted keys (``sac.batch_per_task=64``). Unknown keys and bad values fail a
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import torch
 
 from envs.protocols import TOY_PROTOCOL, get_protocol
 from mtrl.balancers import BALANCERS, Balancer, balancer_hparams, make_balancer
 from mtrl.config import ConfigError
+from mtrl.device import check_device_name, resolve_device_name
 
 __all__ = [
     "RESUME_MAY_CHANGE",
@@ -48,8 +46,6 @@ RESUME_MAY_CHANGE = (
     "checkpoint_every",
     "checkpoint_replay",
 )
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_VALID_DEVICES = "'auto', 'cpu', 'cuda', 'cuda:<index>', 'mps'"
 
 
 @dataclass(frozen=True)
@@ -215,8 +211,7 @@ class TrainConfig:
             )
         if self.sac.init_temperature <= 0 or self.sac.lr <= 0 or self.sac.alpha_lr <= 0:
             raise ConfigError("sac.init_temperature, sac.lr and sac.alpha_lr must be > 0")
-        if not _DEVICE_RE.match(self.device):
-            raise ConfigError(f"bad value {self.device!r} for 'device'; valid choices: {_VALID_DEVICES}")
+        check_device_name(self.device)
 
 
 def num_tasks_of(cfg: TrainConfig) -> int:
@@ -337,35 +332,6 @@ def build_balancers(cfg: TrainConfig, num_tasks: int) -> tuple[Balancer, Balance
         make_balancer(cfg.critic_balancer, num_tasks, **(cfg.critic_balancer_hparams or {})),
         make_balancer(cfg.actor_balancer, num_tasks, **(cfg.actor_balancer_hparams or {})),
     )
-
-
-def resolve_device_name(name: str) -> str:
-    """The device ``name`` resolves to on this machine (``"auto"`` → ``"cuda"`` or ``"cpu"``).
-
-    Raises :class:`ConfigError` naming the key ``device`` and the devices valid here for a
-    malformed name or a device this machine does not have.
-    """
-    available = ["'auto'", "'cpu'"]
-    if torch.cuda.is_available():
-        available += ["'cuda'"] + [f"'cuda:{i}'" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps is not None and mps.is_available())
-    if has_mps:
-        available.append("'mps'")
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not _DEVICE_RE.match(name):
-        raise ConfigError(f"bad value {name!r} for 'device'; valid choices: {_VALID_DEVICES}")
-    device = torch.device(name)
-    missing = (
-        (device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()))
-        or (device.type == "mps" and not has_mps)
-    )
-    if missing:
-        raise ConfigError(
-            f"bad value {name!r} for 'device': not available on this machine; valid here: {', '.join(available)}"
-        )
-    return str(device)
 
 
 def protocol_details(cfg: TrainConfig) -> dict[str, Any]:
