@@ -29,11 +29,6 @@ __all__ = [
     "resolve_device_name",
 ]
 
-#: Balancers that need the engine's ``features=`` (a single shared representation). SAC has none:
-#: the twin critics have two trunks and the actor's features are not what the critic losses see.
-REPRESENTATION_ONLY = ("mgda_ub", "aligned_mtl_ub")
-#: Balancers that need a loss closure (``loss_fn=``), built by :class:`agents.sac.MultiTaskSAC`.
-CLOSURE_BALANCERS = ("sgsu", "dgr")
 #: Top-level keys a ``resume=true`` run may change (nothing else may differ from the saved config.yaml).
 RESUME_MAY_CHANGE = (
     "total_steps",
@@ -237,7 +232,9 @@ def _group_hparams(cfg: TrainConfig, group: str, name: str) -> dict[str, Any]:
 def _adapt(name: str, hp: dict[str, Any], key: str, seed: int, notes: list[str]) -> dict[str, Any]:
     """Fill the SAC-specific hyper-parameters of one group's balancer (``key`` names the config key)."""
     hp = dict(hp)
-    if name in REPRESENTATION_ONLY or getattr(BALANCERS.get(name), "representation_required", False):
+    # balancers that need the engine's features= (mgda_ub, aligned_mtl_ub): SAC has no single shared
+    # representation (the twin critics have two trunks; the actor's features are not what the critics see)
+    if getattr(BALANCERS.get(name), "representation_required", False):
         raise ConfigError(
             f"balancer {name!r} ({key}) needs one shared representation (the engine's features=), which SAC "
             f"does not have (twin critics with two trunks); use its parameter-level version "

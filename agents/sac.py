@@ -40,9 +40,7 @@ from torch import Tensor, nn
 from agents.config import SACConfig
 from agents.networks import Actor, TwinCritic, polyak_update
 from mtrl.balancers import Balancer
-from mtrl.balancers.dgr import DGR
-from mtrl.balancers.sgsu import SGSU
-from mtrl.engine import BalanceReport, GradientEngine, LinearCapture, LossClosure, make_loss_fn
+from mtrl.engine import BalanceReport, GradientEngine, LinearCapture, LossClosure, make_loss_fn, needs_loss_fn
 from mtrl.replay import Batch
 
 __all__ = ["EvalAgent", "MultiTaskSAC"]
@@ -113,8 +111,8 @@ class MultiTaskSAC:
         self.critic_shared, self.critic_task = self.critic.shared_parameters(), self.critic.task_parameters()
         self.actor_shared, self.actor_task = self.actor.shared_parameters(), self.actor.task_parameters()
         #: sgsu and dgr (or a dgr wrapping sgsu) need loss closures in ``engine.backward``.
-        self.critic_needs_closure = _needs_closure(critic_balancer)
-        self.actor_needs_closure = _needs_closure(actor_balancer)
+        self.critic_needs_closure = needs_loss_fn(critic_balancer)
+        self.actor_needs_closure = needs_loss_fn(actor_balancer)
         self.num_updates = 0
 
     # --- learning ------------------------------------------------------------------------------
@@ -298,11 +296,6 @@ class MultiTaskSAC:
         self.critic_balancer.load_state_dict(state["critic_balancer"])
         self.actor_balancer.load_state_dict(state["actor_balancer"])
         self.num_updates = int(state["num_updates"])
-
-
-def _needs_closure(balancer: Balancer) -> bool:
-    """True for sgsu and dgr (whose regulariser, and an sgsu base, re-evaluate the losses)."""
-    return isinstance(balancer, (SGSU, DGR))
 
 
 class EvalAgent:

@@ -10,7 +10,16 @@
 
 from mtrl.engine.capture import LinearCapture
 from mtrl.engine.closure import LossClosure, make_loss_fn
-from mtrl.engine.engine import STRATEGIES, GradientEngine, Strategy
+from mtrl.engine.engine import STRATEGIES, GradientEngine, Strategy, needs_loss_fn
 from mtrl.engine.report import BalanceReport
 
-__all__ = ["STRATEGIES", "BalanceReport", "GradientEngine", "LinearCapture", "LossClosure", "Strategy", "make_loss_fn"]
+__all__ = [
+    "STRATEGIES",
+    "BalanceReport",
+    "GradientEngine",
+    "LinearCapture",
+    "LossClosure",
+    "Strategy",
+    "make_loss_fn",
+    "needs_loss_fn",
+]

@@ -72,7 +72,7 @@ from mtrl.engine.strategies import (
     split_direction,
 )
 
-__all__ = ["STRATEGIES", "GradientEngine", "Strategy"]
+__all__ = ["STRATEGIES", "GradientEngine", "Strategy", "needs_loss_fn"]
 
 Strategy = Literal["auto", "reference", "batched", "task_partitioned", "representation"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -86,6 +86,12 @@ def _is_gramian_only(balancer: Balancer) -> bool:
 def _write(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
     for p, g in zip(params, grads, strict=True):
         p.grad = None if g is None else g.detach()
+
+
+def needs_loss_fn(balancer: Balancer) -> bool:
+    """True when :meth:`GradientEngine.backward` needs ``loss_fn=`` for ``balancer``: ``dgr`` (its
+    regulariser re-evaluates the losses with dummy heads) and ``sgsu`` (its virtual steps)."""
+    return isinstance(balancer, (DGR, SGSU))
 
 
 def _parameter_level_key(name: str) -> str:
@@ -179,7 +185,7 @@ class GradientEngine:
         if not losses.requires_grad:
             raise ValueError("losses do not require grad: compute them from the parameters with grad enabled")
         core = self.balancer.base if isinstance(self.balancer, DGR) else self.balancer
-        if (isinstance(self.balancer, DGR) or isinstance(core, SGSU)) and loss_fn is None:
+        if needs_loss_fn(self.balancer) and loss_fn is None:
             raise ValueError(f"balancer {self.balancer.name!r} needs loss_fn= (see mtrl.engine.make_loss_fn)")
         want_diagnostics = self.diagnostics if diagnostics is None else bool(diagnostics)
         try:

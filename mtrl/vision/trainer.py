@@ -56,7 +56,7 @@ from mtrl.balancers import Balancer, GradientBalancer, GramianWeighting, make_ba
 from mtrl.config import MISSING, ConfigError, config_to_dict, load_config, save_config
 from mtrl.config import config_differences as nested_differences
 from mtrl.device import resolve_device
-from mtrl.engine import BalanceReport, GradientEngine, LossClosure, Strategy, make_loss_fn
+from mtrl.engine import BalanceReport, GradientEngine, LossClosure, Strategy, make_loss_fn, needs_loss_fn
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, truncate_jsonl
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.config import VisionConfig
@@ -78,8 +78,6 @@ __all__ = [
     "train",
 ]
 
-#: balancers that need a loss closure (they recompute the losses with substituted parameters).
-CLOSURE_BALANCERS = ("sgsu", "dgr")
 #: config keys (dotted) that may differ when a run is resumed: training length, where/how it runs and logs,
 #: and the Δm baseline (only read when the results are written). Anything else changes the run.
 RESUME_MAY_CHANGE: frozenset[str] = frozenset(
@@ -222,7 +220,7 @@ class BalancedStep:
         self.amp_dtype, self.scaler = amp_dtype, scaler
         core = _core(balancer)
         self.representation = bool(getattr(core, "representation_level", False))
-        self.needs_closure = bool({balancer.name, core.name} & set(CLOSURE_BALANCERS))
+        self.needs_closure = needs_loss_fn(balancer)
         self.needs_post_step = bool(core.needs_post_step_losses)
         if self.representation and not getattr(model, "representation_exact", True):
             raise ValueError(
