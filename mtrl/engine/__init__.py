@@ -10,7 +10,7 @@
 
 from mtrl.engine.capture import LinearCapture
 from mtrl.engine.closure import LossClosure, make_loss_fn
-from mtrl.engine.engine import STRATEGIES, GradientEngine, Strategy, needs_loss_fn
+from mtrl.engine.engine import STRATEGIES, GradientEngine, Strategy, core_balancer, needs_loss_fn
 from mtrl.engine.report import BalanceReport
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "LinearCapture",
     "LossClosure",
     "Strategy",
+    "core_balancer",
     "make_loss_fn",
     "needs_loss_fn",
 ]

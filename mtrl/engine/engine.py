@@ -72,7 +72,7 @@ from mtrl.engine.strategies import (
     split_direction,
 )
 
-__all__ = ["STRATEGIES", "GradientEngine", "Strategy", "needs_loss_fn"]
+__all__ = ["STRATEGIES", "GradientEngine", "Strategy", "core_balancer", "needs_loss_fn"]
 
 Strategy = Literal["auto", "reference", "batched", "task_partitioned", "representation"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -86,6 +86,11 @@ def _is_gramian_only(balancer: Balancer) -> bool:
 def _write(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
     for p, g in zip(params, grads, strict=True):
         p.grad = None if g is None else g.detach()
+
+
+def core_balancer(balancer: Balancer) -> Balancer:
+    """The balancer whose rule weighs the losses: ``dgr``'s base, else ``balancer`` itself."""
+    return balancer.base if isinstance(balancer, DGR) else balancer
 
 
 def needs_loss_fn(balancer: Balancer) -> bool:
@@ -184,7 +189,7 @@ class GradientEngine:
         self.balancer.check(losses)
         if not losses.requires_grad:
             raise ValueError("losses do not require grad: compute them from the parameters with grad enabled")
-        core = self.balancer.base if isinstance(self.balancer, DGR) else self.balancer
+        core = core_balancer(self.balancer)
         if needs_loss_fn(self.balancer) and loss_fn is None:
             raise ValueError(f"balancer {self.balancer.name!r} needs loss_fn= (see mtrl.engine.make_loss_fn)")
         want_diagnostics = self.diagnostics if diagnostics is None else bool(diagnostics)
@@ -204,8 +209,7 @@ class GradientEngine:
 
     def post_step(self, new_losses: Tensor) -> None:
         """Give the balancer the losses re-evaluated after ``optimizer.step()`` (FAMO); else no-op."""
-        core = self.balancer.base if isinstance(self.balancer, DGR) else self.balancer
-        if core.needs_post_step_losses:
+        if core_balancer(self.balancer).needs_post_step_losses:
             self.balancer.post_step(new_losses.detach())
 
     # --- dispatch -------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from mtrl.balancers import Balancer, GradientBalancer, GramianWeighting, make_ba
 from mtrl.config import MISSING, ConfigError, config_to_dict, load_config, save_config
 from mtrl.config import config_differences as nested_differences
 from mtrl.device import resolve_device
-from mtrl.engine import BalanceReport, GradientEngine, LossClosure, Strategy, make_loss_fn, needs_loss_fn
+from mtrl.engine import BalanceReport, GradientEngine, LossClosure, Strategy, core_balancer, make_loss_fn, needs_loss_fn
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, truncate_jsonl
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.config import VisionConfig
@@ -93,11 +93,6 @@ def _mix_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
-def _core(balancer: Balancer) -> Balancer:
-    """The balancer the engine differentiates for (dgr wraps a base balancer)."""
-    return getattr(balancer, "base", balancer)  # type: ignore[no-any-return]
-
-
 def strategy_problem(balancer: Balancer, strategy: str) -> str | None:
     """Why ``strategy`` cannot run ``balancer`` on a dense model that provides ``z`` (None when it can).
 
@@ -106,7 +101,7 @@ def strategy_problem(balancer: Balancer, strategy: str) -> str | None:
     parameter-level gradient balancer would silently compute a different method. Loss weightings accept any
     strategy (it only places the diagnostic Gramian).
     """
-    core = _core(balancer)
+    core = core_balancer(balancer)
     if strategy == "auto":
         return None
     if getattr(core, "representation_level", False):
@@ -218,7 +213,7 @@ class BalancedStep:
     ) -> None:
         self.model, self.tasks, self.balancer, self.optimizer = model, tuple(tasks), balancer, optimizer
         self.amp_dtype, self.scaler = amp_dtype, scaler
-        core = _core(balancer)
+        core = core_balancer(balancer)
         self.representation = bool(getattr(core, "representation_level", False))
         self.needs_closure = needs_loss_fn(balancer)
         self.needs_post_step = bool(core.needs_post_step_losses)
@@ -355,7 +350,7 @@ class VisionTrainer:
         ).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        representation = bool(getattr(_core(self.balancer), "representation_level", False))
+        representation = bool(getattr(core_balancer(self.balancer), "representation_level", False))
         if representation and not getattr(self.model, "representation_exact", True):
             raise ConfigError(
                 f"balancer.name={self.balancer_name!r} differentiates w.r.t. the shared representation, but "
