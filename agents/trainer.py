@@ -24,9 +24,7 @@ import dataclasses
 import json
 import math
 import random
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -54,6 +52,7 @@ from envs import (
 )
 from mtrl.config import ConfigError, config_differences, config_to_dict, load_config, save_config
 from mtrl.device import resolve_device
+from mtrl.interrupt import install_stop_handler
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, flatten_hparams, truncate_jsonl
 from mtrl.replay import MultiTaskReplayBuffer
 
@@ -223,10 +222,7 @@ class Trainer:
         # perf/* window: env steps and updates only (evaluation and checkpoint time is left out).
         window_t, window_steps, window_updates, paused = time.perf_counter(), 0, 0, 0.0
         self._stop = False
-        previous = signal.getsignal(signal.SIGINT)
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        if in_main_thread:
-            signal.signal(signal.SIGINT, self._on_sigint)
+        restore_sigint = install_stop_handler(self.request_stop, lambda: self._stop)
         try:
             while self.step < cfg.total_steps and not self._stop:
                 updates = self._env_step()
@@ -258,18 +254,12 @@ class Trainer:
         finally:
             bar.close()
             self.logger.flush()
-            if in_main_thread:
-                signal.signal(signal.SIGINT, previous)
+            restore_sigint()
         return self._finish()
 
     def request_stop(self) -> None:
         """Ask the loop to stop cleanly after the current vector step (what the first Ctrl-C does)."""
         self._stop = True
-
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self._stop:  # second Ctrl-C: give up on the clean stop
-            raise KeyboardInterrupt
-        self.request_stop()
 
     def _env_step(self) -> int:
         """Act, step all sub-envs, store one transition per task, update; returns the update count."""

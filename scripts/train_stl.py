@@ -58,9 +58,7 @@ import argparse
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -338,6 +336,8 @@ class STLRun:
         """Train every task to ``--steps`` in rounds; returns (and writes) the results."""
         from tqdm.auto import tqdm
 
+        from mtrl.interrupt import install_stop_handler
+
         args = self.args
         header = [
             f"protocol: {self.protocol.name}",
@@ -354,10 +354,7 @@ class STLRun:
             disable=not args.progress,
             unit="step",
         )
-        previous = signal.getsignal(signal.SIGINT)
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        if in_main_thread:
-            signal.signal(signal.SIGINT, self._on_sigint)
+        restore_sigint = install_stop_handler(self.request_stop, lambda: self._stop)
         try:
             for boundary in self._boundaries():
                 seconds_before, steps_before = self.train_seconds, dict(self.steps)
@@ -390,8 +387,7 @@ class STLRun:
                 print(f"\ninterrupted: saved {self.ckpt_dir} at steps {self.steps}", file=sys.stderr)
         finally:
             self._bar.close()
-            if in_main_thread:
-                signal.signal(signal.SIGINT, previous)
+            restore_sigint()
         return self._finish()
 
     # --- loop pieces ---------------------------------------------------------------------------
@@ -612,11 +608,6 @@ class STLRun:
         self.history = {t: list(state["history"][t]) for t in self.tasks}
         self.mean_logged = set(state["mean_logged"])
         self.notes.append(f"resumed at steps {self.steps}")
-
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self._stop:  # second Ctrl-C: give up on the clean stop
-            raise KeyboardInterrupt
-        self._stop = True
 
     def _finish(self) -> dict[str, Any]:
         from agents.trainer import summarize
