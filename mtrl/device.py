@@ -8,7 +8,7 @@ import torch
 
 from mtrl.config import ConfigError
 
-__all__ = ["check_device_name", "resolve_device", "resolve_device_name"]
+__all__ = ["check_device_name", "resolve_device", "resolve_device_name", "synchronize"]
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _VALID_DEVICES = "'auto', 'cpu', 'cuda', 'cuda:<index>', 'mps'"
@@ -56,3 +56,9 @@ def resolve_device_name(name: str) -> str:
             f"bad value {name!r} for 'device': not available on this machine; valid here: {', '.join(available)}"
         )
     return str(device)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA kernels run asynchronously; CPU work does not)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -54,17 +54,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
+from mtrl.device import synchronize
+
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {"MT10": ROOT / "configs" / "mt10_sac.yaml", "MT50": ROOT / "configs" / "mt50_sac.yaml"}
 DEFAULT_BALANCERS = ["ew", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl"]
 #: The issue's update-time targets for the Gramian balancers, as a multiple of ``ew``.
 TARGETS = {"MT10": 1.3, "MT50": 1.6}
 OBS_DIM, ACTION_DIM = 39, 4  # Meta-World v3 observation (without one-hot) and action sizes
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _positive(text: str) -> int:
@@ -143,11 +140,11 @@ def time_training_loop(
         t2 = time.perf_counter()
         buffer.add(obs[:, :O], agent.to_policy_action(action_TA), res.reward, res.next_obs[:, :O], res.terminated)
         obs = res.obs
-        _sync(device)
+        synchronize(device)
         t3 = time.perf_counter()
         for _ in range(updates):
             agent.update(buffer.sample(n, gen), with_metrics=False)
-        _sync(device)
+        synchronize(device)
         t4 = time.perf_counter()
         if i >= warmup:
             for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
@@ -180,11 +177,11 @@ def time_heads(num_tasks: int, per_task: int, repeats: int, device: torch.device
     x_TNH = torch.randn(num_tasks, per_task, hidden, device=device, requires_grad=True)
     times = []
     for i in range(repeats + 3):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         total = sum(head(x_TNH).sum() for head in heads)
         total.backward()  # type: ignore[union-attr]
-        _sync(device)
+        synchronize(device)
         if i >= 3:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -276,10 +273,10 @@ def time_updates_interleaved(
     times: dict[str, list[float]] = {name: [] for name in steps}
     for i in range(warmup + rounds):
         for name, step in steps.items():
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             step()
-            _sync(device)
+            synchronize(device)
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}

@@ -35,6 +35,7 @@ import torch
 
 from mtrl.balancers import BALANCERS, make_balancer
 from mtrl.config import ConfigError
+from mtrl.device import synchronize
 from mtrl.engine import Strategy
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.data.synthetic import SyntheticScenes
@@ -49,11 +50,6 @@ GPU_COMMAND = (
     "--repeats 20   # NYUv2-sized (MTAN protocol: 13-class seg, depth, normals); "
     "LibMTL protocol: --model resnet50_aspp --batch 8"
 )
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     strategy: dict[str, str] = {}
     for round_ in range(args.warmup + args.repeats):
         for name, step in steps.items():
-            _sync(device)
+            synchronize(device)
             t0 = time.perf_counter()
             _, report = step(x, targets)
-            _sync(device)
+            synchronize(device)
             strategy[name] = report.strategy
             if round_ >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
