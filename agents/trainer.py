@@ -303,7 +303,7 @@ class Trainer:
             "agent": self.agent.state_dict(),
             "rng": capture_rng(self.np_rng, self.sample_gen),
             "env_state": env_state(self.envs),
-            "eval_env_state": env_state(self.eval_envs),
+            "eval_env_state": env_state(self.eval_envs, episodes=False),  # evaluations start with a reset
             "obs": np.array(self.obs, copy=True),
             "evals": self.evals,
             "last_metrics": self.last_metrics,

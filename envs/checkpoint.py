@@ -37,8 +37,12 @@ def _base_protocol(name: str) -> str:
     return name.split("[", 1)[0]
 
 
-def env_state(envs: MultiTaskVecEnv) -> dict[str, Any]:
-    """The resumable state of ``envs`` (a toy or Meta-World :class:`~envs.vector.MultiTaskVecEnv`)."""
+def env_state(envs: MultiTaskVecEnv, episodes: bool = True) -> dict[str, Any]:
+    """The resumable state of ``envs`` (a toy or Meta-World :class:`~envs.vector.MultiTaskVecEnv`).
+
+    ``episodes=False`` leaves out the Meta-World episodes in progress (evaluation envs, which
+    :func:`restore_env_state` restores without them: every evaluation starts with a reset).
+    """
     state: dict[str, Any] = {
         "benchmark": envs.benchmark,
         "protocol": envs.protocol.name,
@@ -53,7 +57,7 @@ def env_state(envs: MultiTaskVecEnv) -> dict[str, Any]:
     state["rand_vecs"] = [np.array(v, copy=True) for v in envs.get_attr("_last_rand_vec")]
     if envs.protocol.reward_normalization == "exponential":
         state["reward_norm"] = {name: list(envs.get_attr(name)) for name in _REWARD_NORM_ATTRS}
-    if isinstance(base, SyncVectorEnv) and envs.last_obs is not None:
+    if episodes and isinstance(base, SyncVectorEnv) and envs.last_obs is not None:
         state["episodes"] = [episode_state(env) for env in base.envs]
         state["obs"] = np.array(envs.last_obs, copy=True)
     return state
