@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from envs.protocols import TOY_PROTOCOL, get_protocol
+from envs.task_sets import resolve_tasks
 from mtrl.balancers import BALANCERS, Balancer, balancer_hparams, make_balancer
 from mtrl.config import ConfigError
 from mtrl.device import check_device_name, resolve_device_name
@@ -47,13 +48,19 @@ RESUME_MAY_CHANGE = (
 class EnvConfig:
     """Which multi-task suite to train on."""
 
-    #: "MT10" | "MT50" (Meta-World v3 through ``gymnasium.make_vec``) or "toy" (pure-numpy suite).
-    benchmark: Literal["MT10", "MT50", "toy"] = "MT10"
+    #: "MT1" (one task), "MT10", "MT25", "MT50" (Meta-World's fixed sets) or "custom" (any list of
+    #: v3 tasks), built through gymnasium's Meta-World ids (``envs.metaworld``); or "toy" (pure numpy).
+    benchmark: Literal["MT1", "MT10", "MT25", "MT50", "custom", "toy"] = "MT10"
+    #: The tasks, in env (= one-hot) order: exactly one for MT1 (``'env.tasks=[reach-v3]'``), any
+    #: distinct v3 names for custom; empty for MT10/MT25/MT50 and toy. Saved resolved in config.yaml
+    #: (the benchmark's full list), so every run records what it trained on.
+    tasks: tuple[str, ...] = ()
     #: Evaluation/episode protocol (``envs.protocols``): "metaworld-v3" (random goals, 500 steps, v2
     #: reward; Meta-World+ paper) or "mtrl-legacy" (fixed goals, 150 steps; CAGrad/Nash-MTL/FAMO/
-    #: Aligned-MTL tables) for MT10/MT50; "toy" for the toy suite. Stamped into config and hparams.
+    #: Aligned-MTL tables) for Meta-World; "toy" for the toy suite. Stamped into config and hparams.
     protocol: Literal["metaworld-v3", "mtrl-legacy", "toy"] = "metaworld-v3"
-    #: gymnasium vectorisation: "sync" is faster on 2 cores (docs/metaworld.md §6.1), "async" scales.
+    #: gymnasium vectorisation: "sync" is faster on 2 cores (one process steps every task), "async"
+    #: runs one process per task.
     vector_strategy: Literal["sync", "async"] = "sync"
     #: toy suite only: number of tasks (goals), each one sub-env.
     toy_num_tasks: int = 4
@@ -64,8 +71,23 @@ class EnvConfig:
         if (self.benchmark == "toy") != (self.protocol == "toy"):
             raise ConfigError(
                 f"env.protocol={self.protocol!r} does not fit env.benchmark={self.benchmark!r}: the toy suite "
-                f"uses protocol 'toy'; MT10/MT50 use 'metaworld-v3' or 'mtrl-legacy'"
+                f"uses protocol 'toy'; Meta-World benchmarks use 'metaworld-v3' or 'mtrl-legacy'"
             )
+        if self.benchmark == "toy":
+            if self.tasks:
+                raise ConfigError(f"env.tasks={list(self.tasks)} is for Meta-World; the toy suite takes toy_num_tasks")
+            return
+        try:
+            resolve_tasks(self.benchmark, self.tasks)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """The tasks in env order (Meta-World: :func:`envs.task_sets.resolve_tasks`; toy: ``reach-<t>``)."""
+        if self.benchmark == "toy":
+            return tuple(f"reach-{t}" for t in range(self.toy_num_tasks))
+        return resolve_tasks(self.benchmark, self.tasks)
 
 
 @dataclass(frozen=True)
@@ -206,12 +228,15 @@ class TrainConfig:
             )
         if self.sac.init_temperature <= 0 or self.sac.lr <= 0 or self.sac.alpha_lr <= 0:
             raise ConfigError("sac.init_temperature, sac.lr and sac.alpha_lr must be > 0")
+        if isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"bad value {self.seed!r} for 'seed': expected an integer >= 0 (Meta-World seeds are)")
         check_device_name(self.device)
 
 
 def num_tasks_of(cfg: TrainConfig) -> int:
-    """``T`` of the configured suite, known before any env is built (MT10: 10, MT50: 50, toy: its count)."""
-    return {"MT10": 10, "MT50": 50}.get(cfg.env.benchmark, cfg.env.toy_num_tasks)
+    """``T`` of the configured suite, known before any env is built (MT1: 1, MT10: 10, custom: its
+    task count, toy: ``toy_num_tasks``)."""
+    return len(cfg.env.task_names)
 
 
 def _base_name(name: str, hp: dict[str, Any]) -> str:
@@ -354,10 +379,13 @@ def protocol_details(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def resolve_config(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
-    """Everything the trainer saves as config.yaml: balancers (:func:`resolve_balancers`), the device
-    this machine will use, the evaluation episodes and cadence, and ``protocol_details``. Raises
-    :class:`ConfigError` on any bad value; touches no file and builds no env."""
+    """Everything the trainer saves as config.yaml: balancers (:func:`resolve_balancers`), the task
+    list (``env.tasks``, in env order), the device this machine will use, the evaluation episodes and
+    cadence, and ``protocol_details``. Raises :class:`ConfigError` on any bad value; touches no file
+    and builds no env."""
     cfg, notes = resolve_balancers(cfg)
+    if cfg.env.benchmark != "toy":  # the task list is stamped into config.yaml and the hparams
+        cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, tasks=cfg.env.task_names))
     spec = TOY_PROTOCOL if cfg.env.benchmark == "toy" else get_protocol(cfg.env.protocol)
     cfg = dataclasses.replace(
         cfg,

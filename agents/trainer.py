@@ -69,7 +69,11 @@ def build_envs(cfg: TrainConfig, seed: int) -> tuple[MultiTaskVecEnv, list[str]]
         from envs.metaworld import make_mt_envs
 
         envs = make_mt_envs(
-            cfg.env.benchmark, protocol=cfg.env.protocol, seed=seed, vector_strategy=cfg.env.vector_strategy
+            cfg.env.benchmark,
+            protocol=cfg.env.protocol,
+            seed=seed,
+            vector_strategy=cfg.env.vector_strategy,
+            tasks=cfg.env.tasks or None,
         )
     return envs, list(envs.task_names)
 
@@ -288,7 +292,10 @@ class Trainer:
     def _evaluate(self) -> None:
         result = evaluate(EvalAgent(self.agent), self.eval_envs, episodes_per_task=self.eval_episodes)
         per_task = {name: float(v) for name, v in zip(self.task_names, result.success_per_task, strict=True)}
-        self.evals.append({"step": self.step, "success_mean": result.success_mean, "success": per_task})
+        returns = {name: float(v) for name, v in zip(self.task_names, result.return_per_task, strict=True)}
+        self.evals.append(
+            {"step": self.step, "success_mean": result.success_mean, "success": per_task, "return": returns}
+        )
         scalars = {**result.scalars(self.task_names), **hparam_metrics(self.evals, self.protocol)}
         self.logger.scalars(scalars, self.step)
         self.logger.flush()

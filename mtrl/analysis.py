@@ -1,16 +1,30 @@
-"""Turn run directories into tables and plots: balancers × seeds, mean and confidence intervals.
+"""Turn run directories into tables and plots: groups × seeds, point estimates and confidence intervals.
 
-A run directory (written by ``scripts/train.py`` or ``scripts/train_vision.py``) holds
-``config.yaml`` (the resolved config; its ``balancer`` and ``seed`` keys group the runs),
+A run directory (written by ``scripts/train.py``, ``scripts/train_stl.py`` or ``scripts/train_vision.py``)
+holds ``config.yaml`` (the resolved config; its ``balancer`` and ``seed`` keys group the runs),
 ``results.json`` (final numbers) and ``metrics.jsonl`` (the logged scalars over time).
+
+Two kinds of statistics:
+
+* :func:`summarize` / :func:`learning_curves`: mean ± standard deviation and Student-t intervals
+  over seeds, for one number per run.
+* :func:`interval_estimates` / :func:`curve_estimates`: the aggregate statistics recommended for
+  deep RL with few runs (Agarwal et al., "Deep Reinforcement Learning at the Edge of the Statistical
+  Precipice", NeurIPS 2021), computed with their ``rliable`` package: the interquartile mean (IQM:
+  the mean of the middle 50% of all run × task scores), the mean, the median and the optimality
+  gap, each with a stratified-bootstrap confidence interval (runs are resampled with replacement
+  *within* each task, so every bootstrap sample keeps every task). These need the ``stats`` extra
+  (``pip install -e '.[stats]'``: rliable, with ``arch<8`` and ``pandas<3``, the versions its
+  bootstrap works with).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +33,20 @@ import numpy as np
 import yaml
 from scipy import stats
 
-__all__ = ["RunRecord", "Summary", "find_runs", "flatten", "learning_curves", "markdown_table", "summarize"]
+__all__ = [
+    "STATISTICS",
+    "Interval",
+    "RunRecord",
+    "Summary",
+    "area_under_curve",
+    "curve_estimates",
+    "find_runs",
+    "flatten",
+    "interval_estimates",
+    "learning_curves",
+    "markdown_table",
+    "summarize",
+]
 
 
 @dataclass(frozen=True)
@@ -153,3 +180,119 @@ def learning_curves(records: Sequence[RunRecord], metric: str) -> dict[str, tupl
         )
         curves[group] = (np.asarray(steps), mean, half)
     return curves
+
+
+# --- rliable: aggregate statistics with stratified-bootstrap intervals ---------------------------------
+#: The aggregate statistics :func:`interval_estimates` knows, by name: rliable's
+#: ``aggregate_{iqm,mean,median,optimality_gap}`` (optimality gap to a score of 1.0: success rates).
+STATISTICS: tuple[str, ...] = ("iqm", "mean", "median", "optimality_gap")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its confidence interval ``[low, high]``."""
+
+    point: float
+    low: float
+    high: float
+
+    def format(self, digits: int = 2) -> str:
+        return f"{self.point:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+def _rliable() -> tuple[Any, Any]:
+    try:
+        from rliable import library, metrics
+    except ImportError as err:  # rliable 1.2 imports only beside arch<8 and pandas<3
+        raise ImportError(
+            f"IQM and bootstrap intervals need rliable: pip install -e '.[stats]' (rliable, arch<8, pandas<3) ({err})"
+        ) from err
+    return library, metrics
+
+
+def _aggregate(names: Sequence[str]) -> Callable[[np.ndarray], np.ndarray]:
+    _, metrics = _rliable()
+    unknown = [n for n in names if n not in STATISTICS]
+    if unknown:
+        raise ValueError(f"unknown statistic(s) {unknown}; valid choices: {', '.join(STATISTICS)}")
+    funcs = [getattr(metrics, f"aggregate_{name}") for name in names]
+    return lambda scores: np.array([f(scores) for f in funcs])
+
+
+def _scores(scores: Mapping[str, np.ndarray], dims: int) -> dict[str, np.ndarray]:
+    out = {}
+    for group, values in scores.items():
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.ndim != dims or min(arr.shape) < 1:
+            raise ValueError(f"scores of {group!r}: need a non-empty {dims}-d array (runs, tasks, …), got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"scores of {group!r} contain NaN or inf (a run without this evaluation?)")
+        out[group] = arr
+    return out
+
+
+def interval_estimates(
+    scores: Mapping[str, np.ndarray],
+    statistics: Sequence[str] = ("iqm", "mean"),
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, Interval]]:
+    """``{group: {statistic: Interval}}`` with stratified-bootstrap percentile intervals (rliable).
+
+    Args:
+        scores: per group a ``(runs, tasks)`` matrix (e.g. final success of each seed on each task).
+        statistics: names from :data:`STATISTICS`.
+        reps: bootstrap replications.
+        confidence: interval coverage.
+        seed: seeds the bootstrap (the same scores always give the same intervals).
+    """
+    library, _ = _rliable()
+    data = _scores(scores, 2)
+    with warnings.catch_warnings():  # arch 7 deprecates random_state, which rliable 1.2 passes
+        warnings.simplefilter("ignore", FutureWarning)
+        points, intervals = library.get_interval_estimates(
+            data,
+            _aggregate(statistics),
+            reps=reps,
+            confidence_interval_size=confidence,
+            random_state=np.random.RandomState(seed),
+        )
+    return {
+        group: {
+            name: Interval(float(points[group][i]), float(intervals[group][0, i]), float(intervals[group][1, i]))
+            for i, name in enumerate(statistics)
+        }
+        for group in data
+    }
+
+
+def curve_estimates(
+    scores: Mapping[str, np.ndarray],
+    statistic: str = "iqm",
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, list[Interval]]:
+    """Sample-efficiency curves: per group, ``statistic`` with its interval at each evaluation point of
+    ``scores[group]`` ``(runs, tasks, points)`` (:func:`interval_estimates` at every point)."""
+    data = _scores(scores, 3)
+    out: dict[str, list[Interval]] = {group: [] for group in data}
+    num_points = {arr.shape[2] for arr in data.values()}
+    if len(num_points) != 1:
+        raise ValueError(f"every group needs the same evaluation points; got {sorted(num_points)} points")
+    for k in range(num_points.pop()):
+        at_k = interval_estimates({g: arr[:, :, k] for g, arr in data.items()}, (statistic,), reps, confidence, seed)
+        for group, row in at_k.items():
+            out[group].append(row[statistic])
+    return out
+
+
+def area_under_curve(scores_rtp: np.ndarray) -> np.ndarray:
+    """Per run and task, the mean score over the evaluation points ``(runs, tasks, points) -> (runs, tasks)``:
+    the area under the learning curve divided by its length when the points are equally spaced (a
+    run that learns earlier scores higher at the same final value)."""
+    arr = np.asarray(scores_rtp, dtype=np.float64)
+    if arr.ndim != 3:
+        raise ValueError(f"area_under_curve expects (runs, tasks, points); got shape {arr.shape}")
+    return arr.mean(axis=2)

@@ -12,4 +12,4 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install -q "${MTRL_TORCH:-torch==2.13.0}"
 fi
-.venv/bin/python -m pip install -q -e ".[dev,stl,digits]"
+.venv/bin/python -m pip install -q -e ".[dev,stl,digits,stats]"

@@ -6,8 +6,8 @@
     python scripts/sweep.py ... --ray-address auto     # one Ray task per run (needs `pip install ray`)
 
 Each run gets ``balancer=B seed=S`` (``balancer.name=B`` for ``train_vision.py``) and the run directory
-``ROOT/B/seedS`` (``logdir=ROOT/B run_name=seedS``) plus the given overrides; a run whose
-``results.json`` exists is skipped, and an interrupted run that left a checkpoint (``checkpoints/last.txt``
+``ROOT/B/seedS`` (``logdir=ROOT/B run_name=seedS``) plus the given overrides (:mod:`mtrl.jobs`); a
+finished run is skipped, and an interrupted run that left a checkpoint (``checkpoints/last.txt``
 of ``train.py``, ``checkpoint.pt`` of ``train_vision.py``) is continued with ``resume=true``; a run that
 crashed before its first checkpoint starts again from scratch.
 Aggregate afterwards with ``scripts/aggregate.py ROOT``.
@@ -16,37 +16,42 @@ Aggregate afterwards with ``scripts/aggregate.py ROOT``.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def has_checkpoint(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a checkpoint that ``resume=true`` can continue (RL or vision layout)."""
-    return (run_dir / "checkpoints" / "last.txt").is_file() or (run_dir / "checkpoint.pt").is_file()
+from mtrl.jobs import Job, has_checkpoint, pending_jobs, run_jobs
+
+__all__ = ["has_checkpoint", "run_commands", "sweep_jobs"]
+
+
+def sweep_jobs(
+    root: Path, script: str, config: str, balancers: list[str], seeds: list[int], extra: list[str]
+) -> list[Job]:
+    """One :class:`~mtrl.jobs.Job` per balancer × seed, run directory ``ROOT/B/seedS``."""
+    jobs = []
+    key = "balancer.name" if "vision" in Path(script).name else "balancer"  # vision nests balancer hparams
+    for balancer in balancers:
+        for seed in seeds:
+            logdir = root / balancer / f"seed{seed}"
+            cmd = (sys.executable, script, config, f"{key}={balancer}", f"seed={seed}",
+                   f"logdir={logdir.parent}", f"run_name={logdir.name}", *extra)  # fmt: skip
+            jobs.append(Job(f"{balancer}/seed{seed}", logdir, cmd, resume_args=("resume=true",)))
+    return jobs
 
 
 def run_commands(
     root: Path, script: str, config: str, balancers: list[str], seeds: list[int], extra: list[str]
 ) -> list[list[str]]:
-    """The command line of every run of the sweep that has no ``results.json`` yet."""
-    commands = []
-    for balancer in balancers:
-        for seed in seeds:
-            logdir = root / balancer / f"seed{seed}"
-            if (logdir / "results.json").is_file():
-                continue
-            key = "balancer.name" if "vision" in Path(script).name else "balancer"  # vision nests balancer hparams
-            cmd = [sys.executable, script, config, f"{key}={balancer}", f"seed={seed}",
-                   f"logdir={logdir.parent}", f"run_name={logdir.name}", *extra]  # fmt: skip
-            if has_checkpoint(logdir):
-                cmd.append("resume=true")
-            commands.append(cmd)
-    return commands
+    """The command line of every run of the sweep that is not finished (``resume=true`` where it
+    left a checkpoint)."""
+    return [job.argv() for job in pending_jobs(sweep_jobs(root, script, config, balancers, seeds, extra))]
 
 
 def _run_local(cmd: list[str]) -> int:
+    import subprocess
+
     print("$", " ".join(cmd), flush=True)
     return subprocess.run(cmd, check=False).returncode
 
@@ -62,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray-address", default=None, help="run on a Ray cluster at this address ('auto' for local)")
     args, extra = parser.parse_known_args(argv)
 
-    commands = run_commands(Path(args.root), args.script, args.config, args.balancers, args.seeds, extra)
-    if not commands:
+    jobs = pending_jobs(sweep_jobs(Path(args.root), args.script, args.config, args.balancers, args.seeds, extra))
+    if not jobs:
         print("every run of the sweep has results.json already")
         return 0
     if args.ray_address:
@@ -74,13 +79,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         ray.init(address=args.ray_address)
         remote = ray.remote(_run_local)
+        commands = [job.argv() for job in jobs]
         codes = ray.get([remote.remote(cmd) for cmd in commands])
+        failed = [" ".join(c) for c, code in zip(commands, codes, strict=True) if code != 0]
     else:
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            codes = list(pool.map(_run_local, commands))
-    failed = [" ".join(c) for c, code in zip(commands, codes, strict=True) if code != 0]
-    for cmd in failed:
-        print("FAILED:", cmd, file=sys.stderr)
+        outcomes = run_jobs(jobs, parallel=args.jobs)
+        failed = [f"{o.job.name} (log {o.log})" for o in outcomes if o.returncode != 0]
+    for item in failed:
+        print("FAILED:", item, file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -3,16 +3,19 @@
     python scripts/train_stl.py                       # short: MT10 tasks, 3000 steps each, metaworld-v3
     python scripts/train_stl.py --steps 2000000 --eval-every 10000 --checkpoint-every 100000 --device cuda
     python scripts/train_stl.py --tasks reach-v3 push-v3 --protocol mtrl-legacy
+    python scripts/train_stl.py --preset configs/mt10_sac_cpu.yaml --steps 50000   # the CPU preset's network
     python scripts/train_stl.py --run-name <dir under --logdir> --resume          # continue a run
 
-Each task gets its own stable-baselines3 SAC with the network and optimiser of the multi-task preset
-(``configs/mt10_sac.yaml`` / ``mt50_sac.yaml``, ``sac`` section: 3×400 ReLU actor and twin critics,
-Adam 3e-4, batch 128, γ 0.99, τ 0.005, initial temperature 1.0, target entropy −|A|, 1500 random
-warm-up steps, one update per step; replay capacity = the preset's 1M split evenly over the
-benchmark's tasks) on one Meta-World v3 env of the chosen protocol (:mod:`envs.protocols`: episode
-length, fixed or resampled goals, reward version and normalisation). Goals come from Meta-World's
-single-task benchmark ``MT1(task, seed)``, so under ``mtrl-legacy`` a task's fixed goal is a draw of
-the same distribution as, not the same goal as, the multi-task run's with that seed.
+Each task gets its own stable-baselines3 SAC (:func:`agents.sb3.make_sb3_sac`) with the network,
+optimiser and schedule of a multi-task preset's ``sac`` section (``--preset``; default
+``configs/mt10_sac.yaml``, or ``mt50_sac.yaml`` for ``--benchmark MT50``: 3×400 ReLU actor and twin
+critics, Adam 3e-4, batch 128, γ 0.99, τ 0.005, initial temperature 1.0, target entropy −|A|, 1500
+random warm-up steps, one update per step; replay capacity = the preset's split evenly over the
+benchmark's tasks). The benchmark, its tasks and the protocol default to the preset's ``env``
+section. Each task's env is the one our agent trains on, ``MT1(task, seed)`` from
+:func:`envs.make_mt_envs` (:func:`agents.sb3.make_task_env`), under the chosen protocol (episode
+length, fixed or resampled goals, reward version and normalisation); so under ``mtrl-legacy`` a
+task's fixed goal is a draw of the same distribution as, not the same goal as, an MT10 run's.
 
 Tasks are trained in rounds up to every evaluation / checkpoint boundary (one task after the other
 within a round), so every task is at the same step whenever the tasks are evaluated and the mean is
@@ -55,6 +58,7 @@ Ctrl-C stops at the next environment step, saves and writes ``results.json``; a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -69,10 +73,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from envs.protocols import PROTOCOLS, Protocol
+from envs.protocols import PROTOCOLS
+from envs.task_sets import METAWORLD_BENCHMARKS
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The multi-task preset whose ``sac`` section every single-task SAC copies, per benchmark.
+#: The default preset (whose ``sac`` section every single-task SAC copies) per benchmark; others: MT10's.
 PRESETS = {"MT10": ROOT / "configs" / "mt10_sac.yaml", "MT50": ROOT / "configs" / "mt50_sac.yaml"}
 STATE_FORMAT = 1
 
@@ -99,9 +104,14 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``scripts/train_stl.py`` (every default is documented in ``--help``)."""
     p = argparse.ArgumentParser(prog="train_stl.py", description=__doc__, formatter_class=_HelpFormatter)
-    p.add_argument("--benchmark", default="MT10", choices=sorted(PRESETS), help="task set and SAC preset")
+    p.add_argument(
+        "--preset", default=None, help="multi-task preset whose sac/env sections to use (None: by --benchmark)"
+    )
+    p.add_argument(
+        "--benchmark", default=None, choices=list(METAWORLD_BENCHMARKS), help="task set (None: the preset's)"
+    )
     p.add_argument("--tasks", nargs="+", default=None, help="subset of the benchmark's tasks (None: all of them)")
-    p.add_argument("--protocol", default="metaworld-v3", choices=sorted(PROTOCOLS), help="envs.protocols name")
+    p.add_argument("--protocol", default=None, choices=sorted(PROTOCOLS), help="envs.protocols name (None: preset's)")
     p.add_argument("--steps", type=_int_at_least(1), default=3000, help="env steps per task (full budget: 2000000)")
     p.add_argument("--warmup", type=_int_at_least(0), default=None, help="random steps first (None: the preset's)")
     p.add_argument("--eval-every", type=_int_at_least(0), default=1500, help="evaluate every N steps; 0: at the end")
@@ -130,14 +140,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and validate; a bad value exits with status 2 and a message naming it and what is valid."""
     p = build_parser()
     args = p.parse_args(argv)
-    from metaworld.env_dict import MT10_V3, MT50_V3
+    from agents.config import TrainConfig
+    from envs.task_sets import check_task_name, resolve_tasks
+    from mtrl.config import ConfigError, load_config
 
-    valid = list(MT10_V3 if args.benchmark == "MT10" else MT50_V3)
+    if args.preset is None:
+        args.preset = str(PRESETS.get(args.benchmark or "MT10", PRESETS["MT10"]))
+    try:
+        preset = load_config(TrainConfig, args.preset)
+    except ConfigError as err:
+        p.error(f"argument --preset: {err}")
+    if preset.env.benchmark == "toy":
+        p.error(f"argument --preset: {args.preset} is a toy-suite preset; the reference needs a Meta-World one")
+    args.sac = preset.sac
+    if args.benchmark is None:
+        args.benchmark = preset.env.benchmark
+        args.tasks = args.tasks or list(preset.env.tasks) or None
+    args.protocol = args.protocol or preset.env.protocol
+    open_set = args.benchmark in ("MT1", "custom")
+    valid = None if open_set else resolve_tasks(args.benchmark)
     if args.tasks is None:
-        args.tasks = valid
-    unknown = [t for t in args.tasks if t not in valid]
-    if unknown:
-        p.error(f"argument --tasks: {unknown} not in {args.benchmark}; valid choices: {', '.join(valid)}")
+        if open_set:
+            p.error(f"argument --tasks: --benchmark {args.benchmark} needs its task names")
+        args.tasks = list(valid or ())
+    try:
+        for task in args.tasks:
+            check_task_name(task, valid, key="--tasks", where=args.benchmark if valid else "Meta-World v3")
+        # every task of the benchmark (for the buffer split): MT1/custom have exactly the given ones
+        args.benchmark_tasks = list(resolve_tasks(args.benchmark, args.tasks if open_set else None))
+    except ValueError as err:
+        p.error(f"argument --tasks: {err}")
     if len(set(args.tasks)) != len(args.tasks):
         p.error(f"argument --tasks: duplicate task names in {args.tasks}")
     if args.resume and args.run_name is None:
@@ -156,15 +188,15 @@ def resolve_config(args: argparse.Namespace, sb3_version: str, run_name: str) ->
     """The run's settings as written to ``config.yaml``: the multi-task runs' key names where they
     exist, and their protocol stamp (``protocol_details`` from :func:`agents.config.protocol_details`)."""
     from agents.config import EnvConfig, TrainConfig, protocol_details
-    from mtrl.config import config_to_dict, load_config
+    from mtrl.config import config_to_dict
     from mtrl.device import resolve_device
 
-    preset = load_config(TrainConfig, PRESETS[args.benchmark])
-    sac = config_to_dict(preset.sac)
-    num_benchmark_tasks = 10 if args.benchmark == "MT10" else 50
+    sac = config_to_dict(args.sac)
     protocol = PROTOCOLS[args.protocol]
     episodes = args.eval_episodes or protocol.eval_episodes_per_task
-    stamp_cfg = TrainConfig(env=EnvConfig(benchmark=args.benchmark, protocol=args.protocol), eval_episodes=episodes)
+    env = EnvConfig(benchmark=args.benchmark, tasks=tuple(args.benchmark_tasks), protocol=args.protocol)
+    stamp_cfg = TrainConfig(env=env, eval_episodes=episodes)
+    preset = Path(args.preset).resolve()
     return {
         "method": "stl_sb3_sac",
         "balancer": "stl",  # group name for scripts/aggregate.py: no balancer, one SAC per task
@@ -175,14 +207,14 @@ def resolve_config(args: argparse.Namespace, sb3_version: str, run_name: str) ->
         },
         "sac": {
             "library": f"stable-baselines3 {sb3_version}",
-            "preset": str(PRESETS[args.benchmark].relative_to(ROOT)),
+            "preset": str(preset.relative_to(ROOT)) if preset.is_relative_to(ROOT) else str(preset),
             "hidden_sizes": list(sac["hidden_sizes"]),
             "lr": sac["lr"],
             "gamma": sac["gamma"],
             "tau": sac["tau"],
             "init_temperature": sac["init_temperature"],
             "batch_per_task": sac["batch_per_task"],
-            "buffer_capacity": args.buffer or sac["buffer_capacity"] // num_benchmark_tasks,
+            "buffer_capacity": args.buffer or sac["buffer_capacity"] // len(args.benchmark_tasks),
             "warmup_steps": sac["warmup_steps"] if args.warmup is None else args.warmup,
             "updates_per_step": sac["updates_per_step"],
         },
@@ -216,60 +248,6 @@ def resume_mismatch(saved: dict[str, Any], new: dict[str, Any]) -> str | None:
     return "; ".join(f"{key}: the run has {old!r}, now {now!r}" for key, old, now in changed)
 
 
-# --- environments ---------------------------------------------------------------------------------
-def make_task_env(task: str, protocol: Protocol, seed: int) -> Any:
-    """One Meta-World v3 task of ``MT1(task, seed)`` under ``protocol`` (``gymnasium.Env``, obs ``(39,)``).
-
-    Built by ``metaworld.make_mt_envs(task, ...)``, the function behind ``"Meta-World/MT1"``, called
-    directly: ``gymnasium.make`` would consume ``max_episode_steps`` for an outer ``TimeLimit`` and
-    leave Meta-World's own time limit (and its episode statistics) at 500 steps. The wrapper stack
-    is then that of each sub-env of :func:`envs.metaworld.make_mt_envs`. Under a fixed-goal protocol
-    the env is reset once (drawing the goal from the seeded task RNG) and goal resampling is
-    switched off, as :func:`envs.metaworld.make_mt_envs` does.
-    """
-    import metaworld
-
-    kwargs: dict[str, Any] = {
-        "max_episode_steps": protocol.max_episode_steps,
-        "reward_function_version": protocol.reward_function_version,
-        "terminate_on_success": False,
-    }
-    if protocol.reward_normalization is not None:
-        kwargs["reward_normalization_method"] = protocol.reward_normalization
-    env: Any = metaworld.make_mt_envs(task, seed=seed, **kwargs)  # a task name gives one gymnasium.Env
-    if not protocol.random_goals:
-        env.reset()
-        env.get_wrapper_attr("toggle_sample_tasks_on_reset")(False)
-    return env
-
-
-def make_task_eval_env(task: str, protocol: Protocol, seed: int, benchmark: str) -> Any:
-    """A one-task :class:`envs.MultiTaskVecEnv` for :func:`envs.evaluate` (same seed: same fixed goal)."""
-    from gymnasium.vector import AutoresetMode, SyncVectorEnv
-
-    from envs import MultiTaskVecEnv
-
-    env = make_task_env(task, protocol, seed)
-    vec = SyncVectorEnv([lambda: env], autoreset_mode=AutoresetMode.SAME_STEP)
-    return MultiTaskVecEnv(
-        vec, task_names=[task], obs_dim=39, use_one_hot=False, protocol=protocol, benchmark=benchmark, seed=seed
-    )
-
-
-class SB3EvalAgent:
-    """``metaworld.evaluation.Agent`` for one SB3 model: ``eval_action(obs (1, 39)) -> (1, 4)``."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def eval_action(self, observations: np.ndarray) -> np.ndarray:
-        action, _ = self.model.predict(np.asarray(observations, dtype=np.float32), deterministic=True)
-        return np.asarray(action, dtype=np.float64)
-
-    def reset(self, env_mask: np.ndarray) -> None:
-        return None
-
-
 # --- the run --------------------------------------------------------------------------------------
 class STLRun:
     """One run: a SAC per task, trained in rounds, logged and checkpointed in the multi-task layout.
@@ -278,20 +256,21 @@ class STLRun:
     """
 
     def __init__(self, args: argparse.Namespace) -> None:
+        from agents.sb3 import import_sb3
+
         try:
-            import stable_baselines3
-            from stable_baselines3 import SAC
+            sb3 = import_sb3()
         except ImportError as err:
-            raise SystemExit("scripts/train_stl.py needs stable-baselines3: pip install -e '.[stl]'") from err
+            raise SystemExit(f"scripts/train_stl.py: {err}") from err
         from agents.trainer import hparam_metrics
         from mtrl.config import save_config
         from mtrl.device import resolve_device
         from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, flatten_hparams, truncate_jsonl
 
-        self.args, self.SAC = args, SAC
+        self.args, self.SAC = args, sb3.SAC
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         run_name = args.run_name or f"STL_{args.protocol}_s{args.seed}_{stamp}"
-        self.cfg = resolve_config(args, stable_baselines3.__version__, run_name)
+        self.cfg = resolve_config(args, sb3.__version__, run_name)
         self.protocol = PROTOCOLS[args.protocol]
         self.tasks: list[str] = list(args.tasks)
         self.device = resolve_device(args.device)
@@ -406,6 +385,8 @@ class STLRun:
         from stable_baselines3.common.logger import Logger as SB3Logger
 
         sac = self.cfg["sac"]
+        from agents.sb3 import make_sb3_sac, make_task_env
+
         env = make_task_env(task, self.protocol, self.args.seed)
         path = self.ckpt_dir / task / "model.zip"
         if self.steps[task] > 0 and path.is_file():
@@ -419,23 +400,13 @@ class STLRun:
             print(f"{task}: resumed at step {model.num_timesteps}", file=sys.stderr)
             self.steps[task] = int(model.num_timesteps)
         else:
-            model = self.SAC(
-                "MlpPolicy",
+            warmup = sac["warmup_steps"]
+            model = make_sb3_sac(
                 env,
-                learning_rate=sac["lr"],
-                buffer_size=sac["buffer_capacity"],
-                learning_starts=sac["warmup_steps"],
-                batch_size=sac["batch_per_task"],
-                tau=sac["tau"],
-                gamma=sac["gamma"],
-                train_freq=1,
-                gradient_steps=sac["updates_per_step"],
-                ent_coef=f"auto_{sac['init_temperature']}",
-                target_entropy="auto",  # −|A|, as the multi-task agent
-                policy_kwargs={"net_arch": list(sac["hidden_sizes"])},  # ReLU (SB3's SAC default)
+                dataclasses.replace(self.args.sac, warmup_steps=warmup),
                 seed=self.args.seed,
-                device=self.device,
-                verbose=0,
+                device=str(self.device),
+                buffer_size=sac["buffer_capacity"],
             )
         model.set_logger(SB3Logger(folder=None, output_formats=[]))  # we read its values, it writes nothing
         self.models[task] = model
@@ -514,10 +485,11 @@ class STLRun:
                 env.close()
 
     def _evaluate(self, task: str, step: int) -> None:
+        from agents.sb3 import SB3EvalAgent, make_task_eval_env
         from envs import evaluate
 
         if task not in self.eval_envs:
-            self.eval_envs[task] = make_task_eval_env(task, self.protocol, self.args.seed, self.args.benchmark)
+            self.eval_envs[task] = make_task_eval_env(task, self.protocol, self.args.seed)
         result = evaluate(SB3EvalAgent(self.models[task]), self.eval_envs[task], episodes_per_task=self._episodes())
         self.history[task].append(
             {"step": step, "success": float(result.success_mean), "return": float(result.return_per_task[0])}

@@ -110,8 +110,8 @@ def test_protocols_encode_the_two_published_setups() -> None:
 
 
 def test_unknown_names_raise_with_valid_choices() -> None:
-    with pytest.raises(ValueError, match="MT10, MT50"):
-        make_mt_envs("MT25")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="MT1, MT10, MT25, MT50, custom"):
+        make_mt_envs("MT20")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="metaworld-v3, mtrl-legacy"):
         make_mt_envs("MT10", protocol="mtrl")
     with pytest.raises(ValueError, match="metaworld-v3, mtrl-legacy"):
