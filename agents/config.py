@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from envs.protocols import TOY_PROTOCOL, get_protocol
 from envs.task_sets import resolve_tasks
@@ -94,11 +94,17 @@ class EnvConfig:
 class SACConfig:
     """Soft actor-critic hyper-parameters (defaults: mtrl ``config/agent/state_sac.yaml`` and CARE App. B)."""
 
+    #: Keys of earlier versions and what replaced them (named by the unknown-key error).
+    RENAMED: ClassVar[dict[str, str]] = {"use_one_hot_input": "task_input (true -> one_hot, false -> none)"}
+
     #: Shared-trunk widths of actor and critics: 3×400 ReLU (mtrl ``metaworld_{actor,critic}.yaml``).
     hidden_sizes: tuple[int, ...] = (400, 400, 400)
-    #: Append the task one-hot to the network input (mtrl's MT-SAC does not: task identity enters
-    #: through the per-task heads and temperatures only; docs/metaworld.md §1.4).
-    use_one_hot_input: bool = True
+    #: How the trunks learn which task a row belongs to (``agents.networks.TaskInput``): "none" (only
+    #: the per-task heads and temperatures carry the task), "one_hot" (the task one-hot appended to
+    #: the input; a constant 1 at T = 1) or "embedding" (a learned vector per task appended).
+    task_input: Literal["none", "one_hot", "embedding"] = "one_hot"
+    #: Size of the learned task embedding (``task_input: embedding`` only).
+    task_embedding_dim: int = 16
     #: Adam learning rate of actor and critics (mtrl ``config/agent/optimizers/metaworld_*.yaml``).
     lr: float = 3e-4
     #: Adam learning rate of the per-task temperatures (same source).
@@ -129,6 +135,8 @@ class SACConfig:
     engine_diagnostics: bool = False
 
     def __post_init__(self) -> None:
+        if self.task_embedding_dim < 1:
+            raise ConfigError(f"bad value {self.task_embedding_dim!r} for 'sac.task_embedding_dim': expected >= 1")
         if self.engine_strategy == "representation":
             raise ConfigError(
                 "bad value 'representation' for 'sac.engine_strategy': SAC passes no shared representation "

@@ -20,7 +20,6 @@ checkpoint and our AUC IQM are at least SB3's lower 95% bound, for success and f
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mtrl.analysis import Interval, area_under_curve, curve_estimates, interval_estimates
+from mtrl.analysis import Interval, area_under_curve, curve_estimates, interval_estimates, run_history
 from mtrl.jobs import Job
 
 __all__ = [
@@ -152,24 +151,6 @@ class ABData:
         return list(self.scores)
 
 
-def _history(run_dir: Path, task: str) -> dict[int, dict[str, float]] | None:
-    """``{step: {"success": s, "return": r}}`` of one finished run (train.py or train_stl.py layout)."""
-    path = run_dir / "results.json"
-    if not path.is_file():
-        return None
-    results = json.loads(path.read_text())
-    if results.get("complete") is False:
-        return None
-    if "history" in results:  # train_stl.py: per-task histories
-        return {int(h["step"]): {"success": h["success"], "return": h["return"]} for h in results["history"][task]}
-    out = {}
-    for e in results.get("evals", []):
-        if "return" not in e:
-            raise ValueError(f"{path} has no per-task returns (written by an older train.py); run it again")
-        out[int(e["step"])] = {"success": e["success"][task], "return": e["return"][task]}
-    return out
-
-
 def collect(s: ABSettings, sides: Sequence[str] | None = None) -> ABData:
     """Read every finished run of ``s`` (sides default: ours and SB3) into an :class:`ABData`.
 
@@ -181,7 +162,8 @@ def collect(s: ABSettings, sides: Sequence[str] | None = None) -> ABData:
         for i, seed in enumerate(s.seeds):
             for j, task in enumerate(s.tasks):
                 run_dir = s.run_dir(side, task, seed)
-                hist = _history(run_dir, task)
+                runs = run_history(run_dir)
+                hist = None if runs is None else runs.get(task)
                 if hist is None or any(step not in hist for step in s.checkpoints):
                     data.missing.append(run_dir)
                     complete = False

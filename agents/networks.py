@@ -1,26 +1,43 @@
-"""Actor and twin critics for multi-task SAC: shared trunks and batched per-task heads.
+"""Actor and twin critics for multi-task SAC: shared trunks, batched per-task heads, a task input.
 
 All inputs are task-grouped, ``(T, n, ·)``: row block ``t`` belongs to task ``t`` (stratified replay
 batches, or the ``T`` sub-envs of a vector env with ``n = 1``). Each network is a
 :class:`mtrl.nn.MultiTaskMLP` (shared trunk of ReLU layers + one batched output layer per task), so
-the per-task heads cost one ``baddbmm`` whatever ``T`` is. The task one-hot is optionally appended
-to the input here (the replay buffer stores observations without it).
+the per-task heads cost one ``baddbmm`` whatever ``T`` is. How the trunk learns which task a row
+belongs to is :class:`TaskInput` (``sac.task_input``): nothing (the heads alone carry the task), the
+one-hot appended to the input, or a learned per-task embedding appended to the input. The replay
+buffer stores observations without any of them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 from mtrl.nn import MultiTaskMLP
 
-__all__ = ["LOG_STD_MAX", "LOG_STD_MIN", "Actor", "TwinCritic", "polyak_update", "with_one_hot"]
+__all__ = [
+    "LOG_STD_MAX",
+    "LOG_STD_MIN",
+    "TASK_INPUTS",
+    "Actor",
+    "TaskInput",
+    "TaskInputMode",
+    "TwinCritic",
+    "polyak_update",
+    "with_one_hot",
+]
 
 #: Bounds of the actor's log standard deviation (mtrl ``metaworld_actor.yaml``: log_std_bounds [-20, 2]).
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+TaskInputMode = Literal["none", "one_hot", "embedding"]
+#: The ways task identity can enter the trunk (``sac.task_input``).
+TASK_INPUTS: tuple[str, ...] = get_args(TaskInputMode)
 
 
 def with_one_hot(x_TNI: Tensor) -> Tensor:
@@ -28,6 +45,51 @@ def with_one_hot(x_TNI: Tensor) -> Tensor:
     T, n, _ = x_TNI.shape
     eye_TT = torch.eye(T, device=x_TNI.device, dtype=x_TNI.dtype)
     return torch.cat([x_TNI, eye_TT[:, None, :].expand(T, n, T)], dim=-1)
+
+
+class TaskInput(nn.Module):
+    """What a network appends to each row to tell the trunk its task: ``(T, n, I) -> (T, n, I + extra)``.
+
+    * ``"none"``: nothing (``extra = 0``); the task enters only through the per-task heads (and, in
+      SAC, the per-task temperatures).
+    * ``"one_hot"``: the task one-hot (``extra = T``). At ``T = 1`` this is a constant 1, a second
+      bias of the first layer.
+    * ``"embedding"``: a learned vector ``e_t`` per task (``extra = embedding_dim``), initialised
+      ``N(0, 1)`` like ``nn.Embedding``. Row ``t`` of the table only affects task ``t``'s losses, so
+      it is a task-specific parameter (:meth:`task_parameters`): the engine gives it its own task's
+      unweighted gradient, as it does the heads.
+    """
+
+    def __init__(self, num_tasks: int, mode: TaskInputMode = "none", embedding_dim: int = 16) -> None:
+        super().__init__()
+        if mode not in TASK_INPUTS:
+            raise ValueError(f"unknown task input {mode!r}; valid choices: {', '.join(TASK_INPUTS)}")
+        if mode == "embedding" and embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        self.num_tasks, self.mode = num_tasks, mode
+        self.embedding_TD = nn.Parameter(torch.randn(num_tasks, embedding_dim)) if mode == "embedding" else None
+
+    @property
+    def extra_features(self) -> int:
+        """Columns appended to every row."""
+        if self.embedding_TD is not None:
+            return int(self.embedding_TD.shape[1])
+        return self.num_tasks if self.mode == "one_hot" else 0
+
+    def forward(self, x_TNI: Tensor) -> Tensor:
+        if self.mode == "one_hot":
+            return with_one_hot(x_TNI)
+        if self.embedding_TD is not None:
+            T, n, _ = x_TNI.shape
+            e_TND = self.embedding_TD.to(x_TNI.dtype)[:, None, :].expand(T, n, -1)
+            return torch.cat([x_TNI, e_TND], dim=-1)
+        return x_TNI
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        return [self.embedding_TD] if self.embedding_TD is not None else []
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, extra_features={self.extra_features}"
 
 
 class Actor(nn.Module):
@@ -42,16 +104,22 @@ class Actor(nn.Module):
     """
 
     def __init__(
-        self, num_tasks: int, obs_dim: int, action_dim: int, hidden: Sequence[int], use_one_hot: bool = True
+        self,
+        num_tasks: int,
+        obs_dim: int,
+        action_dim: int,
+        hidden: Sequence[int],
+        task_input: TaskInputMode = "none",
+        embedding_dim: int = 16,
     ) -> None:
         super().__init__()
         self.num_tasks = num_tasks
         self.action_dim = action_dim
-        self.use_one_hot = use_one_hot
-        self.net = MultiTaskMLP(num_tasks, obs_dim + (num_tasks if use_one_hot else 0), hidden, 2 * action_dim)
+        self.task_input = TaskInput(num_tasks, task_input, embedding_dim)
+        self.net = MultiTaskMLP(num_tasks, obs_dim + self.task_input.extra_features, hidden, 2 * action_dim)
 
     def _input(self, obs_TNO: Tensor) -> Tensor:
-        return with_one_hot(obs_TNO) if self.use_one_hot else obs_TNO
+        return self.task_input(obs_TNO)
 
     def distribution(self, obs_TNO: Tensor) -> tuple[Tensor, Tensor]:
         """``(mean (T, n, A), log_std (T, n, A))`` of the pre-tanh Gaussian."""
@@ -85,7 +153,7 @@ class Actor(nn.Module):
         return self.net.shared_parameters()
 
     def task_parameters(self) -> list[nn.Parameter]:
-        return self.net.task_parameters()
+        return self.net.task_parameters() + self.task_input.task_parameters()
 
 
 class TwinCritic(nn.Module):
@@ -96,26 +164,33 @@ class TwinCritic(nn.Module):
     """
 
     def __init__(
-        self, num_tasks: int, obs_dim: int, action_dim: int, hidden: Sequence[int], use_one_hot: bool = True
+        self,
+        num_tasks: int,
+        obs_dim: int,
+        action_dim: int,
+        hidden: Sequence[int],
+        task_input: TaskInputMode = "none",
+        embedding_dim: int = 16,
     ) -> None:
         super().__init__()
-        self.use_one_hot = use_one_hot
-        in_features = obs_dim + action_dim + (num_tasks if use_one_hot else 0)
+        # one task input per Q-network: the twin critics stay independent (an embedding is not shared)
+        self.input1 = TaskInput(num_tasks, task_input, embedding_dim)
+        self.input2 = TaskInput(num_tasks, task_input, embedding_dim)
+        in_features = obs_dim + action_dim + self.input1.extra_features
         self.q1 = MultiTaskMLP(num_tasks, in_features, hidden, 1)
         self.q2 = MultiTaskMLP(num_tasks, in_features, hidden, 1)
 
     def forward(self, obs_TNO: Tensor, action_TNA: Tensor) -> tuple[Tensor, Tensor]:
         """``(q1 (T, n), q2 (T, n))``."""
         x_TNI = torch.cat([obs_TNO, action_TNA], dim=-1)
-        if self.use_one_hot:
-            x_TNI = with_one_hot(x_TNI)
-        return self.q1(x_TNI).squeeze(-1), self.q2(x_TNI).squeeze(-1)
+        return self.q1(self.input1(x_TNI)).squeeze(-1), self.q2(self.input2(x_TNI)).squeeze(-1)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return self.q1.shared_parameters() + self.q2.shared_parameters()
 
     def task_parameters(self) -> list[nn.Parameter]:
-        return self.q1.task_parameters() + self.q2.task_parameters()
+        extra = self.input1.task_parameters() + self.input2.task_parameters()
+        return self.q1.task_parameters() + self.q2.task_parameters() + extra
 
 
 @torch.no_grad()

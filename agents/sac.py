@@ -1,15 +1,27 @@
 """Multi-task soft actor-critic whose critic and actor updates go through a gradient balancer.
 
 SAC (Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", arXiv:1812.05905, Alg. 1)
-with the multi-task choices of facebookresearch/mtrl's MT-SAC (docs/metaworld.md §1.3–1.5): a
-per-task temperature ``α_t = exp(log_alpha_t)`` with target entropy ``−|A|``, twin critics with
-Polyak-averaged targets, and per-task losses — each the mean over that task's rows of a stratified
-batch ``(T, n, ·)``:
+with the multi-task choices of facebookresearch/mtrl's MT-SAC: a per-task temperature
+``α_t = exp(log_alpha_t)`` with target entropy ``−|A|``, twin critics with Polyak-averaged targets,
+and per-task losses — each the mean over that task's rows of a stratified batch ``(T, n, ·)``:
 
     y        = r + γ (1 − terminated) (min_k Q'_k(s', a') − α_t log π(a'|s')),   a' ~ π(·|s')
-    L^Q_t    = mean_rows[(Q_1(s, a) − y)² + (Q_2(s, a) − y)²]
+    L^Q_t    = ½ mean_rows[(Q_1(s, a) − y)² + (Q_2(s, a) − y)²]
     L^π_t    = mean_rows[α_t log π(ã|s) − min_k Q_k(s, ã)],                        ã ~ π(·|s)
-    L^α_t    = mean_rows[−α_t (log π(ã|s) + target_entropy)]
+    L^α_t    = mean_rows[−log α_t · (log π(ã|s) + target_entropy)]
+
+At ``T = 1`` with ``task_input: none`` one update is stable-baselines3's ``SAC.train`` step to float
+precision, given the same weights, batch and noise (``tests/rl/test_sb3_equivalence.py``). Two
+details decide that, and both change learning (measured with ``scripts/bench_learning.py``):
+
+* the temperature loss is taken with respect to ``log α`` (SAC authors' code, SB3), not ``α``
+  (facebookresearch/mtrl, CleanRL): under Adam the α form makes α fall more slowly;
+* the critic loss carries the factor ½ (SB3). Adam cancels a constant factor except through its
+  ``eps``, so this changes only parameters whose gradients are tiny — but it is what makes the
+  update identical to the reference's.
+
+Every temperature and α that enters the target and the actor loss is the one from before this
+update's temperature step, as in SB3 (which steps α first and reads α before that step).
 
 ``L^Q (T,)`` goes to the engine with the critic balancer, ``L^π (T,)`` with the actor balancer; the
 temperature losses are summed unbalanced (each ``α_t`` only sees its own task). With ``ew`` both
@@ -31,7 +43,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -43,7 +55,16 @@ from mtrl.balancers import Balancer
 from mtrl.engine import BalanceReport, GradientEngine, LinearCapture, LossClosure, make_loss_fn, needs_loss_fn
 from mtrl.replay import Batch
 
-__all__ = ["EvalAgent", "MultiTaskSAC"]
+__all__ = ["EvalAgent", "MultiTaskSAC", "UpdateNoise"]
+
+
+class UpdateNoise(NamedTuple):
+    """The standard-normal draws ``ε (T, n, A)`` of one update: ``next_obs`` for the next action
+    ``a' ~ π(·|s')`` of the TD target, ``obs`` for the reparametrised action ``ã ~ π(·|s)`` of the
+    actor (and temperature) loss."""
+
+    next_obs: Tensor
+    obs: Tensor
 
 
 class MultiTaskSAC:
@@ -89,9 +110,9 @@ class MultiTaskSAC:
         self.action_scale_A = ((high - low) / 2).to(self.device)
         self.action_bias_A = ((high + low) / 2).to(self.device)
 
-        hidden, one_hot = cfg.hidden_sizes, cfg.use_one_hot_input
-        self.actor = Actor(num_tasks, obs_dim, action_dim, hidden, one_hot).to(self.device)
-        self.critic = TwinCritic(num_tasks, obs_dim, action_dim, hidden, one_hot).to(self.device)
+        hidden, task_input, dim = cfg.hidden_sizes, cfg.task_input, cfg.task_embedding_dim
+        self.actor = Actor(num_tasks, obs_dim, action_dim, hidden, task_input, dim).to(self.device)
+        self.critic = TwinCritic(num_tasks, obs_dim, action_dim, hidden, task_input, dim).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha_T = torch.full(
             (num_tasks,), math.log(cfg.init_temperature), device=self.device, requires_grad=True
@@ -118,7 +139,12 @@ class MultiTaskSAC:
     # --- learning ------------------------------------------------------------------------------
     @staticmethod
     def _td_losses(q1_Tn: Tensor, q2_Tn: Tensor, target_q_Tn: Tensor) -> Tensor:
-        return ((q1_Tn - target_q_Tn) ** 2).mean(1) + ((q2_Tn - target_q_Tn) ** 2).mean(1)
+        """``L^Q_t = ½ [mean (Q_1 − y)² + mean (Q_2 − y)²]`` per task (SB3's ``0.5 · Σ_k MSE``)."""
+        return 0.5 * (((q1_Tn - target_q_Tn) ** 2).mean(1) + ((q2_Tn - target_q_Tn) ** 2).mean(1))
+
+    def alpha_losses(self, log_prob_Tn: Tensor) -> Tensor:
+        """``L^α_t = mean_rows[−log α_t (log π + target_entropy)]`` (gradient with respect to ``log α``)."""
+        return (-self.log_alpha_T[:, None] * (log_prob_Tn.detach() + self.target_entropy)).mean(1)
 
     def critic_losses(self, batch: Batch, target_q_Tn: Tensor) -> Tensor:
         """Per-task twin-Q regression losses ``(T,)``, the critic forward recorded for the engine."""
@@ -149,15 +175,18 @@ class MultiTaskSAC:
 
         return make_loss_fn(self.actor, self.actor_shared, self.actor_task, compute)
 
-    def update(self, batch: Batch, with_metrics: bool = True) -> dict[str, float]:
+    def update(self, batch: Batch, with_metrics: bool = True, noise: UpdateNoise | None = None) -> dict[str, float]:
         """One SAC update on a stratified batch ``(T, n, ·)``; returns namespaced scalars
-        (empty when ``with_metrics`` is False, which avoids device synchronisation)."""
+        (empty when ``with_metrics`` is False, which avoids device synchronisation).
+
+        ``noise`` fixes the two reparametrisation draws (tests compare the update with a reference's);
+        by default they come from the global generator."""
         cfg = self.cfg
         alpha_T = self.log_alpha_T.detach().exp()
 
         # Critic: TD target from the target critics and a fresh next action.
         with torch.no_grad():
-            next_action_TnA, next_log_prob_Tn = self.actor(batch.next_obs)
+            next_action_TnA, next_log_prob_Tn = self.actor(batch.next_obs, None if noise is None else noise.next_obs)
             q1_next_Tn, q2_next_Tn = self.critic_target(batch.next_obs, next_action_TnA)
             soft_q_next_Tn = torch.min(q1_next_Tn, q2_next_Tn) - alpha_T[:, None] * next_log_prob_Tn
             target_q_Tn = batch.reward + (1.0 - batch.terminated) * cfg.gamma * soft_q_next_Tn
@@ -179,8 +208,8 @@ class MultiTaskSAC:
 
         # Actor: reparametrised actions scored by the (just updated) critics. The noise is drawn
         # explicitly only for closures (same global-generator draws as randn_like inside the actor).
-        noise_TnA = None
-        if self.actor_needs_closure:
+        noise_TnA = None if noise is None else noise.obs
+        if self.actor_needs_closure and noise_TnA is None:
             T, n = batch.obs.shape[:2]
             noise_TnA = torch.randn(T, n, self.action_dim, device=batch.obs.device, dtype=batch.obs.dtype)
         with self.actor_capture.record():
@@ -191,14 +220,16 @@ class MultiTaskSAC:
             self.actor_shared,
             self.actor_task,
             capture=self.actor_capture,
-            loss_fn=self.actor_loss_fn(batch, alpha_T, noise_TnA) if noise_TnA is not None else None,
+            loss_fn=None
+            if noise_TnA is None or not self.actor_needs_closure
+            else self.actor_loss_fn(batch, alpha_T, noise_TnA),
             diagnostics=diagnostics,
         )
         self._clip(self.actor)
         self.actor_opt.step()
 
         # Temperatures: per-task losses, summed unbalanced (α_t only enters L^α_t).
-        alpha_losses_T = (-self.log_alpha_T.exp()[:, None] * (log_prob_Tn.detach() + self.target_entropy)).mean(1)
+        alpha_losses_T = self.alpha_losses(log_prob_Tn)
         self.alpha_opt.zero_grad()
         alpha_losses_T.sum().backward()
         self.alpha_opt.step()

@@ -45,7 +45,10 @@ __all__ = [
     "interval_estimates",
     "learning_curves",
     "markdown_table",
+    "run_history",
     "summarize",
+    "task_scores",
+    "task_table",
 ]
 
 
@@ -184,7 +187,9 @@ def learning_curves(records: Sequence[RunRecord], metric: str) -> dict[str, tupl
 
 # --- rliable: aggregate statistics with stratified-bootstrap intervals ---------------------------------
 #: The aggregate statistics :func:`interval_estimates` knows, by name: rliable's
-#: ``aggregate_{iqm,mean,median,optimality_gap}`` (optimality gap to a score of 1.0: success rates).
+#: ``aggregate_{iqm,mean,median,optimality_gap}``. Over a ``(runs, tasks)`` matrix: ``iqm`` is the 25%
+#: trimmed mean of all entries, ``mean`` their mean, ``median`` the median over tasks of the per-task
+#: means, ``optimality_gap`` the mean shortfall below 1.0 (for success rates).
 STATISTICS: tuple[str, ...] = ("iqm", "mean", "median", "optimality_gap")
 
 
@@ -249,15 +254,22 @@ def interval_estimates(
     """
     library, _ = _rliable()
     data = _scores(scores, 2)
-    with warnings.catch_warnings():  # arch 7 deprecates random_state, which rliable 1.2 passes
-        warnings.simplefilter("ignore", FutureWarning)
-        points, intervals = library.get_interval_estimates(
-            data,
-            _aggregate(statistics),
-            reps=reps,
-            confidence_interval_size=confidence,
-            random_state=np.random.RandomState(seed),
-        )
+    # rliable 1.2's StratifiedBootstrap draws its indices from numpy's *global* generator (it ignores
+    # random_state), so the global state is seeded here and put back afterwards.
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # arch 7 deprecates random_state, which rliable 1.2 passes
+            warnings.simplefilter("ignore", FutureWarning)
+            points, intervals = library.get_interval_estimates(
+                data,
+                _aggregate(statistics),
+                reps=reps,
+                confidence_interval_size=confidence,
+                random_state=np.random.RandomState(seed),
+            )
+    finally:
+        np.random.set_state(saved)
     return {
         group: {
             name: Interval(float(points[group][i]), float(intervals[group][0, i]), float(intervals[group][1, i]))
@@ -296,3 +308,70 @@ def area_under_curve(scores_rtp: np.ndarray) -> np.ndarray:
     if arr.ndim != 3:
         raise ValueError(f"area_under_curve expects (runs, tasks, points); got shape {arr.shape}")
     return arr.mean(axis=2)
+
+
+def task_scores(
+    records: Sequence[RunRecord], prefix: str = "summary/final/success/"
+) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Per group, the task names and a ``(runs, tasks)`` matrix of the results keys ``<prefix><task>``
+    (by default each run's final evaluation success per task, from ``results.json``).
+
+    Every run of a group must report the same tasks (else ``ValueError``, naming the run)."""
+    by_group: dict[str, list[RunRecord]] = defaultdict(list)
+    for rec in records:
+        by_group[rec.group].append(rec)
+    out: dict[str, tuple[list[str], np.ndarray]] = {}
+    for group, recs in sorted(by_group.items()):
+        tasks = sorted(k[len(prefix) :] for k in recs[0].results if k.startswith(prefix))
+        if not tasks:
+            raise ValueError(f"run {recs[0].path} has no results keys starting with {prefix!r}")
+        rows = []
+        for rec in sorted(recs, key=lambda r: r.seed):
+            have = sorted(k[len(prefix) :] for k in rec.results if k.startswith(prefix))
+            if have != tasks:
+                raise ValueError(f"run {rec.path} reports tasks {have}, other runs of {group!r} {tasks}")
+            rows.append([rec.results[prefix + t] for t in tasks])
+        out[group] = (tasks, np.asarray(rows, dtype=np.float64))
+    return out
+
+
+def task_table(scores: Mapping[str, tuple[list[str], np.ndarray]], reps: int = 2000) -> str:
+    """Markdown: per group IQM and mean over runs × tasks with 95% stratified-bootstrap intervals (tasks
+    as strata), then the mean over runs of every task."""
+    matrices = {g: m for g, (_, m) in scores.items()}
+    est = interval_estimates(matrices, ("iqm", "mean"), reps=reps)
+    lines = ["| group | runs | IQM [95% CI] | mean [95% CI] |", "|---|---|---|---|"]
+    for group, (_, m) in scores.items():
+        lines.append(f"| {group} | {m.shape[0]} | {est[group]['iqm'].format()} | {est[group]['mean'].format()} |")
+    tasks = sorted({t for names, _ in scores.values() for t in names})
+    lines += ["", "| task | " + " | ".join(scores) + " |", "|---|" + "---|" * len(scores)]
+    for task in tasks:
+        cells = []
+        for names, m in scores.values():
+            cells.append(f"{m[:, names.index(task)].mean():.2f}" if task in names else "–")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_history(run_dir: str | Path, finished_only: bool = True) -> dict[str, dict[int, dict[str, float]]] | None:
+    """Per task, ``{step: {"success": s, "return": r}}`` of every evaluation of one RL run, from its
+    ``results.json`` (``scripts/train.py``'s ``evals`` or ``scripts/train_stl.py``'s per-task
+    ``history``); None if there is no results file, or, with ``finished_only``, the run is not complete."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    if finished_only and results.get("complete") is False:
+        return None
+    if "history" in results:  # train_stl.py: one history per task
+        return {
+            task: {int(h["step"]): {"success": float(h["success"]), "return": float(h["return"])} for h in hist}
+            for task, hist in results["history"].items()
+        }
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for e in results.get("evals", []):
+        if "return" not in e:
+            raise ValueError(f"{path} has no per-task returns (written before they were recorded); run it again")
+        for task, success in e["success"].items():
+            out.setdefault(task, {})[int(e["step"])] = {"success": float(success), "return": float(e["return"][task])}
+    return out

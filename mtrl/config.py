@@ -9,6 +9,7 @@ fails at start-up on an unknown key or a badly typed value, naming the key and t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -99,8 +100,18 @@ def _build(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        renamed: dict[str, str] = getattr(cls, "RENAMED", {})
+        notes: list[str] = []
+        for key in unknown:
+            if key in renamed:
+                notes.append(f"{prefix + key} is now {prefix}{renamed[key]}")
+            else:
+                close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+                if close:
+                    notes.append(f"did you mean {prefix + close[0]}?")
+        hint = f" ({'; '.join(notes)})" if notes else ""
         raise ConfigError(
-            f"unknown config key(s) {[prefix + k for k in unknown]}; valid keys"
+            f"unknown config key(s) {[prefix + k for k in unknown]}{hint}; valid keys"
             f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(fields))}"
         )
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}

@@ -103,8 +103,11 @@ def _run_one(job: Job) -> JobOutcome:
 def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = None) -> list[JobOutcome]:
     """Run the unfinished ``jobs``, ``parallel`` at a time; returns their outcomes in finishing order.
 
-    Prints one line per finished job (``[done/total, running, failed] name: ok in 3m12s``) to
-    ``stream`` (default stderr); a failed job's line names its log. Finished runs are skipped.
+    Prints one line per ended job (``[done/total, running, failed] name: ok in 3m12s``) to ``stream``
+    (default stderr); a failed job's line names its log, and a job that exited cleanly without
+    finishing its run (a trainer stopped by Ctrl-C saves a checkpoint and exits 0) says it will
+    resume. Ctrl-C stops the driver: no new job starts, the running ones receive the same SIGINT (one
+    process group), save their checkpoints and end, and ``KeyboardInterrupt`` is raised once they have.
     """
     out = stream if stream is not None else sys.stderr
     todo = pending_jobs(jobs)
@@ -125,19 +128,38 @@ def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = Non
             with lock:
                 running -= 1
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        futures = [pool.submit(start, job) for job in todo]
+    def line(result: JobOutcome) -> str:
+        failed = sum(o.returncode != 0 for o in outcomes)
+        minutes, seconds = divmod(int(result.seconds), 60)
+        if result.returncode != 0:
+            status = f"FAILED (exit {result.returncode}; log {result.log})"
+        elif is_finished(result.job.run_dir):
+            status = "ok"
+        else:
+            status = "stopped before its end (checkpointed: it resumes when run again)"
+        with lock:
+            now_running = running
+        return (
+            f"[{len(outcomes)}/{len(todo)} done, {now_running} running, {failed} failed] "
+            f"{result.job.name}: {status} in {minutes}m{seconds:02d}s"
+        )
+
+    pool = ThreadPoolExecutor(max_workers=max(1, parallel))
+    futures = [pool.submit(start, job) for job in todo]
+    try:
         for future in as_completed(futures):
-            result = future.result()
-            outcomes.append(result)
-            failed = sum(o.returncode != 0 for o in outcomes)
-            minutes, seconds = divmod(int(result.seconds), 60)
-            status = "ok" if result.returncode == 0 else f"FAILED (exit {result.returncode}; log {result.log})"
-            with lock:
-                now_running = running
-            line = (
-                f"[{len(outcomes)}/{len(todo)} done, {now_running} running, {failed} failed] "
-                f"{result.job.name}: {status} in {minutes}m{seconds:02d}s"
-            )
-            print(line, file=out, flush=True)
+            outcomes.append(future.result())
+            print(line(outcomes[-1]), file=out, flush=True)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=True, cancel_futures=True)  # the running jobs got the SIGINT too: let them save
+        ended = [f.result() for f in futures if f.done() and not f.cancelled() and f.result() not in outcomes]
+        outcomes.extend(ended)
+        print(
+            f"interrupted: {len(ended)} running runs stopped and saved; {sum(f.cancelled() for f in futures)} "
+            f"not started. Run the same command again to resume.",
+            file=out,
+            flush=True,
+        )
+        raise
+    pool.shutdown(wait=True)
     return outcomes

@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         jobs = plan_jobs(settings, args.sides)
         print(f"{len(jobs)} runs under {settings.root} ({args.jobs} at a time); logs in each run's job.log",
               file=sys.stderr, flush=True)  # fmt: skip
-        outcomes = run_jobs(jobs, parallel=args.jobs)
+        try:
+            outcomes = run_jobs(jobs, parallel=args.jobs)
+        except KeyboardInterrupt:
+            print("stopped: run the same command again to resume", file=sys.stderr)
+            return 130
         failed = [o for o in outcomes if o.returncode != 0]
         for o in failed:
             print(f"FAILED: {o.job.name} (exit {o.returncode}); see {o.log}", file=sys.stderr)

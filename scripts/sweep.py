@@ -4,12 +4,15 @@
     python scripts/sweep.py scripts/train.py configs/mt10_sac.yaml --balancers ew pcgrad aligned_mtl \
         --seeds 0 1 2 --root runs/sweep/mt10 --jobs 2 total_steps=100000
     python scripts/sweep.py ... --ray-address auto     # one Ray task per run (needs `pip install ray`)
+    python scripts/sweep.py scripts/train.py configs/mt10_sac_cpu.yaml --balancers ew --seeds 0 1 \
+        --vary sac.task_input=one_hot,none,embedding --root runs/task_input --jobs 2   # also sweep a key
 
-Each run gets ``balancer=B seed=S`` (``balancer.name=B`` for ``train_vision.py``) and the run directory
-``ROOT/B/seedS`` (``logdir=ROOT/B run_name=seedS``) plus the given overrides (:mod:`mtrl.jobs`); a
-finished run is skipped, and an interrupted run that left a checkpoint (``checkpoints/last.txt``
-of ``train.py``, ``checkpoint.pt`` of ``train_vision.py``) is continued with ``resume=true``; a run that
-crashed before its first checkpoint starts again from scratch.
+Each run gets ``balancer=B seed=S`` (``balancer.name=B`` for ``train_vision.py``), one value of every
+``--vary`` key and the given overrides, and the run directory ``ROOT/B/seedS``
+(``ROOT/B/<key>=<value>/seedS`` with ``--vary``). Runs go through :mod:`mtrl.jobs`: a finished run is
+skipped, an interrupted run that left a checkpoint (``checkpoints/last.txt`` of ``train.py``,
+``checkpoint.pt`` of ``train_vision.py``) is continued with ``resume=true``, and a run that crashed
+before its first checkpoint starts again from scratch.
 Aggregate afterwards with ``scripts/aggregate.py ROOT``.
 """
 
@@ -26,18 +29,41 @@ from mtrl.jobs import Job, has_checkpoint, pending_jobs, run_jobs
 __all__ = ["has_checkpoint", "run_commands", "sweep_jobs"]
 
 
+def parse_vary(items: list[str]) -> list[tuple[str, list[str]]]:
+    """``["sac.task_input=one_hot,none"]`` → ``[("sac.task_input", ["one_hot", "none"])]``."""
+    out = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise ValueError(f"bad --vary {item!r}: expected KEY=V1,V2,... (e.g. sac.task_input=one_hot,none)")
+        out.append((key, values.split(",")))
+    return out
+
+
 def sweep_jobs(
-    root: Path, script: str, config: str, balancers: list[str], seeds: list[int], extra: list[str]
+    root: Path,
+    script: str,
+    config: str,
+    balancers: list[str],
+    seeds: list[int],
+    extra: list[str],
+    vary: list[tuple[str, list[str]]] | None = None,
 ) -> list[Job]:
-    """One :class:`~mtrl.jobs.Job` per balancer × seed, run directory ``ROOT/B/seedS``."""
+    """One :class:`~mtrl.jobs.Job` per balancer × (varied values) × seed, in ``ROOT/B[/k=v,...]/seedS``."""
     jobs = []
     key = "balancer.name" if "vision" in Path(script).name else "balancer"  # vision nests balancer hparams
+    combos: list[list[tuple[str, str]]] = [[]]
+    for name, values in vary or []:
+        combos = [[*c, (name, v)] for c in combos for v in values]
     for balancer in balancers:
-        for seed in seeds:
-            logdir = root / balancer / f"seed{seed}"
-            cmd = (sys.executable, script, config, f"{key}={balancer}", f"seed={seed}",
-                   f"logdir={logdir.parent}", f"run_name={logdir.name}", *extra)  # fmt: skip
-            jobs.append(Job(f"{balancer}/seed{seed}", logdir, cmd, resume_args=("resume=true",)))
+        for combo in combos:
+            label = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in combo)
+            for seed in seeds:
+                logdir = root / balancer / label / f"seed{seed}" if label else root / balancer / f"seed{seed}"
+                cmd = (sys.executable, script, config, f"{key}={balancer}", *(f"{k}={v}" for k, v in combo),
+                       f"seed={seed}", f"logdir={logdir.parent}", f"run_name={logdir.name}", *extra)  # fmt: skip
+                name = "/".join(p for p in (balancer, label, f"seed{seed}") if p)
+                jobs.append(Job(name, logdir, cmd, resume_args=("resume=true",)))
     return jobs
 
 
@@ -64,10 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--root", required=True, help="folder for the run directories")
     parser.add_argument("--jobs", type=int, default=1, help="parallel local runs")
+    parser.add_argument(
+        "--vary", action="append", default=[], help="KEY=V1,V2,... also sweep a config key (repeatable)"
+    )
     parser.add_argument("--ray-address", default=None, help="run on a Ray cluster at this address ('auto' for local)")
     args, extra = parser.parse_known_args(argv)
 
-    jobs = pending_jobs(sweep_jobs(Path(args.root), args.script, args.config, args.balancers, args.seeds, extra))
+    try:
+        vary = parse_vary(args.vary)
+    except ValueError as err:
+        parser.error(str(err))
+    jobs = pending_jobs(sweep_jobs(Path(args.root), args.script, args.config, args.balancers, args.seeds, extra, vary))
     if not jobs:
         print("every run of the sweep has results.json already")
         return 0

@@ -29,10 +29,10 @@ shows both side by side (step = environment steps per task = the multi-task runs
 * ``config.yaml`` — the resolved settings, with the protocol stamped as in the multi-task runs
   (``env.protocol`` and ``protocol_details`` from :func:`agents.config.protocol_details`);
   ``balancer: stl`` names the group for ``scripts/aggregate.py``;
-* TensorBoard events and ``metrics.jsonl``: ``train/critic_loss/<task>`` (SB3's loss × 2, i.e. the
-  sum of the two critics' mean squared TD errors, the multi-task runs' definition),
-  ``train/actor_loss/<task>``, ``train/alpha/<task>``, ``train/alpha_loss/<task>`` (SB3's form,
-  ``−log α (log π + target entropy)``), their means over tasks ``train/critic_loss``,
+* TensorBoard events and ``metrics.jsonl``: ``train/critic_loss/<task>`` (½ the sum of the two
+  critics' mean squared TD errors, SB3's loss and the multi-task runs' definition),
+  ``train/actor_loss/<task>``, ``train/alpha/<task>``, ``train/alpha_loss/<task>``
+  (``−log α (log π + target entropy)``, as the multi-task runs), their means over tasks ``train/critic_loss``,
   ``train/actor_loss``, ``train/alpha_loss`` (once every task logged that step),
   ``eval/success/<task>``, ``eval/return/<task>``, ``eval/success_mean``, ``perf/sps`` (environment
   steps per task per second of training, i.e. vector-step equivalents: all tasks advance one step),
@@ -453,7 +453,7 @@ class STLRun:
         if "train/critic_loss" not in values:  # still warming up: no update yet
             return
         row = {
-            "critic_loss": 2.0 * float(values["train/critic_loss"]),  # SB3 halves the twin-critic sum
+            "critic_loss": float(values["train/critic_loss"]),  # ½ Σ_k MSE: the multi-task agent's definition
             "actor_loss": float(values["train/actor_loss"]),
             "alpha": float(values["train/ent_coef"]),
             "alpha_loss": float(values.get("train/ent_coef_loss", math.nan)),

@@ -34,7 +34,8 @@ _params = agent_params
 
 
 def _plain_sac_update(agent: MultiTaskSAC, batch: Batch) -> None:
-    """Hand-written multi-task SAC (CleanRL ``sac_continuous_action.py`` order) on the sum of per-task losses."""
+    """Hand-written multi-task SAC (CleanRL ``sac_continuous_action.py`` order) on the sum of per-task losses,
+    with stable-baselines3's loss forms: ``½ Σ_k MSE`` for the critics, the temperature loss in ``log α``."""
     cfg = agent.cfg
     alpha_T1 = agent.log_alpha_T.detach().exp()[:, None]
     with torch.no_grad():
@@ -42,7 +43,7 @@ def _plain_sac_update(agent: MultiTaskSAC, batch: Batch) -> None:
         q1_t, q2_t = agent.critic_target(batch.next_obs, next_a)
         y = batch.reward + (1 - batch.terminated) * cfg.gamma * (torch.min(q1_t, q2_t) - alpha_T1 * next_logp)
     q1, q2 = agent.critic(batch.obs, batch.action)
-    qf_loss = torch.stack([F.mse_loss(q1[t], y[t]) + F.mse_loss(q2[t], y[t]) for t in range(T)]).sum()
+    qf_loss = torch.stack([0.5 * (F.mse_loss(q1[t], y[t]) + F.mse_loss(q2[t], y[t])) for t in range(T)]).sum()
     agent.critic_opt.zero_grad()
     qf_loss.backward()
     agent.critic_opt.step()
@@ -53,7 +54,7 @@ def _plain_sac_update(agent: MultiTaskSAC, batch: Batch) -> None:
     actor_loss.backward()
     agent.actor_opt.step()
     alpha_loss = torch.stack(
-        [(-agent.log_alpha_T[t].exp() * (logp[t].detach() + agent.target_entropy)).mean() for t in range(T)]
+        [(-agent.log_alpha_T[t] * (logp[t].detach() + agent.target_entropy)).mean() for t in range(T)]
     ).sum()
     agent.alpha_opt.zero_grad()
     alpha_loss.backward()

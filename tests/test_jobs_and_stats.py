@@ -1,0 +1,201 @@
+"""Resumable local jobs (mtrl.jobs), rliable statistics (mtrl.analysis) and the A/B harness's planning,
+reading, report and acceptance rule (agents.learning_ab) on hand-written run directories."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from agents.learning_ab import SB3_SIDE, ABSettings, acceptance, collect, plan_jobs, plot, report
+from mtrl.analysis import RunRecord, area_under_curve, curve_estimates, interval_estimates, task_scores, task_table
+from mtrl.jobs import Job, has_checkpoint, is_finished, pending_jobs, run_jobs
+
+pytest.importorskip("rliable")
+
+
+# --- jobs ------------------------------------------------------------------------------------------
+def _writer_job(run_dir: Path, complete: bool = True, code: int = 0) -> Job:
+    """A real subprocess that writes ``results.json`` and records its argv (a stand-in training script)."""
+    script = (
+        "import json, pathlib, sys; d = pathlib.Path(sys.argv[1]); d.mkdir(parents=True, exist_ok=True); "
+        f"(d / 'results.json').write_text(json.dumps({{'complete': {complete}, 'argv': sys.argv[2:]}})); "
+        f"sys.exit({code})"
+    )
+    return Job(run_dir.name, run_dir, (sys.executable, "-c", script, str(run_dir)), resume_args=("resume=true",))
+
+
+def test_jobs_skip_finished_resume_checkpointed_and_report_failures(tmp_path: Path) -> None:
+    done, started, fresh, broken = (tmp_path / n for n in ("done", "started", "fresh", "broken"))
+    done.mkdir()
+    (done / "results.json").write_text(json.dumps({"complete": True}))
+    (started / "checkpoints").mkdir(parents=True)
+    (started / "checkpoints" / "last.txt").write_text("step_000000010.pt\n")
+    (started / "results.json").write_text(json.dumps({"complete": False}))  # Ctrl-C'd: not finished
+    assert is_finished(done) and not is_finished(started) and has_checkpoint(started) and not has_checkpoint(fresh)
+    jobs = [_writer_job(done), _writer_job(started), _writer_job(fresh), _writer_job(broken, code=3)]
+    assert [j.run_dir for j in pending_jobs(jobs)] == [started, fresh, broken]
+    log = io.StringIO()
+    outcomes = run_jobs(jobs, parallel=2, stream=log)
+    assert sorted(o.job.name for o in outcomes) == ["broken", "fresh", "started"]
+    assert json.loads((started / "results.json").read_text())["argv"] == ["resume=true"]
+    assert json.loads((fresh / "results.json").read_text())["argv"] == []
+    text = log.getvalue()
+    assert "1 of 4 runs already finished: skipped" in text
+    assert "broken: FAILED (exit 3; log" in text and "[3/3 done" in text
+    assert (fresh / "job.log").read_text().startswith("$ ")
+    assert [o.returncode for o in run_jobs(jobs, stream=io.StringIO())] == []  # all finished now
+
+
+def test_ctrl_c_stops_the_driver_lets_running_jobs_save_and_starts_nothing_new(tmp_path: Path) -> None:
+    """A real SIGINT to the driver's process group: the running job (a stand-in trainer) checkpoints and
+    exits 0, the queued ones never start, and the driver says how to resume."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    trainer = (
+        "import pathlib, signal, sys, time; d = pathlib.Path(sys.argv[1]); "
+        "stop = lambda *a: ((d / 'checkpoints').mkdir(exist_ok=True), (d / 'checkpoints' / 'last.txt').write_text('x'),"
+        " sys.exit(0)); signal.signal(signal.SIGINT, stop); (d / 'started').write_text('1'); time.sleep(60)"
+    )
+    driver = (
+        "import sys; from pathlib import Path; from mtrl.jobs import Job, run_jobs; "
+        f"jobs = [Job(f'j{{i}}', Path({str(tmp_path)!r}) / f'j{{i}}', (sys.executable, '-c', {trainer!r}, "
+        f"str(Path({str(tmp_path)!r}) / f'j{{i}}'))) for i in range(3)]; run_jobs(jobs, parallel=1)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", driver], stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1], start_new_session=True)  # fmt: skip
+    deadline = time.time() + 60
+    while not (tmp_path / "j0" / "started").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert "interrupted: 1 running runs stopped and saved; 2 not started" in err
+    assert (tmp_path / "j0" / "checkpoints" / "last.txt").is_file()
+    assert not (tmp_path / "j1").exists() and not (tmp_path / "j2").exists()
+
+
+# --- rliable statistics ----------------------------------------------------------------------------
+def test_interval_estimates_match_the_definitions_and_are_reproducible() -> None:
+    rng = np.random.default_rng(0)
+    scores = {"a": rng.random((6, 3)), "b": rng.random((6, 3)) + 1.0}
+    names = ("iqm", "mean", "median", "optimality_gap")
+    est = interval_estimates(scores, names, reps=50, seed=3)
+    for group, m in scores.items():
+        assert est[group]["iqm"].point == pytest.approx(stats.trim_mean(m.ravel(), 0.25))
+        assert est[group]["mean"].point == pytest.approx(m.mean())
+        assert est[group]["median"].point == pytest.approx(np.median(m.mean(axis=0)))  # of per-task means
+        assert est[group]["optimality_gap"].point == pytest.approx(np.mean(1.0 - np.minimum(m, 1.0)))
+        for x in est[group].values():
+            assert x.low <= x.point <= x.high
+    assert est == interval_estimates(scores, names, reps=50, seed=3)
+    assert est["a"]["iqm"].high < est["b"]["iqm"].low  # a clear difference is resolved
+    const = interval_estimates({"c": np.full((4, 2), 0.5)}, ("iqm",), reps=50)["c"]["iqm"]
+    assert (const.low, const.point, const.high) == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        interval_estimates({"a": np.array([[np.nan, 1.0]])})
+    with pytest.raises(ValueError, match="valid choices: iqm, mean, median, optimality_gap"):
+        interval_estimates(scores, ("max",))
+
+
+def test_curves_and_area_under_the_curve() -> None:
+    rtp = np.stack([np.full((3, 2), v) for v in (0.0, 0.5, 1.0)], axis=-1)  # (runs, tasks, points)
+    np.testing.assert_allclose(area_under_curve(rtp), 0.5)
+    curve = curve_estimates({"g": rtp}, "mean", reps=50)["g"]
+    assert [c.point for c in curve] == [0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="runs, tasks, points"):
+        area_under_curve(rtp[:, :, 0])
+
+
+def test_task_scores_and_table_from_run_records(tmp_path: Path) -> None:
+    records = [
+        RunRecord(tmp_path / f"{g}{s}", g, s, {f"summary/final/success/{t}": v + s / 10 for t, v in tasks.items()})
+        for g, tasks in (("none", {"reach-v3": 0.5, "push-v3": 0.0}), ("one_hot", {"reach-v3": 0.2, "push-v3": 0.1}))
+        for s in range(3)
+    ]
+    scores = task_scores(records)
+    names, matrix = scores["none"]
+    assert names == ["push-v3", "reach-v3"] and matrix.shape == (3, 2)
+    np.testing.assert_allclose(matrix[:, 1], [0.5, 0.6, 0.7])
+    table = task_table(scores, reps=50)
+    assert "| none | 3 |" in table and "| reach-v3 | 0.60 | 0.30 |" in table
+    bad = [*records, RunRecord(tmp_path / "x", "none", 9, {"summary/final/success/reach-v3": 1.0})]
+    with pytest.raises(ValueError, match="reports tasks"):
+        task_scores(bad)
+
+
+# --- the A/B harness --------------------------------------------------------------------------------
+def _settings(tmp_path: Path, **kw: object) -> ABSettings:
+    base: dict[str, object] = {"tasks": ("reach-v3", "push-v3"), "seeds": (0, 1, 2), "steps": 20, "eval_every": 10,
+                               "eval_episodes": 1, "root": tmp_path}  # fmt: skip
+    return ABSettings(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def _fake_runs(s: ABSettings, side: str, level: float) -> None:
+    for seed in s.seeds:
+        for j, task in enumerate(s.tasks):
+            run_dir = s.run_dir(side, task, seed)
+            run_dir.mkdir(parents=True)
+            points = [(step, level * step / s.steps + 0.01 * seed + 0.1 * j) for step in s.checkpoints]
+            if side == SB3_SIDE:  # train_stl.py's layout: per-task histories
+                hist = {task: [{"step": st, "success": v, "return": 1000 * v} for st, v in points]}
+                results = {"complete": True, "history": hist}
+            else:  # train.py's layout
+                evals = [{"step": st, "success": {task: v}, "return": {task: 1000 * v}} for st, v in points]
+                results = {"complete": True, "evals": evals}
+            (run_dir / "results.json").write_text(json.dumps(results))
+
+
+def test_ab_plan_reads_both_layouts_and_applies_the_acceptance_rule(tmp_path: Path) -> None:
+    s = _settings(tmp_path)
+    jobs = plan_jobs(s)
+    assert len(jobs) == 12 and [j.name for j in jobs[:2]] == ["mtrl/reach-v3/s0", "sb3/reach-v3/s0"]
+    ours, ref = jobs[0].command, jobs[1].command
+    assert "env.benchmark=MT1" in ours and "env.tasks=[reach-v3]" in ours and "total_steps=20" in ours
+    assert ref[ref.index("--tasks") + 1] == "reach-v3" and ref[ref.index("--preset") + 1] == str(s.preset)
+    assert jobs[0].resume_args == ("resume=true",) and jobs[1].resume_args == ("--resume",)
+    assert len(plan_jobs(s, ["ours"])) == 6
+    with pytest.raises(ValueError, match="multiple of eval_every"):
+        _settings(tmp_path, steps=25)
+
+    _fake_runs(s, SB3_SIDE, 0.5)
+    _fake_runs(s, "mtrl", 0.5)  # the same scores: every check passes
+    data = collect(s)
+    assert data.scores["mtrl"]["success"].shape == (3, 2, 2) and not data.missing
+    np.testing.assert_allclose(data.scores["mtrl"]["return"], 1000 * data.scores[SB3_SIDE]["success"])
+    assert all(passed for _, passed, _ in acceptance(data, reps=50))
+    text = report(data, reps=50)
+    assert "| mtrl | IQM |" in text and "| reach-v3 | sb3 |" in text and "- PASS success final" in text
+    assert plot(data, tmp_path / "ab.png", reps=50).stat().st_size > 10_000
+
+    worse = _settings(tmp_path, ours="worse")
+    _fake_runs(worse, "worse", 0.1)  # clearly below the reference
+    checks = {name: passed for name, passed, _ in acceptance(collect(worse), reps=50)}
+    assert checks == {"success final": False, "success AUC": False, "return final": False, "return AUC": False}
+    (worse.run_dir("worse", "push-v3", 2) / "results.json").unlink()
+    partial = collect(worse)
+    assert "worse" not in partial.scores and partial.missing == [worse.run_dir("worse", "push-v3", 2)]
+    assert "1 runs not finished" in report(partial, reps=50)
+
+
+def test_sweep_varies_a_config_key_into_its_own_run_directories(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from sweep import parse_vary, sweep_jobs
+
+    vary = parse_vary(["sac.task_input=one_hot,none"])
+    jobs = sweep_jobs(tmp_path, "scripts/train.py", "configs/toy_sac.yaml", ["ew"], [0, 1], [], vary)
+    assert [j.name for j in jobs] == ["ew/task_input=one_hot/seed0", "ew/task_input=one_hot/seed1",
+                                      "ew/task_input=none/seed0", "ew/task_input=none/seed1"]  # fmt: skip
+    assert "sac.task_input=none" in jobs[2].command and jobs[2].run_dir == tmp_path / "ew/task_input=none/seed0"
+    with pytest.raises(ValueError, match="expected KEY=V1,V2"):
+        parse_vary(["sac.task_input"])
+    assert yaml.safe_load("[a, b]") == ["a", "b"]  # the override parser reads lists the same way
