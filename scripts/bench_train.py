@@ -191,7 +191,6 @@ def time_heads(num_tasks: int, per_task: int, repeats: int, device: torch.device
 def make_sb3_update(num_tasks: int, device: torch.device) -> Callable[[], None]:
     """One stable-baselines3 SAC gradient step at our network size and total batch, as a closure."""
     import gymnasium as gym
-    from stable_baselines3 import SAC
     from stable_baselines3.common.logger import Logger
 
     obs_dim = OBS_DIM + num_tasks
@@ -208,21 +207,12 @@ def make_sb3_update(num_tasks: int, device: torch.device) -> Callable[[], None]:
         def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
             return np.zeros(obs_dim, np.float32), 0.0, False, False, {}
 
+    from agents.config import SACConfig
+    from agents.sb3 import make_sb3_sac
+
     batch = 128 * num_tasks
-    model = SAC(
-        "MlpPolicy",
-        SpacesOnly(),
-        learning_rate=3e-4,
-        buffer_size=4 * batch,
-        batch_size=batch,
-        tau=0.005,
-        gamma=0.99,
-        ent_coef="auto_1.0",
-        policy_kwargs={"net_arch": [400, 400, 400]},
-        device=device,
-        seed=0,
-        verbose=0,
-    )
+    sac = SACConfig(hidden_sizes=(400, 400, 400), batch_per_task=batch, buffer_capacity=4 * batch)
+    model = make_sb3_sac(SpacesOnly(), sac, seed=0, device=str(device))
     rng = np.random.default_rng(0)
     for _ in range(4 * batch):
         model.replay_buffer.add(  # type: ignore[union-attr]
