@@ -314,7 +314,7 @@ def resolve_balancers(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
       with its own ``<group>_balancer_hparams`` uses those.
     * A balancer with ``positive_losses`` (uw, imtl_l, imtl, famo, task_tensioner, dwa, gradnorm;
       also as dgr's base) cannot take the actor loss ``α log π − Q`` (any sign), so the actor uses
-      "ew" — as FAMO's own SAC port does (critic only; docs/metaworld.md §2).
+      "ew" — as FAMO's own SAC port does (it balances the critic only).
     * Representation-level balancers (mgda_ub, aligned_mtl_ub) are refused; imtl runs at parameter
       level (``representation_level=false``, noted).
     * Randomised balancers get a seed from the run seed: ``2·seed`` (critic), ``2·seed + 1`` (actor).

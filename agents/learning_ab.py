@@ -265,8 +265,11 @@ def plot(data: ABData, path: Path, reps: int = 2000) -> Path:
                 n = col.shape[0]
                 mean = col.mean(0)
                 half = stats.t.ppf(0.975, n - 1) * col.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(mean)
+                low, high = mean - half, mean + half
+                if metric == "success":  # a rate: the band stays in [0, 1]
+                    low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
                 ax.plot(steps, mean, color=colors[side], label=side, marker="o", ms=3)
-                ax.fill_between(steps, mean - half, mean + half, color=colors[side], alpha=0.2)
+                ax.fill_between(steps, low, high, color=colors[side], alpha=0.2)
             ax.set_title(task if row == 0 else "", fontsize=10)
         ax = axes[row][-1]
         curves = curve_estimates(scores, "iqm", reps=reps)

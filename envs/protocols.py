@@ -4,7 +4,7 @@ A protocol fixes everything about the environment and the evaluation that change
 reports: episode length, whether goals are resampled, the reward version, how many evaluation
 episodes are run and which statistic of the evaluation history is reported. Every run stamps its
 protocol into its config so results are only ever compared within one protocol
-(``docs/metaworld.md`` §0 and §7: the two families of published MT10/MT50 numbers are not comparable).
+(the two families of published MT10/MT50 numbers are not comparable with each other).
 
 * ``metaworld-v3`` — the Meta-World+ protocol (McLean et al., NeurIPS 2025 D&B, arXiv 2505.11289):
   a goal resampled from 50 per task at every reset, 500-step episodes, v2 reward, evaluation with
@@ -105,7 +105,7 @@ class Protocol:
 #: over 10 seeds of the final performance; ``report_last_n = 10`` (the last 10 evaluations) is our
 #: own smoothing choice for single-run curves, not theirs. Cadence: rainx0r/metaworld-algorithms'
 #: MT10 script evaluates every 200_000 // 500 = 400 finished episodes, i.e. every 20k vector steps
-#: (docs/metaworld.md §3.6); the same 20k per task is used for MT50 (its script was not checked).
+#: (Meta-World+'s training script); the same 20k per task is used for MT50 (its script was not checked).
 #: One evaluation costs up to 50 × 500 = 25k vector steps (less where episodes end on success).
 METAWORLD_V3 = Protocol(
     name="metaworld-v3",
@@ -121,7 +121,7 @@ METAWORLD_V3 = Protocol(
     eval_every=20_000,
 )
 
-#: facebookresearch/mtrl (``docs/metaworld.md`` §1): fixed goals, 150 steps ("MetaWorld uses 150"
+#: facebookresearch/mtrl (its ``experiment/metaworld.py`` and configs): fixed goals, 150 steps ("MetaWorld uses 150"
 #: in ``experiment/metaworld.py``), 1 deterministic episode per task, best evaluation reported
 #: (CAGrad App. B.3, Nash-MTL App. B). Reward: ``"v1"``, because the published numbers were trained
 #: on v1 reward functions and Meta-World+ shows the reward version alone moves MT10 scores by up to

@@ -16,8 +16,10 @@ or ``checkpoint.pt`` (``scripts/train_vision.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -88,16 +90,53 @@ def pending_jobs(jobs: Sequence[Job]) -> list[Job]:
     return [job for job in jobs if not is_finished(job.run_dir)]
 
 
-def _run_one(job: Job) -> JobOutcome:
-    job.run_dir.mkdir(parents=True, exist_ok=True)
-    log = job.run_dir / "job.log"
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **job.env}
-    start = time.perf_counter()
-    with log.open("a") as out:
-        out.write(f"$ {' '.join(job.argv())}\n")
-        out.flush()
-        code = subprocess.run(job.argv(), stdout=out, stderr=subprocess.STDOUT, env=env, check=False).returncode
-    return JobOutcome(job, code, time.perf_counter() - start, log)
+class _Runner:
+    """Starts jobs as child processes in their own sessions and forwards a stop to the running ones.
+
+    The children do not share the driver's process group, so a terminal Ctrl-C reaches only the
+    driver; :meth:`stop` (the driver's SIGINT handler) first marks the runner stopped, so that no
+    job starts any more, then sends SIGINT to every running child (a trainer then saves and exits).
+    """
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._children: set[subprocess.Popen[bytes]] = set()
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return len(self._children)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        with self._lock:
+            children = list(self._children)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGINT)
+
+    def run(self, job: Job) -> JobOutcome | None:
+        """Run ``job`` to its end; None if the runner was stopped before it started."""
+        log = job.run_dir / "job.log"
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **job.env}
+        start = time.perf_counter()
+        with self._lock:  # checked under the lock: stop() either sees this child or nothing is started
+            if self.stopped.is_set():
+                return None
+            job.run_dir.mkdir(parents=True, exist_ok=True)
+            out = log.open("a")
+            out.write(f"$ {' '.join(job.argv())}\n")
+            out.flush()
+            child = subprocess.Popen(job.argv(), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self._children.add(child)
+        try:
+            code = child.wait()
+        finally:
+            out.close()
+            with self._lock:
+                self._children.discard(child)
+        return JobOutcome(job, code, time.perf_counter() - start, log)
 
 
 def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = None) -> list[JobOutcome]:
@@ -106,8 +145,9 @@ def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = Non
     Prints one line per ended job (``[done/total, running, failed] name: ok in 3m12s``) to ``stream``
     (default stderr); a failed job's line names its log, and a job that exited cleanly without
     finishing its run (a trainer stopped by Ctrl-C saves a checkpoint and exits 0) says it will
-    resume. Ctrl-C stops the driver: no new job starts, the running ones receive the same SIGINT (one
-    process group), save their checkpoints and end, and ``KeyboardInterrupt`` is raised once they have.
+    resume. Ctrl-C (SIGINT to the driver, which handles it when called from the main thread) stops
+    the driver: no new job starts, the running ones get a SIGINT, save their checkpoints and end, and
+    then ``KeyboardInterrupt`` is raised.
     """
     out = stream if stream is not None else sys.stderr
     todo = pending_jobs(jobs)
@@ -115,18 +155,7 @@ def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = Non
     if skipped:
         print(f"{skipped} of {len(jobs)} runs already finished: skipped", file=out, flush=True)
     outcomes: list[JobOutcome] = []
-    lock = threading.Lock()
-    running = 0
-
-    def start(job: Job) -> JobOutcome:
-        nonlocal running
-        with lock:
-            running += 1
-        try:
-            return _run_one(job)
-        finally:
-            with lock:
-                running -= 1
+    runner = _Runner()
 
     def line(result: JobOutcome) -> str:
         failed = sum(o.returncode != 0 for o in outcomes)
@@ -137,29 +166,32 @@ def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = Non
             status = "ok"
         else:
             status = "stopped before its end (checkpointed: it resumes when run again)"
-        with lock:
-            now_running = running
         return (
-            f"[{len(outcomes)}/{len(todo)} done, {now_running} running, {failed} failed] "
+            f"[{len(outcomes)}/{len(todo)} done, {runner.running} running, {failed} failed] "
             f"{result.job.name}: {status} in {minutes}m{seconds:02d}s"
         )
 
-    pool = ThreadPoolExecutor(max_workers=max(1, parallel))
-    futures = [pool.submit(start, job) for job in todo]
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: runner.stop())
     try:
-        for future in as_completed(futures):
-            outcomes.append(future.result())
-            print(line(outcomes[-1]), file=out, flush=True)
-    except KeyboardInterrupt:
-        pool.shutdown(wait=True, cancel_futures=True)  # the running jobs got the SIGINT too: let them save
-        ended = [f.result() for f in futures if f.done() and not f.cancelled() and f.result() not in outcomes]
-        outcomes.extend(ended)
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            futures = [pool.submit(runner.run, job) for job in todo]
+            for future in as_completed(futures):
+                result = future.result()
+                if result is not None:
+                    outcomes.append(result)
+                    print(line(result), file=out, flush=True)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if runner.stopped.is_set():
+        stopped = [o for o in outcomes if not is_finished(o.job.run_dir)]
         print(
-            f"interrupted: {len(ended)} running runs stopped and saved; {sum(f.cancelled() for f in futures)} "
-            f"not started. Run the same command again to resume.",
+            f"interrupted: {len(stopped)} running runs stopped and saved; {len(todo) - len(outcomes)} not started. "
+            f"Run the same command again to resume.",
             file=out,
             flush=True,
         )
-        raise
-    pool.shutdown(wait=True)
+        raise KeyboardInterrupt
     return outcomes

@@ -4,6 +4,7 @@
     python scripts/bench_learning.py --screen           # iterate: reach-v3, 3 seeds
     python scripts/bench_learning.py --ours-name onehot --ours sac.task_input=one_hot   # a variant of ours
     python scripts/bench_learning.py --report-only      # tables and plot from the finished runs
+    python scripts/bench_learning.py --report-only --also mtrl-before   # add an earlier variant's runs
 
 Same task, network, batch, learning rates, warm-up, update schedule and evaluation on both sides (the
 preset's, default configs/mt1_sac.yaml); evaluation envs are built with the same seed. Runs go to
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=None, help="run folder (default runs/bench_learning)")
     p.add_argument("--ours-name", default=None, help="folder name of our side (default mtrl)")
     p.add_argument("--ours", nargs="*", default=(), help="key=value overrides for our side only")
+    p.add_argument("--also", nargs="*", default=(), help="other finished variants of ours to show (folder names)")
     p.add_argument("--sides", nargs="+", default=["ours", SB3_SIDE], choices=["ours", SB3_SIDE], help="what to run")
     p.add_argument("--jobs", type=int, default=2, help="parallel runs (one thread each)")
     p.add_argument("--report-only", action="store_true", help="do not run anything; report what is finished")
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = [o for o in outcomes if o.returncode != 0]
         for o in failed:
             print(f"FAILED: {o.job.name} (exit {o.returncode}); see {o.log}", file=sys.stderr)
-    data = collect(settings)
+    data = collect(settings, [settings.ours, *args.also, SB3_SIDE])
     text = report(data, reps=args.reps)
     print(text)
     stem = settings.root / f"{settings.ours}_vs_{SB3_SIDE}"

@@ -13,7 +13,6 @@ saved one) print one line and exit with status 2 before anything is created.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -35,9 +34,28 @@ def main(argv: list[str]) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     results = trainer.train()
-    print(json.dumps({k: results[k] for k in ("run_dir", "protocol", "steps", "summary")}, indent=2))
+    print(final_table(results))
     print(f"TensorBoard: tensorboard --logdir {Path(results['run_dir']).parent}")
     return 0
+
+
+def final_table(results: dict) -> str:
+    """The run's headline and its last evaluation per task, as printed at the end of a run."""
+    summary = results["summary"]
+    lines = [f"run: {results['run_dir']} ({results['steps']:,} steps, {results['protocol']})"]
+    if not summary.get("num_evals"):
+        return "\n".join([*lines, "no evaluation yet"])
+    final = summary["final"]
+    lines.append(
+        f"{summary['reported_statistic']} evaluation success (reported): {summary['reported_value']:.2f}; "
+        f"last evaluation at step {final['step']:,}: mean {final['success_mean']:.2f}"
+    )
+    width = max(len(t) for t in final["success"])
+    returns = final.get("return", {})
+    for task, success in final["success"].items():
+        ret = f"  return {returns[task]:9,.0f}" if task in returns else ""
+        lines.append(f"  {task:<{width}}  success {success:.2f}{ret}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The balancer interface shared by every method.
 
-Vocabulary (see ``docs/DESIGN.md``): ``T`` tasks, ``P`` flattened shared parameters, ``J`` the
+Vocabulary: ``T`` tasks, ``P`` flattened shared parameters, ``J`` the
 per-task Jacobian ``(T, P)``, ``G = J Jᵀ`` its Gramian ``(T, T)``, ``w`` task weights ``(T,)`` and
 ``d`` the combined update direction ``(P,)`` (the optimizer descends along ``-d``).
 
