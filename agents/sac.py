@@ -202,7 +202,7 @@ class MultiTaskSAC:
         )
         self._clip(self.critic)
         self.critic_opt.step()
-        if self.critic_balancer.needs_post_step_losses:  # FAMO: losses after the step, same batch.
+        if self.critic_engine.needs_post_step_losses:  # FAMO (also as dgr's base): losses after the step, same batch.
             with torch.no_grad():
                 self.critic_engine.post_step(self.critic_losses(batch, target_q_Tn))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -52,7 +52,9 @@ class DGR(Balancer):
     weight (1 if none precedes it). The official code draws them with each head's own default init.
 
     Needs ``loss_fn`` in ``engine.backward`` (``loss_fn(None, dummies)`` evaluates the losses with
-    the dummies as task parameters). Stateful: the dummy heads and the base balancer's state.
+    the dummies as task parameters). Stateful: the dummy heads and the base balancer's state. Its facts
+    other than ``needs_loss_closure`` and ``loss_scale_problem`` are its base's: read them through
+    ``mtrl.engine.core_balancer``.
 
     Args:
         num_tasks: ``T``.
@@ -67,6 +69,12 @@ class DGR(Balancer):
 
     name = "dgr"
     stateful = True
+    needs_loss_closure = True
+    #: Loss scaling ``L → S·L``: ``∇θ R`` comes from the unscaled closure and is then divided by ``S``
+    #: (with a scaled closure it would scale with ``S²``).
+    loss_scale_problem: ClassVar[str | None] = (
+        "its regulariser gradient comes from the unscaled loss closure (1/S after unscaling, S^2 if scaled)"
+    )
 
     def __init__(
         self,

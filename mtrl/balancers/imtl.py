@@ -74,6 +74,8 @@ class IMTLG(GramianWeighting):
     """
 
     name: ClassVar[str] = "imtl_g"
+    #: Loss scaling ``L → S·L``: the weights come from the cosine matrix with ``Σw = 1``, so ``d → S d``.
+    loss_scale_problem: ClassVar[str | None] = None
 
     def __init__(self, num_tasks: int, representation_level: bool = False) -> None:
         super().__init__(num_tasks)
@@ -109,6 +111,10 @@ class IMTLL(LossWeighting):
     name: ClassVar[str] = "imtl_l"
     positive_losses: ClassVar[bool] = True
     stateful: ClassVar[bool] = True
+    #: Loss scaling ``L → S·L``: ``e^s`` tracks ``1/(S·L)`` and the private Adam sees ``S``-scaled gradients.
+    loss_scale_problem: ClassVar[str | None] = (
+        "its learned loss scale converges to 1/(S*L) and its Adam sees S-scaled gradients"
+    )
 
     def __init__(self, num_tasks: int, lr: float = 1e-3) -> None:
         super().__init__(num_tasks)
@@ -199,6 +205,10 @@ class IMTL(GramianWeighting):
     name: ClassVar[str] = "imtl"
     positive_losses: ClassVar[bool] = True
     stateful: ClassVar[bool] = True
+    #: Loss scaling ``L → S·L``: as IMTL-L, its ``e^s`` tracks ``1/(S·L)`` and its Adam sees ``S``-scaled gradients.
+    loss_scale_problem: ClassVar[str | None] = (
+        "its IMTL-L loss scale converges to 1/(S*L) and its Adam sees S-scaled gradients"
+    )
 
     def __init__(self, num_tasks: int, lr: float = 1e-3, representation_level: bool = True) -> None:
         super().__init__(num_tasks)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -62,6 +63,12 @@ class SGSU(Balancer):
     """
 
     name = "sgsu"
+    needs_loss_closure = True
+    #: Loss scaling ``L → S·L``: the virtual step ``θ − a·S∇L`` is ``S`` times too long and the outer losses
+    #: come from the unscaled closure.
+    loss_scale_problem: ClassVar[str | None] = (
+        "its virtual step uses S-scaled gradients while the outer losses are unscaled"
+    )
 
     def __init__(self, num_tasks: int, inner_lr: float = 3e-4, first_order: bool = False) -> None:
         super().__init__(num_tasks)

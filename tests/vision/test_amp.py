@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from mtrl.balancers import BALANCERS, Balancer, make_balancer
 from mtrl.config import ConfigError, update_config
 from mtrl.engine import GradientEngine, make_loss_fn
-from mtrl.vision.amp import FP16_EQUIVARIANCE, fp16_refusal, resolve_amp
+from mtrl.vision.amp import fp16_refusal, resolve_amp
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.data.synthetic import SyntheticScenes
 from mtrl.vision.models import make_model
@@ -90,7 +90,9 @@ def _run(key: str, hparams: dict[str, object], scales: tuple[float, ...]) -> lis
 
 
 def test_the_decision_table_covers_every_registered_balancer() -> None:
-    assert set(FP16_EQUIVARIANCE) == set(BALANCERS)
+    """Every registered balancer states its own loss-scale equivariance (none falls back to the default)."""
+    for key in BALANCERS:
+        assert "not been analysed" not in str(fp16_refusal(make_balancer(key, T))), key
     for key, hparams in EQUIVARIANT:
         assert fp16_refusal(make_balancer(key, T, **hparams)) is None, key  # type: ignore[arg-type]
     for key, hparams in NOT_EQUIVARIANT:
