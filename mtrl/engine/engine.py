@@ -18,7 +18,8 @@
   small eigenvalues of ``G`` by only ~``eps²·λ_max``).
   Jacobian aggregator (any other gradient balancer): ``d = aggregate(J, L)``.
 * ``sgsu``: the meta-gradient of :class:`~mtrl.balancers.sgsu.SGSU` (needs ``loss_fn``).
-* ``dgr``: its base balancer as above, then ``∇θ R`` added to the shared parameters (needs ``loss_fn``).
+* ``dgr``: its base balancer as above, then ``∇θ R`` added to the shared parameters (needs ``loss_fn``
+  and ``heads``, the task-head modules its dummy heads copy).
 
 On the balanced paths task-specific parameters and the balancer's own parameters get ``∇ Σ_t S_t``
 (each head its own task's unweighted gradient). Strategies for ``J``/``G`` are in
@@ -54,7 +55,7 @@ from collections.abc import Sequence
 from typing import Literal, get_args
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mtrl.balancers._linalg import default_rtol
 from mtrl.balancers.base import Balancer, GradientBalancer, GramianWeighting, LossWeighting
@@ -148,6 +149,7 @@ class GradientEngine:
         features: Tensor | None = None,
         capture: LinearCapture | None = None,
         loss_fn: LossClosure | None = None,
+        heads: Sequence[nn.Module] = (),
         diagnostics: bool | None = None,
     ) -> BalanceReport:
         """Write ``.grad`` of ``shared_params``, ``task_params`` and ``balancer.parameters()``.
@@ -159,6 +161,8 @@ class GradientEngine:
             features: shared representation ``z (B, …)`` for the ``representation`` strategy.
             capture: a :class:`LinearCapture` that recorded the forward (``task_partitioned``).
             loss_fn: loss closure (``sgsu``, ``dgr``), see :mod:`mtrl.engine.closure`.
+            heads: the task-head modules whose parameters are among ``task_params`` (``dgr``: its dummy
+                heads are default-initialised copies of them); ignored by every other balancer.
             diagnostics: this call only: True computes ``G`` statistics for loss weightings too
                 (the update is unchanged), False skips them; None (default) uses the engine's
                 ``diagnostics``.
@@ -180,12 +184,16 @@ class GradientEngine:
         core = core_balancer(self.balancer)
         if needs_loss_fn(self.balancer) and loss_fn is None:
             raise ValueError(f"balancer {self.balancer.name!r} needs loss_fn= (see mtrl.engine.make_loss_fn)")
+        if isinstance(self.balancer, DGR) and not heads:
+            raise ValueError(
+                "balancer 'dgr' needs heads= (the task-head modules; its dummy heads are default-initialised copies)"
+            )
         want_diagnostics = self.diagnostics if diagnostics is None else bool(diagnostics)
         try:
             report = self._backward_core(core, losses, shared, task, features, capture, loss_fn, want_diagnostics)
             if isinstance(self.balancer, DGR):
                 assert loss_fn is not None
-                reg_grads, reg = self.balancer.regularizer_gradient(shared, task, loss_fn)
+                reg_grads, reg = self.balancer.regularizer_gradient(shared, task, heads, loss_fn)
                 for p, g in zip(shared, reg_grads, strict=True):
                     p.grad = g if p.grad is None else p.grad + g
                 report.extra["dgr_reg"] = reg

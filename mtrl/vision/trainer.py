@@ -221,6 +221,7 @@ class BalancedStep:
         self.needs_post_step = self.engine.needs_post_step_losses
         self.shared = model.shared_parameters()
         self.task_params = model.task_parameters()
+        self.heads = model.head_modules()
 
     def autocast(self) -> AbstractContextManager[Any]:
         """Mixed-precision context (a no-op without an AMP dtype)."""
@@ -264,6 +265,7 @@ class BalancedStep:
             self.task_params,
             features=z if self.pass_features else None,
             loss_fn=self.loss_fn(x, targets) if self.needs_closure else None,
+            heads=self.heads,
             diagnostics=diagnostics,
         )
         if self.scaler is not None:

@@ -83,7 +83,7 @@ def _run(key: str, hparams: dict[str, object], scales: tuple[float, ...]) -> lis
             return _losses(forward(x), y)
 
         loss_fn = make_loss_fn(model, shared, task, compute)
-        engine.backward(losses * scale, shared, task, features=z, loss_fn=loss_fn)
+        engine.backward(losses * scale, shared, task, features=z, loss_fn=loss_fn, heads=list(model.heads))
         out.append([p.grad.detach().clone() / scale for p in shared + task])  # type: ignore[union-attr]
         engine.post_step(_losses(model(x + 0.01), y).detach())
     return out
