@@ -40,7 +40,7 @@ def test_fixed_benchmarks_have_meta_worlds_lists_in_env_order() -> None:
         ("MT1", [], "MT1 needs exactly one task, e.g. 'env.tasks=[reach-v3]'"),
         ("MT1", PAIR, "MT1 needs exactly one task"),
         ("MT1", ["reach-v2"], "unknown task 'reach-v2' in env.tasks: not one of the 50 Meta-World v3 tasks; "
-                              "close matches: reach-v3"),  # fmt: skip
+         "close matches: reach-v3"),
         ("custom", [], "custom needs its tasks"),
         ("custom", ["reach-v3", "reach-v3"], "lists ['reach-v3'] more than once"),
         ("custom", ["reach-v3", "drawer-klose-v3"], "close matches: drawer-close-v3"),
@@ -72,7 +72,7 @@ def test_config_resolves_and_stamps_the_task_list() -> None:
         EnvConfig(benchmark="toy", protocol="toy", tasks=("reach-v3",))
     with pytest.raises(ConfigError, match=r"sac.use_one_hot_input is now sac.task_input \(true -> one_hot"):
         load_config(TrainConfig, None, ["sac.use_one_hot_input=false"])
-    with pytest.raises(ConfigError, match="did you mean sac.batch_per_task"):
+    with pytest.raises(ConfigError, match=r"did you mean sac\.batch_per_task"):
         load_config(TrainConfig, None, ["sac.batch_per_tsk=64"])
 
 
