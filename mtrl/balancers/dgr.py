@@ -20,11 +20,12 @@ __all__ = ["DGR", "default_initialised_copy"]
 
 _MODES = ("exact", "fd")
 
+
 class DGR(Balancer):
     """Any base balancer plus the gradient of a dummy-head gradient-norm regulariser on the shared params.
 
-    With ``N_d`` sets of fixed, randomly initialised dummy heads ``φ̃ⁿ`` (copies of the task
-    parameters' shapes) and the dummy loss ``D_n(θ) = Σ_t L_t(θ, φ̃ⁿ)`` (balancers.md §2.3)::
+    With ``N_d`` sets of fixed, randomly initialised dummy heads ``φ̃ⁿ`` (default-initialised copies of
+    the task-head modules) and the dummy loss ``D_n(θ) = Σ_t L_t(θ, φ̃ⁿ)`` (balancers.md §2.3)::
 
         R(θ) = (λ / N_d) · Σ_n ‖∇_{φ̃ⁿ} D_n(θ)‖²            shared params: d_base + ∇θ R
 
@@ -47,7 +48,7 @@ class DGR(Balancer):
     code has no guard for ``∇_φ̃ D = 0`` (division by zero → NaN); here that dummy set then contributes
     zero.
 
-    Dummy heads, as in the official code, are fresh copies of the real head modules with PyTorch's
+    Note: dummy heads, as in the official code, are fresh copies of the real head modules with PyTorch's
     default initialisation: each head is deep-copied and every submodule that owns parameters or
     buffers is re-initialised by its own ``reset_parameters()`` (``nn.Linear``/``nn.Conv2d``: weight
     ``U(±1/√fan_in)`` with ``fan_in = in·kh·kw``, bias ``U(±1/√fan_in)``; GroupNorm/BatchNorm: weight 1,
