@@ -155,6 +155,10 @@ class Actor(nn.Module):
     def task_parameters(self) -> list[nn.Parameter]:
         return self.net.task_parameters() + self.task_input.task_parameters()
 
+    def head_modules(self) -> list[nn.Module]:
+        """The per-task output heads (not the task embedding, an input of the shared trunk)."""
+        return self.net.head_modules()
+
 
 class TwinCritic(nn.Module):
     """Two independent Q-networks ``Q_k(s, a)``, each a shared trunk + per-task scalar heads.
@@ -191,6 +195,10 @@ class TwinCritic(nn.Module):
     def task_parameters(self) -> list[nn.Parameter]:
         extra = self.input1.task_parameters() + self.input2.task_parameters()
         return self.q1.task_parameters() + self.q2.task_parameters() + extra
+
+    def head_modules(self) -> list[nn.Module]:
+        """The per-task output heads of both Q-networks (not the task embeddings, inputs of the trunks)."""
+        return self.q1.head_modules() + self.q2.head_modules()
 
 
 @torch.no_grad()

@@ -131,6 +131,8 @@ class MultiTaskSAC:
         self.actor_capture = LinearCapture(self.actor, num_tasks)
         self.critic_shared, self.critic_task = self.critic.shared_parameters(), self.critic.task_parameters()
         self.actor_shared, self.actor_task = self.actor.shared_parameters(), self.actor.task_parameters()
+        #: the per-task output heads (dgr's dummy heads are default-initialised copies of them)
+        self.critic_heads, self.actor_heads = self.critic.head_modules(), self.actor.head_modules()
         #: sgsu and dgr (or a dgr wrapping sgsu) need loss closures in ``engine.backward``.
         self.critic_needs_closure = needs_loss_fn(critic_balancer)
         self.actor_needs_closure = needs_loss_fn(actor_balancer)
@@ -198,11 +200,12 @@ class MultiTaskSAC:
             self.critic_task,
             capture=self.critic_capture,
             loss_fn=self.critic_loss_fn(batch, target_q_Tn) if self.critic_needs_closure else None,
+            heads=self.critic_heads,
             diagnostics=diagnostics,
         )
         self._clip(self.critic)
         self.critic_opt.step()
-        if self.critic_balancer.needs_post_step_losses:  # FAMO: losses after the step, same batch.
+        if self.critic_engine.needs_post_step_losses:  # FAMO (also as dgr's base): losses after the step, same batch.
             with torch.no_grad():
                 self.critic_engine.post_step(self.critic_losses(batch, target_q_Tn))
 
@@ -223,6 +226,7 @@ class MultiTaskSAC:
             loss_fn=None
             if noise_TnA is None or not self.actor_needs_closure
             else self.actor_loss_fn(batch, alpha_T, noise_TnA),
+            heads=self.actor_heads,
             diagnostics=diagnostics,
         )
         self._clip(self.actor)

@@ -92,3 +92,7 @@ class MultiTaskMLP(nn.Module):
 
     def task_parameters(self) -> list[nn.Parameter]:
         return list(self.heads.parameters())
+
+    def head_modules(self) -> list[nn.Module]:
+        """The per-task output layer (one :class:`BatchedLinear` for all tasks): :meth:`task_parameters`."""
+        return [self.heads]

@@ -36,7 +36,7 @@ import torch
 from mtrl.balancers import BALANCERS, make_balancer
 from mtrl.config import ConfigError
 from mtrl.device import synchronize
-from mtrl.engine import Strategy
+from mtrl.engine import Strategy, core_balancer
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.data.synthetic import SyntheticScenes
 from mtrl.vision.models import MODELS, make_model
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         balancer = make_balancer(name, len(tasks))
         model = copy.deepcopy(base_model)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        level = getattr(getattr(balancer, "base", balancer), "representation_level", False)
+        level = core_balancer(balancer).representation_level
         chosen: Strategy = "auto" if level else args.strategy
         try:
             amp = resolve_amp(args.amp, device, balancer)

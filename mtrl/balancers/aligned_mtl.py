@@ -44,6 +44,9 @@ class AlignedMTL(GramianWeighting):
     """
 
     name: ClassVar[str] = "aligned_mtl"
+    #: Loss scaling ``L → S·L`` (``G → S² G``): ``B = σ V Λ^{-1/2} Vᵀ`` with ``σ → Sσ`` and
+    #: ``Λ^{-1/2} → Λ^{-1/2}/S`` is invariant (relative rank cut-off), so ``d → S d``.
+    loss_scale_problem: ClassVar[str | None] = None
 
     def __init__(self, num_tasks: int, pref: Sequence[float] | None = None, scale_mode: ScaleMode = "min") -> None:
         super().__init__(num_tasks)

@@ -74,15 +74,48 @@ def check_jacobian(jac: Tensor, losses: Tensor, num_tasks: int) -> None:
 class Balancer:
     """Common state handling and checks for every balancer.
 
-    Subclasses set ``name`` (the registry key), ``positive_losses`` (True when the method is only
-    defined for strictly positive losses) and ``stateful``.
+    Subclasses set ``name`` (the registry key) and the facts below that differ from the defaults.
+    Every fact that a trainer, the engine or the mixed-precision set-up asks about a balancer lives
+    here, on the class (or as a property where a hyper-parameter decides it); callers read them from
+    ``mtrl.engine.core_balancer(balancer)``, which looks through ``dgr`` to the balancer that weighs
+    the losses (``dgr``'s own facts are only ``needs_loss_closure`` and ``loss_scale_problem``).
     """
 
     name: ClassVar[str] = ""
+    #: True when the method is only defined for strictly positive losses (it takes their log or
+    #: divides by them); :meth:`check` then refuses a non-positive loss.
     positive_losses: ClassVar[bool] = False
     stateful: ClassVar[bool] = False
     #: True when the balancer needs the losses re-evaluated after the optimizer step (FAMO).
     needs_post_step_losses: ClassVar[bool] = False
+    #: True when ``engine.backward`` needs ``loss_fn=``, a closure that re-evaluates the losses at
+    #: other parameter values (``sgsu``: virtual steps; ``dgr``: dummy heads).
+    needs_loss_closure: ClassVar[bool] = False
+    #: True when the method computes its weights / direction from per-task gradients w.r.t. the
+    #: shared representation ``z`` (the "-UB" / feature-level variants): the engine then runs the
+    #: ``representation`` strategy when given ``features=z``. Only such balancers accept
+    #: ``strategy="representation"`` (loss weightings accept it too: it only places their diagnostics).
+    representation_level: bool = False
+    #: True when the method is *defined* at representation level only (``mgda_ub``,
+    #: ``aligned_mtl_ub``): the engine raises instead of running it on parameter gradients (which
+    #: would silently be the parameter-level method). False with ``representation_level`` True
+    #: (``imtl``): without ``features`` the engine falls back to parameter gradients and flags it in
+    #: the report (``BalanceReport.representation_fallback``).
+    representation_required: ClassVar[bool] = False
+
+    @property
+    def needs_task_gradients(self) -> bool:
+        """True when the shared update combines per-task gradients (the engine forms ``G`` or ``J``);
+        False when it is one ordinary backward of ``Σ_t S_t`` (loss weightings, constant weights)."""
+        return False
+
+    @property
+    def loss_scale_problem(self) -> str | None:
+        """``None`` when the update is loss-scale equivariant, ``d(S·L) = S·d(L)`` for every ``S > 0``
+        (heads and the balancer's own parameters likewise) with a state that does not depend on ``S``
+        — what fp16 training with a GradScaler needs (:mod:`mtrl.vision.amp`) — else why it is not.
+        Every registered balancer states its own; this default refuses."""
+        return f"balancer {self.name!r} has not been analysed for loss-scale equivariance"
 
     def __init__(self, num_tasks: int) -> None:
         if not isinstance(num_tasks, int) or num_tasks < 1:
@@ -138,17 +171,9 @@ class LossWeighting(Balancer):
 class GradientBalancer(Balancer, ABC):
     """A method that combines the per-task shared gradients: ``d = aggregate(J, L)``."""
 
-    #: True when the method computes its weights / direction from per-task gradients w.r.t. the
-    #: shared representation ``z`` (the "-UB" / feature-level variants): the engine then runs the
-    #: ``representation`` strategy when given ``features=z``. Only such balancers accept
-    #: ``strategy="representation"``.
-    representation_level: bool = False
-    #: True when the method is *defined* at representation level only (``mgda_ub``,
-    #: ``aligned_mtl_ub``): the engine raises instead of running it on parameter gradients (which
-    #: would silently be the parameter-level method). False with ``representation_level`` True
-    #: (``imtl``): without ``features`` the engine falls back to parameter gradients and flags it in
-    #: the report (``BalanceReport.representation_fallback``).
-    representation_required: ClassVar[bool] = False
+    @property
+    def needs_task_gradients(self) -> bool:
+        return True
 
     @abstractmethod
     def aggregate(self, jac: Tensor, losses: Tensor) -> Tensor:
@@ -170,6 +195,10 @@ class GramianWeighting(GradientBalancer):
     """
 
     constant_weights: ClassVar[bool] = False
+
+    @property
+    def needs_task_gradients(self) -> bool:
+        return not self.constant_weights
 
     @abstractmethod
     def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:

@@ -170,6 +170,9 @@ class CAGrad(GramianWeighting):
     """
 
     name: ClassVar[str] = "cagrad"
+    #: Loss scaling ``L → S·L`` (``G → S² G``): the dual works on ``G / mean(diag G)`` with relative
+    #: thresholds only, so the weights are invariant and ``d → S d``.
+    loss_scale_problem: ClassVar[str | None] = None
 
     def __init__(self, num_tasks: int, c: float = 0.4, rescale: bool = True) -> None:
         super().__init__(num_tasks)

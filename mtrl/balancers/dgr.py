@@ -6,16 +6,17 @@ Learning", ECCV 2024, arXiv 2409.16651; official code Sinseokwon/LearningUnivfor
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mtrl.balancers.base import Balancer
 
-__all__ = ["DGR"]
+__all__ = ["DGR", "default_initialised_copy"]
 
 _MODES = ("exact", "fd")
 
@@ -23,8 +24,8 @@ _MODES = ("exact", "fd")
 class DGR(Balancer):
     """Any base balancer plus the gradient of a dummy-head gradient-norm regulariser on the shared params.
 
-    With ``N_d`` sets of fixed, randomly initialised dummy heads ``φ̃ⁿ`` (copies of the task
-    parameters' shapes) and the dummy loss ``D_n(θ) = Σ_t L_t(θ, φ̃ⁿ)`` (balancers.md §2.3)::
+    With ``N_d`` sets of fixed, randomly initialised dummy heads ``φ̃ⁿ`` (default-initialised copies of
+    the task-head modules) and the dummy loss ``D_n(θ) = Σ_t L_t(θ, φ̃ⁿ)`` (balancers.md §2.3)::
 
         R(θ) = (λ / N_d) · Σ_n ‖∇_{φ̃ⁿ} D_n(θ)‖²            shared params: d_base + ∇θ R
 
@@ -44,15 +45,24 @@ class DGR(Balancer):
     Note: whether the paper writes the norm squared and per-task or summed is unverified (the code
     squares the norm of the summed dummy loss, as here). ``mode="exact"`` (the default) is not in the
     official code, which uses ``fd``; both compute the same ``∇θ R`` (``fd`` to ``O(ε)``). The official
-    code has no guard for ``∇_φ̃ D = 0`` (division by zero → NaN); here that
-    dummy set then contributes zero. Dummy heads are drawn once, on first use, from ``seed`` with
-    PyTorch's ``nn.Linear`` default ``U(±1/√fan_in)``; with mtrl's ``(T, in, out)`` batched-weight
-    layout ``fan_in = shape[-2]`` for tensors of ≥ 2 dims, and a bias-like tensor (``dim < 2`` or
-    ``shape[-2] == 1``, e.g. ``BatchedLinear.bias (T, 1, out)``) uses the fan_in of the preceding
-    weight (1 if none precedes it). The official code draws them with each head's own default init.
+    code has no guard for ``∇_φ̃ D = 0`` (division by zero → NaN); here that dummy set then contributes
+    zero.
 
-    Needs ``loss_fn`` in ``engine.backward`` (``loss_fn(None, dummies)`` evaluates the losses with
-    the dummies as task parameters). Stateful: the dummy heads and the base balancer's state.
+    Note: dummy heads, as in the official code, are fresh copies of the real head modules with PyTorch's
+    default initialisation: each head is deep-copied and every submodule that owns parameters or
+    buffers is re-initialised by its own ``reset_parameters()`` (``nn.Linear``/``nn.Conv2d``: weight
+    ``U(±1/√fan_in)`` with ``fan_in = in·kh·kw``, bias ``U(±1/√fan_in)``; GroupNorm/BatchNorm: weight 1,
+    bias 0, fresh running statistics; mtrl's ``BatchedLinear``: ``U(±1/√in)``), drawn once, on first use,
+    from the CPU generator seeded with ``seed`` (the global random state is left untouched). Buffers
+    are part of the dummies: a dummy BatchNorm keeps its own running statistics, so the dummy forwards
+    never move the real heads' (the closure receives them as ``buffers=``). Task parameters outside
+    the given heads (e.g. SAC's learned task embedding, an input of the shared trunk) keep their real
+    values in the dummy losses.
+
+    Needs ``loss_fn`` and ``heads`` in ``engine.backward`` (``loss_fn(None, values)`` evaluates the
+    losses with the dummies standing in for the heads' parameters). Stateful: the dummy heads and the
+    base balancer's state. Its facts other than ``needs_loss_closure`` and ``loss_scale_problem`` are
+    its base's: read them through ``mtrl.engine.core_balancer``.
 
     Args:
         num_tasks: ``T``.
@@ -67,6 +77,12 @@ class DGR(Balancer):
 
     name = "dgr"
     stateful = True
+    needs_loss_closure = True
+    #: Loss scaling ``L → S·L``: ``∇θ R`` comes from the unscaled closure and is then divided by ``S``
+    #: (with a scaled closure it would scale with ``S²``).
+    loss_scale_problem: ClassVar[str | None] = (
+        "its regulariser gradient comes from the unscaled loss closure (1/S after unscaling, S^2 if scaled)"
+    )
 
     def __init__(
         self,
@@ -107,7 +123,9 @@ class DGR(Balancer):
         self.mode = mode
         self.eps = float(eps)
         self.seed = seed
-        self.dummies: list[list[Tensor]] | None = None  # [N_d][len(task_params)]
+        #: ``[N_d][n_params + n_buffers]``: per dummy set, the parameters then the buffers of the fresh
+        #: head copies (heads in the order given, each head's ``parameters()`` then ``buffers()``).
+        self.dummies: list[list[Tensor]] | None = None
 
     # --- the base balancer is what the engine drives ---------------------------------------
     def check(self, losses: Tensor) -> None:
@@ -126,35 +144,62 @@ class DGR(Balancer):
         self.base.post_step(losses)
 
     # --- dummy heads ----------------------------------------------------------------------------
-    def dummy_heads(self, task_params: Sequence[Tensor]) -> list[list[Tensor]]:
-        """The ``N_d`` dummy sets, each a list shaped like ``task_params`` (created on first use)."""
-        if not task_params:
+    def dummy_heads(self, heads: Sequence[nn.Module]) -> list[list[Tensor]]:
+        """The ``N_d`` dummy sets for ``heads`` (created on first use): per set, the parameters (requiring
+        grad) then the buffers of default-initialised copies of ``heads``, on the real tensors' devices."""
+        head_params, head_buffers = _head_tensors(heads)
+        if not head_params:
             raise ValueError("dgr needs task-specific parameters (heads) to copy into dummy heads; got none")
+        real = head_params + head_buffers
         if self.dummies is None:
             gen = torch.Generator().manual_seed(self.seed)
-            self.dummies = [
-                [d.to(p.device).requires_grad_(True) for d, p in zip(_draw(task_params, gen), task_params, strict=True)]
-                for _ in range(self.num_dummy)
-            ]
-        shapes = [tuple(p.shape) for p in task_params]
-        dummy_shapes = [tuple(d.shape) for d in self.dummies[0]]
-        if dummy_shapes != shapes:
-            raise ValueError(f"dgr: dummy heads have shapes {dummy_shapes} but task_params have {shapes}")
+            self.dummies = [_fresh_values(heads, gen) for _ in range(self.num_dummy)]
+        shapes = [tuple(t.shape) for t in real]
+        for n, dummy_set in enumerate(self.dummies):
+            if [tuple(d.shape) for d in dummy_set] != shapes:
+                raise ValueError(
+                    f"dgr: dummy heads have shapes {[tuple(d.shape) for d in dummy_set]} but the heads' "
+                    f"parameters and buffers have {shapes}"
+                )
+            pairs = enumerate(zip(dummy_set, real, strict=True))
+            self.dummies[n] = [_placed(d, r, grad=i < len(head_params)) for i, (d, r) in pairs]
         return self.dummies
 
     def regularizer_gradient(
         self,
         shared_params: Sequence[Tensor],
         task_params: Sequence[Tensor],
-        loss_fn: Callable[[Sequence[Tensor] | None, Sequence[Tensor] | None], Tensor],
+        heads: Sequence[nn.Module],
+        loss_fn: Callable[..., Tensor],
     ) -> tuple[list[Tensor], float]:
-        """``(∇θ R per shared parameter, R)``; ``loss_fn(None, dummies)`` gives the dummy losses ``(T,)``."""
+        """``(∇θ R per shared parameter, R)``; ``loss_fn(None, values)`` gives the dummy losses ``(T,)``
+        with ``values`` the task parameters, the heads' replaced by a dummy set (``heads``: the modules
+        whose parameters are among ``task_params``)."""
         params = list(shared_params)
+        head_params, head_buffers = _head_tensors(heads)
+        position = {id(p): i for i, p in enumerate(task_params)}
+        outside = [tuple(p.shape) for p in head_params if id(p) not in position]
+        if outside:
+            raise ValueError(f"dgr: head parameters with shapes {outside} are not among the task parameters")
         total = [torch.zeros_like(p) for p in params]
         reg = 0.0
         scale = self.lam / self.num_dummy
-        for dummies in self.dummy_heads(task_params):
-            dummy_loss = self._dummy_loss(loss_fn, dummies)
+        for dummy_set in self.dummy_heads(heads):
+            dummies, dummy_buffers = dummy_set[: len(head_params)], dummy_set[len(head_params) :]
+            buffers = list(zip(head_buffers, dummy_buffers, strict=True))
+
+            def evaluate(values: Sequence[Tensor], buffers: list[tuple[Tensor, Tensor]] = buffers) -> Tensor:
+                substituted = list(task_params)
+                for p, value in zip(head_params, values, strict=True):
+                    substituted[position[id(p)]] = value
+                losses = loss_fn(None, substituted, buffers=buffers) if buffers else loss_fn(None, substituted)
+                if losses.shape != (self.num_tasks,):
+                    raise ValueError(
+                        f"dgr: loss_fn must return losses of shape ({self.num_tasks},), got {tuple(losses.shape)}"
+                    )
+                return losses.sum()
+
+            dummy_loss = evaluate(dummies)
             grads: Sequence[Tensor | None]
             if self.mode == "exact":
                 head_grads = torch.autograd.grad(dummy_loss, dummies, create_graph=True, allow_unused=True)
@@ -167,22 +212,16 @@ class DGR(Balancer):
                 )
                 reg += scale * float(sq_norm.detach())
             else:
-                grads, sq = self._finite_difference(loss_fn, dummies, dummy_loss, params)
+                grads, sq = self._finite_difference(evaluate, dummies, dummy_loss, params)
                 reg += scale * sq
             for acc, g in zip(total, grads, strict=True):
                 if g is not None:
                     acc.add_(g, alpha=scale)
         return total, reg
 
-    def _dummy_loss(self, loss_fn: Callable[..., Tensor], dummies: Sequence[Tensor]) -> Tensor:
-        losses = loss_fn(None, list(dummies))
-        if losses.shape != (self.num_tasks,):
-            raise ValueError(f"dgr: loss_fn must return losses of shape ({self.num_tasks},), got {tuple(losses.shape)}")
-        return losses.sum()
-
     def _finite_difference(
         self,
-        loss_fn: Callable[..., Tensor],
+        evaluate: Callable[[Sequence[Tensor]], Tensor],
         dummies: Sequence[Tensor],
         dummy_loss: Tensor,
         params: list[Tensor],
@@ -197,7 +236,7 @@ class DGR(Balancer):
         step = self.eps / math.sqrt(sq)
         with torch.no_grad():
             shifted = [d + step * g for d, g in zip(dummies, head_grads, strict=True)]
-        shifted_loss = self._dummy_loss(loss_fn, shifted)
+        shifted_loss = evaluate(shifted)
         grads1 = torch.autograd.grad(shifted_loss, params, allow_unused=True)
         factor = 2.0 * float(shifted_loss.detach() - dummy_loss.detach()) / self.eps**2
         out: list[Tensor | None] = []
@@ -221,7 +260,8 @@ class DGR(Balancer):
         dummies = state["dummies"]
         if dummies is not None and len(dummies) != self.num_dummy:
             raise ValueError(f"dgr: state has {len(dummies)} dummy sets, expected num_dummy={self.num_dummy}")
-        self.dummies = None if dummies is None else [[d.clone().requires_grad_(True) for d in s] for s in dummies]
+        # requires_grad is set on the parameter part when the heads are known (dummy_heads)
+        self.dummies = None if dummies is None else [[d.detach().clone() for d in s] for s in dummies]
         self.base.load_state_dict(state["base"])
 
     def reset(self) -> None:
@@ -232,14 +272,50 @@ class DGR(Balancer):
         return f"base={self.base!r}, lam={self.lam}, num_dummy={self.num_dummy}, mode={self.mode!r}, eps={self.eps}"
 
 
-def _draw(task_params: Sequence[Tensor], gen: torch.Generator) -> list[Tensor]:
-    """One dummy set on CPU: ``U(±1/√fan_in)`` per tensor (fan_in rule in the class docstring)."""
-    out: list[Tensor] = []
-    fan_in = 1
-    for p in task_params:
-        bias_like = p.dim() < 2 or p.shape[-2] == 1
-        if not bias_like:
-            fan_in = p.shape[-2]
-        bound = 1.0 / math.sqrt(fan_in)
-        out.append((torch.rand(p.shape, generator=gen, dtype=p.dtype) * 2.0 - 1.0) * bound)
-    return out
+def _head_tensors(heads: Sequence[nn.Module]) -> tuple[list[Tensor], list[Tensor]]:
+    """``(parameters, buffers)`` of ``heads``, flat, in ``heads`` order."""
+    if isinstance(heads, nn.Module) or not all(isinstance(h, nn.Module) for h in heads):
+        raise TypeError("dgr: heads must be a sequence of nn.Module (the task-head modules), e.g. [model.heads]")
+    return [p for h in heads for p in h.parameters()], [b for h in heads for b in h.buffers()]
+
+
+def default_initialised_copy(module: nn.Module) -> nn.Module:
+    """A CPU deep copy of ``module`` with PyTorch's default initialisation, drawn from the global CPU
+    generator: every submodule that owns parameters or buffers is reset by its ``reset_parameters()``.
+
+    Raises ``ValueError`` for a submodule that owns parameters or buffers but has no ``reset_parameters``
+    (its default initialisation is unknown)."""
+    fresh = copy.deepcopy(module).cpu()
+    for sub in fresh.modules():
+        owns = any(True for _ in sub.parameters(recurse=False)) or any(True for _ in sub.buffers(recurse=False))
+        if not owns:
+            continue
+        reset = getattr(sub, "reset_parameters", None)
+        if not callable(reset):
+            raise ValueError(
+                f"dgr: head submodule {type(sub).__name__} owns parameters or buffers but has no reset_parameters(), "
+                "so its default initialisation is unknown; give it one (or make it part of the shared parameters)"
+            )
+        with torch.no_grad():
+            reset()
+    return fresh
+
+
+def _fresh_values(heads: Sequence[nn.Module], gen: torch.Generator) -> list[Tensor]:
+    """One dummy set on the CPU: the parameters then the buffers of default-initialised copies of ``heads``,
+    drawn from ``gen`` (through the global CPU generator, whose state is restored afterwards)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.set_state(gen.get_state())
+        copies = [default_initialised_copy(h) for h in heads]
+        gen.set_state(torch.default_generator.get_state())
+    params = [p.detach() for c in copies for p in c.parameters()]
+    buffers = [b.detach() for c in copies for b in c.buffers()]
+    return params + buffers
+
+
+def _placed(value: Tensor, real: Tensor, grad: bool) -> Tensor:
+    """``value`` on ``real``'s device, dtype and memory layout (a copy only when they differ); parameters
+    require grad."""
+    if value.device != real.device or value.dtype != real.dtype or value.stride() != real.stride():
+        value = torch.empty_like(real).copy_(value)
+    return value.requires_grad_(True) if grad and not value.requires_grad else value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -39,6 +39,10 @@ class DWA(LossWeighting):
     name = "dwa"
     positive_losses = True
     stateful = True
+    #: Loss scaling ``L → S·L`` with ``S`` changing between steps changes the loss ratios.
+    loss_scale_problem: ClassVar[str | None] = (
+        "its softmax of loss ratios changes when the loss scale changes between windows"
+    )
 
     def __init__(self, num_tasks: int, temp: float = 2.0, window: int = 100) -> None:
         super().__init__(num_tasks)

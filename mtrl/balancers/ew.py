@@ -31,6 +31,8 @@ class EW(GramianWeighting):
 
     name: ClassVar[str] = "ew"
     constant_weights: ClassVar[bool] = True
+    #: Loss scaling ``L → S·L`` (rows ``S g_t``): constant weights, ``d → S d``.
+    loss_scale_problem: ClassVar[str | None] = None
 
     def __init__(self, num_tasks: int, mean: bool = False) -> None:
         super().__init__(num_tasks)

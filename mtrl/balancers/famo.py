@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -46,6 +46,10 @@ class FAMO(LossWeighting):
     positive_losses = True
     stateful = True
     needs_post_step_losses = True
+    #: Loss scaling ``L → S·L``: ``c = 1/Σ_t z_t/(S L_t) = S·c(L)``, so the weight ``c z_t/(S L_t)`` of
+    #: ``∇(S L_t)`` is unchanged and ``d → S d``; in ``post_step`` the common offset ``log S`` of
+    #: ``Δ = log(S L) − log L'`` cancels in ``z ⊙ (Δ − zᵀΔ)``.
+    loss_scale_problem: ClassVar[str | None] = None
 
     def __init__(self, num_tasks: int, w_lr: float = 0.025, gamma: float = 1e-3) -> None:
         super().__init__(num_tasks)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -37,6 +37,8 @@ class GradDrop(GradientBalancer):
 
     name = "graddrop"
     stateful = True
+    #: Loss scaling ``L → S·L``: the sign purity ``Σg/Σ|g|`` is invariant and the kept sums scale with ``S``.
+    loss_scale_problem: ClassVar[str | None] = None
 
     def __init__(self, num_tasks: int, leak: float = 0.0, seed: int = 0) -> None:
         super().__init__(num_tasks)

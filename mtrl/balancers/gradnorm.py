@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -45,6 +45,8 @@ class GradNorm(GramianWeighting):
     name = "gradnorm"
     positive_losses = True
     stateful = True
+    #: Loss scaling ``L → S·L``: the private Adam mixes gradient norms taken at different scales.
+    loss_scale_problem: ClassVar[str | None] = "its private Adam mixes gradient norms taken at different loss scales"
 
     def __init__(self, num_tasks: int, alpha: float = 1.5, lr: float = 0.025) -> None:
         super().__init__(num_tasks)

@@ -16,25 +16,35 @@ from mtrl.balancers.base import GramianWeighting, LossWeighting
 __all__ = ["IMTL", "IMTLG", "IMTLL", "imtl_g_weights"]
 
 
+#: ``1 ∈ range(C)`` when its projection onto ``range(C)`` (the kept eigenvectors) misses it by at most this
+#: much relative to ``‖1‖``; the projection is exact to ~1e-15 (no inverse eigenvalues enter it).
+_CONSISTENT_RTOL = 1e-8
+
+
 def imtl_g_weights(gram: Tensor, rtol: float | None = None) -> Tensor:
     """IMTL-G weights ``w (T,)`` float64 from ``gram (T, T)``: ``Σw = 1`` and equal projections of
     ``d = Jᵀw`` onto every unit task gradient.
 
-    ``w ∝ G⁺·√diag(G)``, evaluated as ``D⁺ C⁺ 1`` with ``G = D C D``, ``D = diag(‖g_t‖)``, ``C`` the
-    cosine matrix (identical for full-rank ``G``; for rank-deficient ``G`` see the :class:`IMTLG`
-    note). ``C⁺`` drops eigenvalues at or below ``rtol·λ_max`` (None: ``T·eps(float64)``). Zero-norm
-    tasks get weight 0; if ``|Σ_t v_t| ≤ 1e-12 Σ_t |v_t|`` the weights are all zero.
+    ``w ∝ G⁺·√diag(G)``, evaluated as ``v = D⁺ C⁺ 1`` with ``G = D C D``, ``D = diag(‖g_t‖)``, ``C`` the
+    cosine matrix (identical for full-rank ``G``; for rank-deficient ``G`` see the :class:`IMTLG` note),
+    normalised to ``w = v / Σ_t v_t`` when ``1 ∈ range(C)`` (an equal-projection direction exists) and
+    to ``w = v / |Σ_t v_t|`` otherwise (the least-squares direction, never reversed). ``C⁺`` drops
+    eigenvalues at or below ``rtol·λ_max`` (None: ``T·eps(float64)``). Zero-norm tasks get weight 0 (and
+    ``1`` counts only the other tasks); if ``|Σ_t v_t| ≤ 1e-12 Σ_t |v_t|`` the weights are all zero.
     """
     cos, norms = cosine_matrix_np(to_numpy64(gram))
     vals, vecs, rank = psd_eigh_np(cos, rtol)
     positive = norms > 0
+    ones = positive.astype(np.float64)
     v_r = vecs[:, :rank]
-    v = v_r @ ((v_r.T @ positive.astype(np.float64)) / vals[:rank])  # C⁺ 1 on the non-zero tasks
+    coeff = v_r.T @ ones
+    v = v_r @ (coeff / vals[:rank])  # C⁺ 1 on the non-zero tasks
     v = np.divide(v, norms, out=np.zeros_like(v), where=positive)
     total, size = float(v.sum()), float(np.abs(v).sum())
     if abs(total) <= 1e-12 * size or size == 0.0:
         return torch.zeros(gram.shape[0], dtype=torch.float64, device=gram.device)
-    return torch.from_numpy(v / total).to(gram.device)
+    consistent = float(np.linalg.norm(ones - v_r @ coeff)) <= _CONSISTENT_RTOL * float(np.linalg.norm(ones))
+    return torch.from_numpy(v / (total if consistent else abs(total))).to(gram.device)
 
 
 class IMTLG(GramianWeighting):
@@ -42,7 +52,8 @@ class IMTLG(GramianWeighting):
 
     Update rule: ``w`` with ``Σ_t w_t = 1`` such that ``d = Jᵀw`` satisfies ``d·u_1 = d·u_t`` for all ``t``
     (``u_t = g_t/‖g_t‖``); closed form ``w ∝ G⁺·√diag(G)``, evaluated as ``w ∝ D⁺C⁺1`` with
-    ``G = DCD``, ``D = diag(‖g_t‖)``, ``C`` the cosine matrix (:func:`imtl_g_weights`).
+    ``G = DCD``, ``D = diag(‖g_t‖)``, ``C`` the cosine matrix (:func:`imtl_g_weights`). When no ``d``
+    has equal projections, the least-squares compromise of the last note.
 
     Paper: Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021 (OpenReview IMPnRXEWpvr),
     Eq. 1–2 (Gramian/pinv form as in torchjd and the Jacobian-descent paper, arXiv 2406.16232).
@@ -58,22 +69,32 @@ class IMTLG(GramianWeighting):
     combination exists, e.g. linearly dependent rows that repeat directions) both give the
     equal-projection direction ``d* = U⁺1`` (``Ud* = 1``); ``Σw = 1`` then does not fix ``‖d‖`` (any
     null vector of ``G`` may be added to ``w``) and the forms pick different representatives (here
-    ``Dw ∈ range(C)``, there ``w ∈ range(G)``). When ``1 ∉ range(C)`` (generic rank deficiency), this
-    form projects ``1`` onto ``range(C)`` in cosine space: ``d ∝ U⁺1`` gives ``U d ∝ CC⁺1``, the
-    least-squares closest to equal projections, independent of the gradient norms, so the direction
-    stays invariant to rescaling a task gradient (the paper's Theorem 2); ``G⁺·diag(G)^½`` gives
-    ``d ∝ J⁺·diag(G)^½`` (least squares weighted by ``‖g_t‖²``), whose direction changes when one task's
-    loss is rescaled. Cosine space also keeps the solve accurate when norms span decades. The
-    paper's Eq. 2 inverts ``DUᵀ`` (LibMTL raises when singular; nash-mtl/SamsungLabs add
-    ``1e-8·I``); here ``C⁺`` (eigenvalues below ``rtol·λ_max`` dropped, ``rtol = T·eps`` of the
-    gradients' dtype) is defined for every ``G``; zero-norm tasks get weight 0 (the references
-    produce NaN). No guard against a negative common projection (balancers.md §5.7), as in every
-    reference. Heads receive their own raw gradient (nash-mtl weights them by ``α_t``).
+    ``Dw ∈ range(C)``, there ``w ∈ range(G)``). Cosine space also keeps the solve accurate when norms
+    span decades. The paper's Eq. 2 inverts ``DUᵀ`` (LibMTL raises when singular; nash-mtl/SamsungLabs
+    add ``1e-8·I``); here ``C⁺`` (eigenvalues below ``rtol·λ_max`` dropped, ``rtol = T·eps`` of the
+    gradients' dtype) is defined for every ``G``; zero-norm tasks get weight 0 (the references produce
+    NaN). Heads receive their own raw gradient (nash-mtl weights them by ``α_t``).
+
+    Note: when no direction has equal projections onto every task (``1 ∉ range(C)``, generic rank
+    deficiency; then none has equal *positive* ones either), IMTL-G is undefined and this class returns
+    the least-squares compromise ``d ∝ U⁺1``: its projections ``Ud ∝ CC⁺1`` are the cosine-space
+    projection of ``1`` onto ``range(C)`` (as equal as any direction allows, whatever the gradient
+    norms), scaled as the paper's weights but oriented so that the projections sum positive,
+    ``w = D⁺C⁺1 / |Σ_t (D⁺C⁺1)_t|`` (so ``Σw = ±1``). Its direction is therefore invariant to rescaling
+    a task's gradient by any ``c > 0``. The paper's normalisation ``Σw = 1`` is not: on collinear
+    gradients ``a_t·v`` with mixed signs it gives ``d ∝ v / Σ_t(1/a_t)``, whose sign flips when one
+    ``a_t`` is rescaled (``a = (1, −2, 3)``, ``a₀ → 7``); nor is the spec's ``G⁺·diag(G)^½``
+    (``d ∝ J⁺·diag(G)^½``, least squares weighted by ``‖g_t‖²``). When ``1 ∈ range(C)`` (full rank
+    included) this is the paper's IMTL-G, ``Σw = 1``: the direction is invariant to rescaling only as
+    long as the common projection ``d·u_t`` keeps its sign; it can be negative (every loss increases to
+    first order, balancers.md §5.7), unguarded, as in every reference.
 
     Stateless.
     """
 
     name: ClassVar[str] = "imtl_g"
+    #: Loss scaling ``L → S·L``: the weights come from the cosine matrix with ``Σw = 1``, so ``d → S d``.
+    loss_scale_problem: ClassVar[str | None] = None
 
     def __init__(self, num_tasks: int, representation_level: bool = False) -> None:
         super().__init__(num_tasks)
@@ -109,6 +130,10 @@ class IMTLL(LossWeighting):
     name: ClassVar[str] = "imtl_l"
     positive_losses: ClassVar[bool] = True
     stateful: ClassVar[bool] = True
+    #: Loss scaling ``L → S·L``: ``e^s`` tracks ``1/(S·L)`` and the private Adam sees ``S``-scaled gradients.
+    loss_scale_problem: ClassVar[str | None] = (
+        "its learned loss scale converges to 1/(S*L) and its Adam sees S-scaled gradients"
+    )
 
     def __init__(self, num_tasks: int, lr: float = 1e-3) -> None:
         super().__init__(num_tasks)
@@ -199,6 +224,10 @@ class IMTL(GramianWeighting):
     name: ClassVar[str] = "imtl"
     positive_losses: ClassVar[bool] = True
     stateful: ClassVar[bool] = True
+    #: Loss scaling ``L → S·L``: as IMTL-L, its ``e^s`` tracks ``1/(S·L)`` and its Adam sees ``S``-scaled gradients.
+    loss_scale_problem: ClassVar[str | None] = (
+        "its IMTL-L loss scale converges to 1/(S*L) and its Adam sees S-scaled gradients"
+    )
 
     def __init__(self, num_tasks: int, lr: float = 1e-3, representation_level: bool = True) -> None:
         super().__init__(num_tasks)

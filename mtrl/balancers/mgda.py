@@ -40,6 +40,18 @@ class MGDA(GramianWeighting):
 
     name: ClassVar[str] = "mgda"
 
+    @property
+    def loss_scale_problem(self) -> str | None:
+        """Loss scaling ``L → S·L`` (``G → S² G``): with ``normalization="none"`` the min-norm point of the
+        simplex is invariant and ``d → S d``; the ``l2``/``loss``/``loss+`` normalisers give ``d(S·L) = d(L)``
+        or ``d(L)/S`` (invariant, not equivariant)."""
+        if self.normalization == "none":
+            return None
+        return (
+            f"normalization={self.normalization!r} divides the gradients by S-scaled normalisers "
+            "(use normalization='none')"
+        )
+
     def __init__(self, num_tasks: int, normalization: Normalization = "none") -> None:
         super().__init__(num_tasks)
         if normalization not in NORMALIZATIONS:

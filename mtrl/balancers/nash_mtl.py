@@ -81,6 +81,16 @@ class NashMTL(GramianWeighting):
     name: ClassVar[str] = "nash_mtl"
     stateful: ClassVar[bool] = True
 
+    @property
+    def loss_scale_problem(self) -> str | None:
+        """Loss scaling ``L → S·L``: ``α`` is computed on ``G/‖G‖_F`` and cosines (invariant), so ``d → S d``
+        only without the clip ``‖d‖ ≤ max_norm`` (``max_norm <= 0``), which would bound ``S·d`` instead of ``d``."""
+        if self.max_norm <= 0:
+            return None
+        return (
+            f"the clip ||d|| <= max_norm={self.max_norm} would act on the S-scaled direction (max_norm=0 disables it)"
+        )
+
     def __init__(
         self, num_tasks: int, max_norm: float = 1.0, update_weights_every: int = 1, reg_eps: float = 1e-8
     ) -> None:

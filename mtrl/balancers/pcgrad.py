@@ -36,6 +36,9 @@ class PCGrad(GramianWeighting):
 
     name: ClassVar[str] = "pcgrad"
     stateful: ClassVar[bool] = True
+    #: Loss scaling ``L → S·L`` (``G → S² G``): the coefficients ``(g_i·g_j)/‖g_j‖²`` and their signs
+    #: are invariant, so ``d → S d``.
+    loss_scale_problem: ClassVar[str | None] = None
 
     def __init__(self, num_tasks: int, seed: int = 0) -> None:
         super().__init__(num_tasks)

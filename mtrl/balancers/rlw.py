@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -34,6 +34,8 @@ class RLW(LossWeighting):
 
     name = "rlw"
     stateful = True
+    #: Loss scaling ``L → S·L`` (rows ``S g_t``): weights independent of ``L``, ``d → S d``.
+    loss_scale_problem: ClassVar[str | None] = None
 
     def __init__(self, num_tasks: int, seed: int = 0) -> None:
         super().__init__(num_tasks)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -58,6 +58,10 @@ class TaskTensioner(GradientBalancer):
     name = "task_tensioner"
     positive_losses = True
     stateful = True
+    #: Loss scaling ``L → S·L``: ``log10 S`` enters the trend, and the unit tensions do not scale with ``S``.
+    loss_scale_problem: ClassVar[str | None] = (
+        "it adds log10(S) to its trend and unit tensions that do not scale with S"
+    )
 
     def __init__(self, num_tasks: int, alpha: float = 0.3, window: int = 10) -> None:
         super().__init__(num_tasks)

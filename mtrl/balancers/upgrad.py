@@ -42,6 +42,14 @@ class UPGrad(GramianWeighting):
 
     name: ClassVar[str] = "upgrad"
 
+    @property
+    def loss_scale_problem(self) -> str | None:
+        """Loss scaling ``L → S·L`` (``G → S² G``): the projections are invariant, so ``d → S d``, but the
+        absolute threshold ``tr G ≥ norm_eps`` moves with ``S²`` unless ``norm_eps = 0``."""
+        if self.norm_eps == 0:
+            return None
+        return f"its absolute threshold trace(G) >= norm_eps={self.norm_eps} moves with S^2 (norm_eps=0 removes it)"
+
     def __init__(self, num_tasks: int, norm_eps: float = 1e-4, reg_eps: float = 1e-4) -> None:
         super().__init__(num_tasks)
         for key, value in (("norm_eps", norm_eps), ("reg_eps", reg_eps)):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -41,6 +41,10 @@ class UW(LossWeighting):
     name = "uw"
     positive_losses = True
     stateful = True
+    #: Loss scaling ``L → S·L``: the learned ``s`` tracks ``log(S·L)`` and its Adam sees ``S``-scaled gradients.
+    loss_scale_problem: ClassVar[str | None] = (
+        "its learned log-variance converges to log(S*L) and its Adam sees S-scaled gradients"
+    )
 
     def __init__(self, num_tasks: int, lr: float = 0.025, init_log_var: float = 0.0) -> None:
         super().__init__(num_tasks)

@@ -10,8 +10,9 @@
 
 from mtrl.engine.capture import LinearCapture
 from mtrl.engine.closure import LossClosure, make_loss_fn
-from mtrl.engine.engine import STRATEGIES, GradientEngine, Strategy, core_balancer, needs_loss_fn
+from mtrl.engine.engine import STRATEGIES, GradientEngine, Strategy
 from mtrl.engine.report import BalanceReport
+from mtrl.engine.rules import StrategyChoice, StrategyNames, choose_strategy, core_balancer, needs_loss_fn
 
 __all__ = [
     "STRATEGIES",
@@ -20,6 +21,9 @@ __all__ = [
     "LinearCapture",
     "LossClosure",
     "Strategy",
+    "StrategyChoice",
+    "StrategyNames",
+    "choose_strategy",
     "core_balancer",
     "make_loss_fn",
     "needs_loss_fn",

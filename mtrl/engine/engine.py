@@ -18,13 +18,17 @@
   small eigenvalues of ``G`` by only ~``eps²·λ_max``).
   Jacobian aggregator (any other gradient balancer): ``d = aggregate(J, L)``.
 * ``sgsu``: the meta-gradient of :class:`~mtrl.balancers.sgsu.SGSU` (needs ``loss_fn``).
-* ``dgr``: its base balancer as above, then ``∇θ R`` added to the shared parameters (needs ``loss_fn``).
+* ``dgr``: its base balancer as above, then ``∇θ R`` added to the shared parameters (needs ``loss_fn``
+  and ``heads``, the task-head modules its dummy heads copy).
 
 On the balanced paths task-specific parameters and the balancer's own parameters get ``∇ Σ_t S_t``
 (each head its own task's unweighted gradient). Strategies for ``J``/``G`` are in
-:mod:`mtrl.engine.strategies`. ``"auto"`` picks ``representation`` for representation-level balancers
-given ``features``, else ``task_partitioned`` given a ``capture``, else ``batched`` on accelerators and
-``reference`` on the CPU (where the vmapped backward measured no faster than ``T`` plain calls).
+:mod:`mtrl.engine.strategies`; which one runs is decided by :func:`mtrl.engine.rules.choose_strategy`
+(the one place for the strategy rules, also used by the vision trainer's start-up check), reading the
+balancer's facts through :func:`~mtrl.engine.rules.core_balancer`. ``"auto"`` picks ``representation``
+for representation-level balancers given ``features``, else ``task_partitioned`` given a ``capture``,
+else ``batched`` on accelerators and ``reference`` on the CPU (where the vmapped backward measured no
+faster than ``T`` plain calls).
 
 Representation level (gradients w.r.t. the shared features ``z`` instead of ``θ``) is a property of
 the method, so the engine never switches it silently:
@@ -51,7 +55,7 @@ from collections.abc import Sequence
 from typing import Literal, get_args
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mtrl.balancers._linalg import default_rtol
 from mtrl.balancers.base import Balancer, GradientBalancer, GramianWeighting, LossWeighting
@@ -60,6 +64,7 @@ from mtrl.balancers.sgsu import SGSU
 from mtrl.engine.capture import LinearCapture
 from mtrl.engine.closure import LossClosure
 from mtrl.engine.report import BalanceReport
+from mtrl.engine.rules import choose_strategy, core_balancer, needs_loss_fn
 from mtrl.engine.strategies import (
     VmapStatus,
     Workspace,
@@ -72,7 +77,7 @@ from mtrl.engine.strategies import (
     split_direction,
 )
 
-__all__ = ["STRATEGIES", "GradientEngine", "Strategy", "core_balancer", "needs_loss_fn"]
+__all__ = ["STRATEGIES", "GradientEngine", "Strategy"]
 
 Strategy = Literal["auto", "reference", "batched", "task_partitioned", "representation"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -86,22 +91,6 @@ def _is_gramian_only(balancer: Balancer) -> bool:
 def _write(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:
     for p, g in zip(params, grads, strict=True):
         p.grad = None if g is None else g.detach()
-
-
-def core_balancer(balancer: Balancer) -> Balancer:
-    """The balancer whose rule weighs the losses: ``dgr``'s base, else ``balancer`` itself."""
-    return balancer.base if isinstance(balancer, DGR) else balancer
-
-
-def needs_loss_fn(balancer: Balancer) -> bool:
-    """True when :meth:`GradientEngine.backward` needs ``loss_fn=`` for ``balancer``: ``dgr`` (its
-    regulariser re-evaluates the losses with dummy heads) and ``sgsu`` (its virtual steps)."""
-    return isinstance(balancer, (DGR, SGSU))
-
-
-def _parameter_level_key(name: str) -> str:
-    """``"mgda_ub"`` → ``" or use balancer 'mgda' for the parameter-level method"`` (empty otherwise)."""
-    return f", or use balancer {name[:-3]!r} for the parameter-level method" if name.endswith("_ub") else ""
 
 
 class GradientEngine:
@@ -160,6 +149,7 @@ class GradientEngine:
         features: Tensor | None = None,
         capture: LinearCapture | None = None,
         loss_fn: LossClosure | None = None,
+        heads: Sequence[nn.Module] = (),
         diagnostics: bool | None = None,
     ) -> BalanceReport:
         """Write ``.grad`` of ``shared_params``, ``task_params`` and ``balancer.parameters()``.
@@ -171,6 +161,8 @@ class GradientEngine:
             features: shared representation ``z (B, …)`` for the ``representation`` strategy.
             capture: a :class:`LinearCapture` that recorded the forward (``task_partitioned``).
             loss_fn: loss closure (``sgsu``, ``dgr``), see :mod:`mtrl.engine.closure`.
+            heads: the task-head modules whose parameters are among ``task_params`` (``dgr``: its dummy
+                heads are default-initialised copies of them); ignored by every other balancer.
             diagnostics: this call only: True computes ``G`` statistics for loss weightings too
                 (the update is unchanged), False skips them; None (default) uses the engine's
                 ``diagnostics``.
@@ -192,12 +184,16 @@ class GradientEngine:
         core = core_balancer(self.balancer)
         if needs_loss_fn(self.balancer) and loss_fn is None:
             raise ValueError(f"balancer {self.balancer.name!r} needs loss_fn= (see mtrl.engine.make_loss_fn)")
+        if isinstance(self.balancer, DGR) and not heads:
+            raise ValueError(
+                "balancer 'dgr' needs heads= (the task-head modules; its dummy heads are default-initialised copies)"
+            )
         want_diagnostics = self.diagnostics if diagnostics is None else bool(diagnostics)
         try:
             report = self._backward_core(core, losses, shared, task, features, capture, loss_fn, want_diagnostics)
             if isinstance(self.balancer, DGR):
                 assert loss_fn is not None
-                reg_grads, reg = self.balancer.regularizer_gradient(shared, task, loss_fn)
+                reg_grads, reg = self.balancer.regularizer_gradient(shared, task, heads, loss_fn)
                 for p, g in zip(shared, reg_grads, strict=True):
                     p.grad = g if p.grad is None else p.grad + g
                 report.extra["dgr_reg"] = reg
@@ -207,9 +203,15 @@ class GradientEngine:
         self.balancer.after_backward()
         return report
 
+    @property
+    def needs_post_step_losses(self) -> bool:
+        """True when :meth:`post_step` wants the losses re-evaluated after ``optimizer.step()`` (FAMO, also
+        as ``dgr``'s base): the trainers compute them only then."""
+        return core_balancer(self.balancer).needs_post_step_losses
+
     def post_step(self, new_losses: Tensor) -> None:
         """Give the balancer the losses re-evaluated after ``optimizer.step()`` (FAMO); else no-op."""
-        if core_balancer(self.balancer).needs_post_step_losses:
+        if self.needs_post_step_losses:
             self.balancer.post_step(new_losses.detach())
 
     # --- dispatch -------------------------------------------------------------------------------
@@ -231,55 +233,27 @@ class GradientEngine:
         capture: LinearCapture | None,
         report: BalanceReport | None = None,
     ) -> str:
-        """The strategy to run; ``report`` is given for gradient balancers (representation checks)."""
-        strategy = self.strategy
-        if report is not None:
-            name = balancer.name
-            if getattr(balancer, "representation_level", False):
-                if features is not None and strategy in ("auto", "representation"):
-                    return "representation"
-                if getattr(balancer, "representation_required", False):
-                    if features is None:
-                        raise ValueError(
-                            f"balancer {name!r} is defined on gradients w.r.t. the shared representation: pass "
-                            f"features=z (the representation the task heads read) to engine.backward"
-                            f"{_parameter_level_key(name)}"
-                        )
-                    raise ValueError(
-                        f"balancer {name!r} is defined on gradients w.r.t. the shared representation, but "
-                        f"strategy={strategy!r} differentiates w.r.t. the shared parameters: use strategy 'auto' "
-                        f"or 'representation' with features={_parameter_level_key(name)}"
-                    )
-                if strategy != "representation":
-                    report.representation_fallback = True
-                    if not self._fallback_warned:
-                        self._fallback_warned = True
-                        why = "no features= given" if features is None else f"strategy={strategy!r}"
-                        warnings.warn(
-                            f"balancer {name!r} is representation-level (paper default) but {why}: its weights "
-                            f"come from parameter gradients (reported as representation_fallback=True); pass "
-                            f"features=z, or build it with representation_level=False to make this explicit",
-                            stacklevel=5,
-                        )
-            elif strategy == "representation":
-                raise ValueError(
-                    f"strategy 'representation' computes gradients w.r.t. the shared representation, but balancer "
-                    f"{name!r} is parameter-level (it would silently become its representation-level variant); use "
-                    f"a representation-level balancer (mgda_ub, aligned_mtl_ub, imtl, "
-                    f"imtl_g with representation_level=True) or strategy 'auto', 'reference', 'batched' or "
-                    f"'task_partitioned'"
+        """The strategy to run (:func:`mtrl.engine.rules.choose_strategy`); a representation-level balancer
+        that falls back to parameter gradients is flagged in ``report`` and warned about once."""
+        choice = choose_strategy(
+            balancer,
+            self.strategy,
+            features=features is not None,
+            capture=capture is not None,
+            accelerator=losses.device.type != "cpu",
+        )
+        if choice.fallback and report is not None:
+            report.representation_fallback = True
+            if not self._fallback_warned:
+                self._fallback_warned = True
+                why = "no features= given" if features is None else f"strategy={self.strategy!r}"
+                warnings.warn(
+                    f"balancer {balancer.name!r} is representation-level (paper default) but {why}: its weights "
+                    f"come from parameter gradients (reported as representation_fallback=True); pass "
+                    f"features=z, or build it with representation_level=False to make this explicit",
+                    stacklevel=5,
                 )
-        if strategy == "auto":
-            if capture is not None:
-                return "task_partitioned"
-            # On the CPU the vmapped backward measured no faster than T plain calls (bench_balancers,
-            # bench_vision), so it is only the automatic choice on accelerators.
-            return "reference" if losses.device.type == "cpu" else "batched"
-        if strategy == "representation" and features is None:
-            raise ValueError("strategy 'representation' needs features= (the shared representation z)")
-        if strategy == "task_partitioned" and capture is None:
-            raise ValueError("strategy 'task_partitioned' needs capture= (a LinearCapture that recorded the forward)")
-        return strategy
+        return choice.strategy
 
     def _backward_core(
         self,

@@ -52,11 +52,21 @@ import yaml
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mtrl.balancers import Balancer, GradientBalancer, GramianWeighting, make_balancer
+from mtrl.balancers import Balancer, make_balancer
 from mtrl.config import MISSING, ConfigError, config_to_dict, load_config, save_config
 from mtrl.config import config_differences as nested_differences
 from mtrl.device import resolve_device
-from mtrl.engine import BalanceReport, GradientEngine, LossClosure, Strategy, core_balancer, make_loss_fn, needs_loss_fn
+from mtrl.engine import (
+    BalanceReport,
+    GradientEngine,
+    LossClosure,
+    Strategy,
+    StrategyNames,
+    choose_strategy,
+    core_balancer,
+    make_loss_fn,
+    needs_loss_fn,
+)
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, truncate_jsonl
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.config import VisionConfig
@@ -93,39 +103,18 @@ def _mix_seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
-def strategy_problem(balancer: Balancer, strategy: str) -> str | None:
-    """Why ``strategy`` cannot run ``balancer`` on a dense model that provides ``z`` (None when it can).
+#: how the vision configuration spells the settings named in strategy errors.
+STRATEGY_NAMES = StrategyNames("balancer.strategy", "balancer.hparams.representation_level=false")
 
-    Representation-level balancers (``mgda_ub``, ``aligned_mtl_ub``, ``imtl``, ``imtl_g`` with
-    ``representation_level=True``) need ``auto`` or ``representation``; ``representation`` with a
-    parameter-level gradient balancer would silently compute a different method. Loss weightings accept any
-    strategy (it only places the diagnostic Gramian).
-    """
-    core = core_balancer(balancer)
-    if strategy == "auto":
-        return None
-    if getattr(core, "representation_level", False):
-        if strategy != "representation":
-            alternative = (
-                f"balancer {core.name.removesuffix('_ub')!r}"
-                if core.name.endswith("_ub")
-                else "balancer.hparams.representation_level=false"
-            )
-            return (
-                f"balancer {core.name!r} works on gradients w.r.t. the shared representation, but "
-                f"balancer.strategy={strategy!r} differentiates w.r.t. the shared parameters; use balancer.strategy "
-                f"auto or representation (or {alternative} for the parameter-level method)"
-            )
-        return None
-    plain = not isinstance(core, GradientBalancer) or (
-        isinstance(core, GramianWeighting) and core.constant_weights
-    )
-    if strategy == "representation" and not plain:
-        return (
-            f"balancer.strategy='representation' needs a representation-level balancer (mgda_ub, aligned_mtl_ub, "
-            f"imtl, imtl_g with representation_level=true); {core.name!r} is parameter-level: use auto, reference "
-            "or batched"
-        )
+
+def strategy_problem(balancer: Balancer, strategy: str) -> str | None:
+    """Why ``strategy`` cannot run ``balancer`` on a dense model, which always provides ``z`` (None when it
+    can): the engine's rules (:func:`mtrl.engine.choose_strategy`), with no parameter-level fallback of a
+    representation-level balancer (an explicit ``balancer.hparams.representation_level=false`` says so)."""
+    try:
+        choose_strategy(balancer, strategy, features=True, capture=False, allow_fallback=False, names=STRATEGY_NAMES)
+    except ValueError as err:
+        return str(err)
     return None
 
 
@@ -214,9 +203,8 @@ class BalancedStep:
         self.model, self.tasks, self.balancer, self.optimizer = model, tuple(tasks), balancer, optimizer
         self.amp_dtype, self.scaler = amp_dtype, scaler
         core = core_balancer(balancer)
-        self.representation = bool(getattr(core, "representation_level", False))
+        self.representation = core.representation_level
         self.needs_closure = needs_loss_fn(balancer)
-        self.needs_post_step = bool(core.needs_post_step_losses)
         if self.representation and not getattr(model, "representation_exact", True):
             raise ValueError(
                 f"balancer {balancer.name!r} differentiates w.r.t. the shared representation, but "
@@ -230,8 +218,10 @@ class BalancedStep:
         #: pass z to the engine: representation-level balancers, or diagnostics placed on z
         self.pass_features = self.representation or strategy == "representation"
         self.engine = GradientEngine(balancer, strategy=strategy, diagnostics=diagnostics)
+        self.needs_post_step = self.engine.needs_post_step_losses
         self.shared = model.shared_parameters()
         self.task_params = model.task_parameters()
+        self.heads = model.head_modules()
 
     def autocast(self) -> AbstractContextManager[Any]:
         """Mixed-precision context (a no-op without an AMP dtype)."""
@@ -275,6 +265,7 @@ class BalancedStep:
             self.task_params,
             features=z if self.pass_features else None,
             loss_fn=self.loss_fn(x, targets) if self.needs_closure else None,
+            heads=self.heads,
             diagnostics=diagnostics,
         )
         if self.scaler is not None:
@@ -350,7 +341,7 @@ class VisionTrainer:
         ).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        representation = bool(getattr(core_balancer(self.balancer), "representation_level", False))
+        representation = core_balancer(self.balancer).representation_level
         if representation and not getattr(self.model, "representation_exact", True):
             raise ConfigError(
                 f"balancer.name={self.balancer_name!r} differentiates w.r.t. the shared representation, but "

@@ -378,7 +378,8 @@ def _cosine(a: Tensor, b: Tensor) -> float:
 def test_imtl_g_rank_deficient_consistent_equal_projections_and_scale_invariance() -> None:
     """Repeated directions (rank 3, T = 6): ``1 ∈ range(C)``, so equal projections exist; our ``D⁺C⁺1``
     and the spec's ``G⁺·diag(G)^½`` give the same direction; ours is unchanged in direction when a task
-    gradient is rescaled, and ``Σw = 1``."""
+    gradient is rescaled while the common projection keeps its sign (positive for every rescaling here;
+    ``Σw = 1`` reverses ``d`` when it turns negative, as the paper), and ``Σw = 1``."""
     base = _decades(3, 2.0, seed=21)
     jac = torch.cat([base, base * torch.tensor([[1e-3], [10.0], [7.0]], dtype=torch.float64)])  # rank 3
     assert int(torch.linalg.matrix_rank(jac)) == 3
@@ -417,10 +418,32 @@ def test_imtl_g_rank_deficient_inconsistent_projects_one_onto_range_c() -> None:
     assert _cosine(d, torch.linalg.pinv(unit) @ ones) > 1 - 1e-10
     rescaled = jac.clone()
     rescaled[1] *= 1e-3
-    assert _cosine(IMTLG(4).aggregate(rescaled, ones), d) > 1 - 1e-10  # direction invariant
+    # direction invariant: always when 1 ∉ range(C), since d ∝ U⁺1 is never reversed (next test)
+    assert _cosine(IMTLG(4).aggregate(rescaled, ones), d) > 1 - 1e-10
     spec = _spec_imtl_g(jac) @ jac
     spec_rescaled = _spec_imtl_g(rescaled) @ rescaled
     assert _cosine(spec, spec_rescaled) < 1 - 1e-4  # the G⁺·diag(G)^½ form is not (here cos ≈ 0.9992)
+
+
+def test_imtl_g_without_equal_projections_returns_the_unreversed_least_squares_direction() -> None:
+    """Collinear gradients ``a_t·v`` with mixed signs (rank 1): no direction projects equally onto every task.
+    The paper's ``Σw = 1`` gives ``d = T·v / Σ_t(1/a_t)``, which flips sign when ``a = (1, −2, 3)`` becomes
+    ``(7, −2, 3)``; IMTL-G returns the least-squares direction ``U⁺1 ∝ +v`` for both, scaled as the paper's
+    weights (``d = T·v / |Σ_t(1/a_t)|``, ``Σw = ±1``), with positive summed cosine projections."""
+    v = torch.randn(16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    ones = torch.ones(3, dtype=torch.float64)
+    paper_signs = []
+    for a in ((1.0, -2.0, 3.0), (7.0, -2.0, 3.0)):
+        a_T = torch.tensor(a, dtype=torch.float64)
+        jac = a_T[:, None] * v
+        w = IMTLG(3).weights(jac @ jac.T, ones)
+        d = w @ jac
+        torch.testing.assert_close(d, 3 * v / float((1 / a_T).sum().abs()), rtol=1e-10, atol=0.0)
+        assert float(w.sum().abs()) == pytest.approx(1.0, rel=1e-12)
+        unit = jac / jac.norm(dim=1, keepdim=True)
+        assert float((unit @ d).sum()) > 0  # tasks 0 and 2 descend, task 1 ascends: the majority of directions
+        paper_signs.append(float(torch.sign((1 / a_T).sum())))  # sign of the paper's d = T·v / Σ(1/a)
+    assert paper_signs == [1.0, -1.0]
 
 
 def test_imtl_l_scaled_losses_and_their_learning() -> None:

@@ -222,9 +222,13 @@ def test_aligned_mtl_and_imtl_g_weights_match_their_matrix_forms(dtype: torch.dt
                     scale = float(expected.abs().max())
                     torch.testing.assert_close(got, expected, rtol=tol, atol=tol * scale, msg=name)
             else:
-                v = inv * (psd_pinv(matrix_of, r) @ (norms > 0).to(matrix_of))
+                ones = (norms > 0).to(matrix_of)
+                v = inv * (psd_pinv(matrix_of, r) @ ones)
                 keep = float(v.sum().abs()) > 1e-12 * float(v.abs().sum())
-                expected = v / v.sum() if keep else torch.zeros_like(v)
+                # 1 ∈ range(C): the paper's Σw = 1; otherwise the least-squares direction, not reversed
+                miss = float((matrix_of @ psd_pinv(matrix_of, r) @ ones - ones).norm())
+                consistent = miss <= 1e-8 * float(ones.norm())
+                expected = v / (v.sum() if consistent else v.sum().abs()) if keep else torch.zeros_like(v)
                 got = imtl_g_weights(gram, r)
                 torch.testing.assert_close(got, expected, rtol=tol, atol=tol * float(expected.abs().max()), msg=name)
             compared += 1

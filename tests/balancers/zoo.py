@@ -2,6 +2,10 @@
 
 Every balancer is run over the whole zoo (shape, finiteness, determinism); method property tests
 pick the members they need. Each entry: ``(name, jac (T, P) float64, losses (T,) positive)``.
+:func:`property_zoo` is the input set of the torchjd-style property tests
+(``tests/balancers/test_properties.py``): the zoo at ``T`` ∈ {2, 3, 10} plus rows scaled over
+1e-3 … 1e3 and repeated directions (rank-deficient with an equal-projection direction);
+:func:`permutation` gives the task permutation they apply.
 """
 
 from __future__ import annotations
@@ -53,6 +57,37 @@ def zoo(task_counts: tuple[int, ...] = TASK_COUNTS, P: int = 64) -> list[tuple[s
         out.append((f"tiny_T{T}", full_rank(T, P, seed=600 + T) * 1e-10, losses))
         out.append((f"huge_T{T}", full_rank(T, P, seed=700 + T) * 1e10, losses))
     return out
+
+
+def repeated_directions(T: int, P: int, rank: int, seed: int) -> Tensor:
+    """Rank ``rank`` with every row a positive multiple of one of ``rank`` generic rows (``1 ∈ range(C)``)."""
+    base = full_rank(rank, P, seed)
+    scales = 10.0 ** (torch.rand(T, generator=_rng(seed + 1), dtype=torch.float64) * 4 - 2)
+    return base[torch.arange(T) % rank] * scales[:, None]
+
+
+PROPERTY_TASK_COUNTS = (2, 3, 10)
+
+
+def property_zoo(P: int = 64) -> list[tuple[str, Tensor, Tensor]]:
+    """The property tests' inputs: :func:`zoo` at ``T`` ∈ {2, 3, 10}, rows scaled over 1e-3 … 1e3
+    (``moderate_T*``) and repeated directions (``repeated_T*``)."""
+    out = zoo(PROPERTY_TASK_COUNTS, P)
+    for T in PROPERTY_TASK_COUNTS:
+        losses = torch.linspace(0.5, 2.0, T, dtype=torch.float64)
+        out.append((f"moderate_T{T}", scaled_rows(T, P, seed=800 + T, lo=-3.0, hi=3.0), losses))
+        if T > 2:
+            out.append((f"repeated_T{T}", repeated_directions(T, P, T // 2 + (T == 3), seed=900 + T), losses))
+    return out
+
+
+def permutation(T: int, seed: int = 0) -> Tensor:
+    """A seeded permutation of ``range(T)`` that moves every task when ``T > 1`` (a random derangement)."""
+    g = _rng(seed)
+    while True:
+        perm = torch.randperm(T, generator=g)
+        if T == 1 or bool((perm != torch.arange(T)).all()):
+            return perm
 
 
 # A fixed 2x3 Jacobian for the pinned-values table.

@@ -54,6 +54,9 @@ class Problem:
     def task(self) -> list[nn.Parameter]:
         return self.net.task_parameters()
 
+    def heads(self) -> list[nn.Module]:
+        return self.net.head_modules()
+
     def clear_grads(self) -> None:
         for p in self.net.parameters():
             p.grad = None

@@ -29,7 +29,7 @@ def _run(key: str, strategy: str) -> tuple[list[torch.Tensor], list[torch.Tensor
     capture = LinearCapture(prob.net.trunk, T)
     losses = prob.forward(capture)
     report = GradientEngine(balancer, strategy).backward(
-        losses, prob.shared(), prob.task(), capture=capture, loss_fn=prob.loss_fn()
+        losses, prob.shared(), prob.task(), capture=capture, loss_fn=prob.loss_fn(), heads=prob.heads()
     )
     return grads_of(prob.shared()), grads_of(prob.task()), report.strategy
 
@@ -123,7 +123,7 @@ def test_dgr_default_base_is_ew() -> None:
     losses = prob.forward()
     plain = torch.autograd.grad(losses.sum(), prob.task(), retain_graph=True)
     report = GradientEngine(make_balancer("dgr", T)).backward(
-        losses, prob.shared(), prob.task(), loss_fn=prob.loss_fn()
+        losses, prob.shared(), prob.task(), loss_fn=prob.loss_fn(), heads=prob.heads()
     )
     assert report.extra["dgr_reg"] > 0
     assert_close_lists(grads_of(prob.task()), list(plain), rtol=1e-12)

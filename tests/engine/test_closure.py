@@ -42,7 +42,7 @@ def test_loss_fn_errors() -> None:
 def test_dgr_report_extra_in_scalars() -> None:
     prob = make_problem(T=3)
     report = GradientEngine(DGR(3, base=GramTestWeighting(3))).backward(
-        prob.forward(), prob.shared(), prob.task(), loss_fn=prob.loss_fn()
+        prob.forward(), prob.shared(), prob.task(), loss_fn=prob.loss_fn(), heads=prob.heads()
     )
     scalars = report.scalars("balancer/critic", ["a", "b", "c"])
     assert scalars["balancer/critic/dgr_reg"] == pytest.approx(report.extra["dgr_reg"]) and report.extra["dgr_reg"] > 0

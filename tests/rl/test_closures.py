@@ -138,6 +138,27 @@ def test_dgr_with_zero_lambda_equals_ew_exactly(device: torch.device) -> None:
             assert torch.equal(a, b)
 
 
+def test_dgr_over_famo_runs_famos_post_step(device: torch.device) -> None:
+    """``balancer=dgr`` with base ``famo`` on the critic: FAMO's post-step update runs (the agent asks the engine,
+    which looks through dgr), so with λ = 0 the run is plain FAMO's, logits and parameters bit for bit."""
+    agents = []
+    for critic in (make_balancer("famo", T), make_balancer("dgr", T, base="famo", lam=0.0)):
+        torch.manual_seed(0)
+        agents.append(MultiTaskSAC(T, O, A, CFG, critic, make_balancer("ew", T), device=device))
+    famo, dgr = agents
+    for step in range(3):
+        batch = _batch(device, seed=step)
+        for agent in agents:
+            torch.manual_seed(300 + step)
+            agent.update(batch, with_metrics=False)
+    base = dgr.critic_balancer.base  # type: ignore[attr-defined]
+    assert base.prev_log_losses is None  # consumed by post_step after every update
+    assert float(base.logits.detach().abs().max()) > 0  # ξ moves only in post_step
+    assert torch.equal(base.logits.detach(), famo.critic_balancer.logits.detach())  # type: ignore[attr-defined]
+    for a, b in zip(_params(famo), _params(dgr), strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("group", ["critic", "actor"])
 def test_dgr_regularises_only_the_shared_trunk(device: torch.device, group: str) -> None:
     """dgr on one group, ew on the other: from the same state, the real heads of the dgr group get

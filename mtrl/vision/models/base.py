@@ -87,6 +87,10 @@ class MultiTaskDenseModel(nn.Module):
         """``φ``: every task-specific parameter, flat, in task order."""
         return [p for name in self.task_names for p in self.decoders[name].parameters()]
 
+    def head_modules(self) -> list[nn.Module]:
+        """The task heads (the decoders, task order): their parameters are :meth:`task_parameters`."""
+        return [self.decoders[name] for name in self.task_names]
+
     def task_parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``φ_t`` grouped per task (task order)."""
         return {name: list(self.decoders[name].parameters()) for name in self.task_names}
