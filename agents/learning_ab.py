@@ -255,7 +255,8 @@ def plot(data: ABData, path: Path, reps: int = 2000) -> Path:
     steps = np.asarray(s.checkpoints)
     columns = [*s.tasks, "IQM over tasks × seeds"]
     fig, axes = plt.subplots(2, len(columns), figsize=(3.6 * len(columns), 6.4), squeeze=False)
-    colors = {side: f"C{i}" for i, side in enumerate(data.sides)}
+    ours = [side for side in data.sides if side != SB3_SIDE]
+    colors = {SB3_SIDE: "black", **{side: f"C{i}" for i, side in enumerate(ours)}}
     for row, metric in enumerate(METRICS):
         scores = {side: arr[metric] for side, arr in data.scores.items()}
         for j, task in enumerate(s.tasks):
