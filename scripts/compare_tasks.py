@@ -7,7 +7,9 @@ Each argument is a run directory of ``scripts/train.py`` (a multi-task run: one 
 ``scripts/train_stl.py`` (one SB3 SAC per task). Steps are environment steps per task, so a
 multi-task run and the single-task reference line up at equal transitions per task. The table has
 one row per task and run with the success at every evaluation step both runs have; the plot has
-one panel per task plus the mean over tasks. Unfinished runs are read as far as they got.
+one panel per task plus the mean over tasks. Unfinished runs are read as far as they got. Runs given
+the same label are merged (a single-task reference split into several ``train_stl.py`` runs over
+disjoint tasks, to use both cores).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from mtrl.analysis import run_history
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="run directories (train.py or train_stl.py)")
-    p.add_argument("--labels", nargs="+", default=None, help="one label per run (default: directory names)")
+    p.add_argument(
+        "--labels", nargs="+", default=None, help="one label per run; repeated labels merge runs (default: names)"
+    )
     p.add_argument("--metric", default="success", choices=["success", "return"], help="what to compare")
     p.add_argument("--plot", type=Path, default=None, help="PNG with one panel per task")
     args = p.parse_args(argv)
@@ -39,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
             p.error(str(err))
         if not hist:
             p.error(f"{run}: no results.json with evaluations (is it a run directory of train.py or train_stl.py?)")
-        histories[label] = hist
+        merged = histories.setdefault(label, {})
+        clash = sorted(set(merged) & set(hist))
+        if clash:
+            p.error(f"{run}: tasks {clash} are already in another run labelled {label!r}")
+        merged.update(hist)  # runs sharing a label are one run split over tasks (e.g. two train_stl.py runs)
     tasks = [t for t in next(iter(histories.values())) if all(t in h for h in histories.values())]
     if not tasks:
         p.error("the runs share no task")

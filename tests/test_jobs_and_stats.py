@@ -199,3 +199,23 @@ def test_sweep_varies_a_config_key_into_its_own_run_directories(tmp_path: Path) 
     with pytest.raises(ValueError, match="expected KEY=V1,V2"):
         parse_vary(["sac.task_input"])
     assert yaml.safe_load("[a, b]") == ["a", "b"]  # the override parser reads lists the same way
+
+
+def test_compare_tasks_lines_up_a_multi_task_run_with_the_single_task_reference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.helpers import load_script
+
+    s = _settings(tmp_path, seeds=(0,))
+    _fake_runs(s, SB3_SIDE, 0.5)
+    mt = tmp_path / "mt"
+    mt.mkdir()
+    evals = [{"step": st, "success": {"reach-v3": 0.2 * k, "push-v3": 0.1 * k},
+              "return": {"reach-v3": 1.0, "push-v3": 2.0}} for k, st in enumerate((10, 20), start=1)]  # fmt: skip
+    (mt / "results.json").write_text(json.dumps({"complete": False, "evals": evals}))
+    stl = s.run_dir(SB3_SIDE, "reach-v3", 0)
+    png = tmp_path / "cmp.png"
+    assert load_script("compare_tasks").main([str(mt), str(stl), "--labels", "MT", "STL", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "| reach-v3 | MT | 0.20 | 0.40 |" in out and "| reach-v3 | STL | 0.25 | 0.50 |" in out
+    assert "| mean | MT | 0.20 | 0.40 |" in out and png.stat().st_size > 5_000  # shared task only: reach-v3
