@@ -60,8 +60,8 @@ def test_aggregate_script_prints_table_and_plots(tmp_path: Path) -> None:
     assert png.stat().st_size > 1000
 
 
-def test_sweep_skips_finished_runs_and_resumes_started_ones(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))
+def test_sweep_skips_finished_runs_and_resumes_started_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     from sweep import run_commands
 
     _write_run(tmp_path / "ew" / "seed0", "ew", 0, 0.5, [0.5])

@@ -42,7 +42,6 @@ def test_segnet_mtan_runs_every_default_balancer(capsys: pytest.CaptureFixture[s
     assert "13-class seg" in out and "attention convs per task" in out
     for key in ("mgda_ub", "aligned_mtl_ub", "imtl"):
         assert rows[key][1] == "representation", rows[key]
-    assert float(rows["ew"][-1].rstrip(" |")) == 1.0
 
 
 def test_shared_mtan_attention_skips_representation_level_balancers(capsys: pytest.CaptureFixture[str]) -> None:
