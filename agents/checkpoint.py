@@ -2,10 +2,11 @@
 
 A checkpoint holds the agent (networks, temperatures, optimizers, balancer states), the RNG states
 (torch CPU/CUDA, numpy's global and the run's own generators, python's ``random``), the
-environment state (the vector env's ``get_state()`` where it offers one), the current observations,
-the step counters and evaluation history, and optionally the replay buffer.
-Files are written to a temporary name and renamed, so an interrupted save never leaves a broken
-``last.pt``.
+state of the training and evaluation envs (:func:`envs.env_state`: goals and RNGs, and for the
+training envs on the toy suite and sync Meta-World the episodes in progress), the current
+observations, the step counters and evaluation history, and optionally the replay buffer.
+Checkpoints are ``checkpoints/step_<step>.pt`` with ``checkpoints/last.txt`` naming the latest; both
+are written to a temporary name and renamed, so an interrupted save never leaves a broken checkpoint.
 """
 
 from __future__ import annotations

@@ -75,10 +75,12 @@ class MultiTaskSAC:
         obs_dim: ``O``, observation size without the task one-hot.
         action_dim: ``A``.
         cfg: SAC hyper-parameters.
-        critic_balancer, actor_balancer: separate balancer instances for the two loss groups.
+        critic_balancer: balancer of the per-task critic losses.
+        actor_balancer: balancer of the per-task actor losses (a separate instance: the states differ).
         device: where networks and tensors live.
-        action_low, action_high: env action bounds ``(A,)`` (policy actions in ``[-1, 1]`` are
-            mapped affinely onto them); default ``[-1, 1]``.
+        action_low: lower env action bounds ``(A,)`` (policy actions in ``[-1, 1]`` are mapped affinely
+            onto ``[action_low, action_high]``); default ``-1``.
+        action_high: upper env action bounds ``(A,)``; default ``1``.
         task_names: names used in metric keys (default ``task0`` … ``task{T-1}``).
     """
 

@@ -23,7 +23,9 @@ name means). API facts this module relies on, checked on metaworld 3.1.1 / gymna
 
 Resuming: :func:`env_state` / :func:`load_env_state` (from :mod:`envs.checkpoint`) save and restore
 goals and RNGs through Meta-World's ``CheckpointWrapper`` and, on sync envs, the episodes in
-progress (:mod:`envs.episode_state`), so a resumed run continues its episodes exactly.
+progress (:mod:`envs.episode_state`: MuJoCo state, edited model fields, env and wrapper
+attributes), so a resumed run continues its episodes exactly. Async workers cannot be reached
+that way: their interrupted episodes restart from a reset.
 """
 
 from __future__ import annotations

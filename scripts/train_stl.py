@@ -391,7 +391,7 @@ class STLRun:
         path = self.ckpt_dir / task / "model.zip"
         if self.steps[task] > 0 and path.is_file():
             model = self.SAC.load(path, env=env, device=self.device)
-            model._last_obs = None  # the interrupted episode restarts from a reset (as Meta-World MT resumes do)
+            model._last_obs = None  # the interrupted episode restarts from a reset (train.py continues it on sync envs)
             replay = self.ckpt_dir / task / "replay.pkl"
             if replay.is_file():
                 model.load_replay_buffer(replay)

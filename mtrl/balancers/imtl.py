@@ -87,7 +87,7 @@ class IMTLG(GramianWeighting):
     (``d ∝ J⁺·diag(G)^½``, least squares weighted by ``‖g_t‖²``). When ``1 ∈ range(C)`` (full rank
     included) this is the paper's IMTL-G, ``Σw = 1``: the direction is invariant to rescaling only as
     long as the common projection ``d·u_t`` keeps its sign; it can be negative (every loss increases to
-    first order, balancers.md §5.7), unguarded, as in every reference.
+    first order), unguarded, as in every reference.
 
     Stateless.
     """

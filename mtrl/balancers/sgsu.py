@@ -45,7 +45,7 @@ class SGSU(Balancer):
     text, no code anywhere searched), so no equation or algorithm number could be checked.
 
     Note: a RECONSTRUCTION from the abstract (MAML with a one-step inner loop whose meta-"tasks" are
-    the MTL tasks; balancers.md §1.3 lists the open choices). Choices made here, each possibly
+    the MTL tasks; the paper's details are unknown). Choices made here, each possibly
     different from the paper: one minibatch for the inner and the outer loss (no support/query
     split); each task evaluated only at its own adapted ``θ'_t`` (``loss_fn(θ'_t, None)[t]``), not
     ``Σ_k L_k(θ'_t)``; second order by default; ``a`` fixed (not learned); the heads' gradient at the

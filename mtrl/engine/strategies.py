@@ -6,7 +6,7 @@ matrix (only Jacobian aggregators ask for it, via :func:`concat_blocks`). Strate
 
 * :func:`reference_blocks`: ``T`` calls of ``torch.autograd.grad`` (simple; tests the others).
 * :func:`batched_blocks`: one vectorised backward with the identity as a batch of cotangents
-  (``is_grads_batched=True``, the mechanism of torchjd's autojac, balancers.md §8.1), in chunks of
+  (``is_grads_batched=True``, the mechanism of torchjd's autojac), in chunks of
   ``chunk_size`` rows; falls back to :func:`reference_blocks` where vmap cannot run the graph.
 * :func:`partitioned_blocks`: one ordinary backward to the outputs of the hooked ``nn.Linear``
   layers; per task ``∂S_t/∂W = δ_tᵀ X_t`` by one ``bmm`` over ``(T, n, ·)`` (see

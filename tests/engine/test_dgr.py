@@ -73,7 +73,7 @@ def test_dgr_exact_matches_func_and_heads_get_nothing(num_dummy: int) -> None:
 
 
 def test_dgr_fd_agrees_with_exact_to_first_order_in_eps() -> None:
-    """The official two-point estimate has O(ε) truncation error (balancers.md §2.4): in float64 the
+    """The official two-point estimate has O(ε) truncation error: in float64 the
     error must shrink ~10× per 10× smaller ε, and at ε = 1e-5 be below 1e-3 relative."""
     prob = make_problem(T=3)
     exact, _, reg_exact = _run(prob, DGR(3, base=GramTestWeighting(3), lam=1.0, mode="exact"))

@@ -94,7 +94,7 @@ def test_mtan_paper_size_and_divisibility_error() -> None:
     nyu = (TaskSpec("seg", "seg", 13), TaskSpec("depth", "depth", 1), TaskSpec("normal", "normal", 3))
     m = make_model("segnet_mtan", nyu)
     n = sum(p.numel() for p in m.parameters())
-    assert 44.0e6 < n < 44.4e6  # vision.md §1.2: encoder 44.1 M (incl. attention) + decoders 0.11 M
+    assert 44.0e6 < n < 44.4e6  # SegNet-MTAN at paper size: encoder 44.1 M (incl. attention) + decoders 0.11 M
     with pytest.raises(ValueError, match="divisible by 32"):
         m(torch.zeros(1, 3, 40, 64))
 

@@ -1,7 +1,7 @@
 """``dense_digits``: real handwritten glyphs composited into dense multi-task scenes.
 
 Glyphs are scikit-learn's bundled ``load_digits`` (UCI optical digits, 1797 images of 8×8, 10 classes;
-Alpaydin & Kaynak 1998), so this is small real data available offline (vision.md §4.2, "Dense-Digits").
+Alpaydin & Kaynak 1998), so this is small real data available offline.
 Each scene places 2–``max_digits`` glyphs, bilinearly upsampled ×``glyph_scales``, at random positions on a
 textured background; glyphs are drawn back to front with random ink colours, so nearer ones occlude farther ones.
 

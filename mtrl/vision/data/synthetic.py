@@ -21,7 +21,7 @@ Labels (camera frame: x right, y up, z forward; visible normals point towards th
   pixels, chosen on depth/class discontinuities first, then in random blobs (like NYUv2's holes).
 - ``normal`` (3,H,W) float32: unit normals, all-zero on the same holes as depth.
 
-Knobs for the balancers (vision.md §4.3):
+Knobs for the balancers (``data.options`` of the vision config):
 - task imbalance: ``depth_scale`` (e.g. 1000 = millimetres, multiplies the L1 loss scale) and
   ``loss_scales`` (task name → multiplier stored in ``TaskSpec.loss_scale`` and applied by
   :mod:`mtrl.vision.losses`; e.g. ``{"seg": 10.0}`` for IMTL's scale-invariance test);
