@@ -82,6 +82,18 @@ def test_relative_links_resolve_inside_the_repository(path: Path) -> None:
     assert not problems, f"{path.relative_to(ROOT)}: " + "; ".join(problems)
 
 
+REPO_PATH = re.compile(r"`((?:mtrl|envs|agents|scripts|configs|tests|docs)/[\w./-]*)`")
+
+
+@pytest.mark.parametrize("path", [p for p in MARKDOWN if p.parent.name in ("docs", "api")], ids=lambda p: p.name)
+def test_repository_paths_named_by_the_docs_exist(path: Path) -> None:
+    """A file or folder the site names in code (``mtrl/engine/rules.py``) exists: pages go stale when
+    code moves, and this says where."""
+    text = FENCE.sub("", path.read_text(encoding="utf-8"))
+    missing = sorted({m[1] for m in REPO_PATH.finditer(text) if not (ROOT / m[1]).exists()})
+    assert not missing, f"{path.relative_to(ROOT)} names paths that do not exist: {missing}"
+
+
 def test_nothing_refers_to_documents_outside_the_repository() -> None:
     """The documents the code once cited lived beside the repository (``../shared/docs``); none may be
     cited again, in any text file."""
