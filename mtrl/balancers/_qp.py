@@ -9,21 +9,35 @@
   to a quadratic objective. :func:`nonneg_qp_batch` solves many such problems sharing ``A`` (UPGrad's
   ``T`` projections onto the dual cone) by batched primal-dual active-set steps, finishing any
   problem they leave with :func:`nonneg_qp`.
+* :func:`cagrad_dual`: CAGrad's dual ``min_{w ∈ Δ} g_wᵀg0 + c‖g0‖‖g_w‖`` (a second-order cone
+  program on the simplex), by a closed form on the optimal support found by active-set steps, or a
+  scalar root search over exact :func:`min_norm_simplex` subproblems.
 
-Both are finite algorithms: every inner solve is exact, so the result satisfies the KKT conditions
-up to rounding (the tolerances below), unlike Frank–Wolfe or projected-gradient loops. The
-active-set guesses that speed them up (:func:`_corral_guess`, the batched steps) only choose where
-the exact method starts or confirm its termination test; they never loosen it.
+All are exact: every inner solve is exact, so the result satisfies the KKT conditions up to
+rounding (the tolerances below), unlike Frank–Wolfe or projected-gradient loops. The active-set
+guesses that speed them up (:func:`_corral_guess`, the batched steps, CAGrad's support steps) only
+choose where the exact method starts or confirm its termination test; they never loosen it.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 import numpy.typing as npt
+from scipy.optimize import brentq
 
-__all__ = ["accurate_solve", "min_norm_kkt_violation", "min_norm_simplex", "nonneg_qp", "nonneg_qp_batch"]
+from mtrl.balancers._linalg import cosine_matrix_np
+
+__all__ = [
+    "accurate_solve",
+    "cagrad_dual",
+    "min_norm_kkt_violation",
+    "min_norm_simplex",
+    "nonneg_qp",
+    "nonneg_qp_batch",
+]
 
 Array = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
@@ -31,14 +45,8 @@ Mask = npt.NDArray[np.bool_]
 _EPS = float(np.finfo(np.float64).eps)
 #: largest ``|g_i·x − ‖x‖²| / (‖g_i‖‖x‖)`` on a guessed corral's support for it to count as solved exactly
 _ON_SUPPORT_TOL = 1e-10
-
-
-def _equilibrate(gram: Array) -> tuple[Array, Array]:
-    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
-    safe = np.where(norms > 0, norms, 1.0)
-    cos = np.clip(gram / safe[:, None] / safe[None, :], -1.0, 1.0)
-    np.fill_diagonal(cos, 1.0)
-    return cos, norms
+#: active-set steps of :func:`cagrad_dual` before it falls back to the bracketing root search
+_SUPPORT_STEPS = 12
 
 
 def _is_zero_point(dd: float, u: Array) -> bool:
@@ -150,7 +158,7 @@ def min_norm_kkt_violation(gram: Array, w: Array) -> float:
     Each violation is divided by ``‖g_j‖ ‖d‖`` (a cosine), so the value is comparable across scales.
     Returns 0 when ``d = 0`` (then ``w`` is optimal).
     """
-    cos, norms = _equilibrate(gram)
+    cos, norms = cosine_matrix_np(gram)
     u = w * norms
     cu = cos @ u
     dd = float(u @ cu)
@@ -185,7 +193,7 @@ def min_norm_simplex(
     termination test); ``guess=False`` starts from the smallest-norm vertex (the textbook method).
     """
     num_tasks = gram.shape[0]
-    cos, norms = _equilibrate(gram)
+    cos, norms = cosine_matrix_np(gram)
     if num_tasks == 1:
         return np.ones(1)
     zero = np.flatnonzero(norms == 0.0)
@@ -370,3 +378,165 @@ def nonneg_qp_batch(a: Array, b: Array, tol: float = 1e-12, max_rounds: int = 20
     for k in todo:
         x[k] = nonneg_qp(a, b[k], tol=tol, warm_start=np.clip(x[k], 0.0, None))
     return x
+
+
+# --- CAGrad's dual ----------------------------------------------------------------------------------
+
+
+def _cagrad_dual_on_support(
+    g: Array, lin: Array, radius: float, support: IndexArray
+) -> tuple[Array, Array, float] | None:
+    """Stationary point of the CAGrad dual restricted to ``support``: ``(w (T,), ∇ (T,), μ)``, or None.
+
+    On a support ``S`` the stationarity of ``aᵀw + r‖g_w‖`` (``a = lin``, ``r = radius``) reads
+    ``G_SS w_S = (q/r)(μ1 − a_S)`` with ``q = ‖g_w‖``; with ``y = G_SS⁻¹1``, ``z = G_SS⁻¹a_S``,
+    ``1ᵀw = 1`` and ``wᵀGw = q²`` give ``(1ᵀy)μ² − 2(1ᵀz)μ + a_Sᵀz − r² = 0`` (the larger root),
+    ``w_S = (μy − z)/√disc`` and ``q = r/√disc``. ``∇ = a + (r/q)Gw`` is the objective's gradient
+    (``= μ`` on ``S``); ``w`` is the optimum when ``w_S > 0`` and ``∇_j ≥ μ`` off ``S`` (the problem is
+    convex and smooth where ``g_w ≠ 0``). None when ``G_SS`` is singular or there is no real root.
+    """
+    idx = support
+    sub = g[idx[:, None], idx[None, :]]
+    rhs = np.stack([np.ones(idx.shape[0]), lin[idx]], axis=1)
+    sol = accurate_solve(sub, rhs, 1.0)
+    if sol is None:
+        return None
+    y, z = sol[:, 0], sol[:, 1]
+    quad_a, quad_b = float(y.sum()), float(z.sum())
+    disc = quad_b * quad_b - quad_a * (float(lin[idx] @ z) - radius * radius)
+    if not (quad_a > 0 and disc > 0):
+        return None
+    root = math.sqrt(disc)
+    mu = (quad_b + root) / quad_a
+    w = np.zeros(g.shape[0])
+    w[idx] = (mu * y - z) / root
+    return w, lin + root * (g @ w), mu
+
+
+def _cagrad_dual_by_active_set(
+    g: Array, lin: Array, radius: float, support: IndexArray, steps: int = _SUPPORT_STEPS
+) -> Array | None:
+    """CAGrad dual optimum by primal-dual active-set steps on :func:`_cagrad_dual_on_support` from
+    ``support`` (``S ← {i ∈ S : w_i > 0} ∪ {j ∉ S : ∇_j < μ}``); None when the steps do not reach the KKT
+    conditions (the caller then runs the bracketing root search)."""
+    inside = np.zeros(g.shape[0], dtype=bool)
+    inside[support] = True
+    for _ in range(steps):
+        idx = np.flatnonzero(inside)
+        found = _cagrad_dual_on_support(g, lin, radius, idx)
+        if found is None:
+            return None
+        w, grad, mu = found
+        tol = 1e-11 * float(np.abs(grad).max())
+        positive = w[idx] > 0
+        entering = (~inside) & (grad < mu - tol)
+        if bool(positive.all()) and not bool(entering.any()):
+            gw = g @ w
+            q = math.sqrt(max(float(w @ gw), 0.0))
+            if q == 0.0:
+                return None
+            exact = lin + (radius / q) * gw  # the gradient at w itself, without the closed-form shortcut
+            if float(np.abs(exact[idx] - mu).max()) > tol or float(exact.min()) < mu - tol:
+                return None
+            return w
+        updated = entering
+        updated[idx[positive]] = True
+        if not bool(updated.any()) or bool((updated == inside).all()):
+            return None
+        inside = updated
+    return None
+
+
+def _cagrad_dual_by_root_search(
+    g: Array, lin: Array, g0_sq: float, radius: float, w_mgda: Array, polish: bool = True
+) -> Array:
+    """CAGrad dual optimum by Brent's method on ``h(s) = ‖g_{w(s)}‖/s = r`` (see :func:`cagrad_dual`);
+    ``g`` normalised, ``lin = G1/T``, ``g0_sq = ‖g0‖²``, ``radius = r = c‖g0‖``, ``w_mgda`` the min-norm
+    weights of ``g``. Zeros when the optimum is ``g_w = 0``.
+
+    With ``polish`` every new support met by the search is tried with :func:`_cagrad_dual_by_active_set`
+    (a few steps); the first that reaches the KKT conditions is the answer: its ``s* = ‖g_w*‖/r`` is the
+    root, so from then on the residual is reported as exactly 0, which ends the bracketing loop and
+    Brent's method at once. Usually the first one or two evaluations instead of Brent's ~10.
+    ``polish=False`` is the plain root search.
+    """
+    num_tasks = g.shape[0]
+    ones = np.ones(num_tasks)
+    last = w_mgda  # the previous solve warm-starts the next one
+    solved: dict[float, Array] = {}
+    tried: set[bytes] = {(w_mgda > 0).tobytes()}
+    exact: Array | None = None
+
+    def solve(s: float) -> Array:
+        """``w(s)`` (solved once per ``s``); with ``polish``, a new support is tried for the exact optimum."""
+        nonlocal last, exact
+        if s not in solved:
+            shifted = g + s * (np.outer(lin, ones) + np.outer(ones, lin)) + s * s * g0_sq
+            last = solved[s] = min_norm_simplex(shifted, warm_start=last)
+            support = last > 0
+            if polish and support.tobytes() not in tried:
+                tried.add(support.tobytes())
+                exact = _cagrad_dual_by_active_set(g, lin, radius, np.flatnonzero(support), steps=3)
+        return solved[s]
+
+    def residual(s: float) -> float:
+        """``‖g_{w(s)}‖ − r s`` (``h(s) = r`` at its root), or exactly 0 once the exact optimum is known."""
+        if exact is None:
+            w = solve(s)  # may find the exact optimum
+            if exact is None:
+                return math.sqrt(max(float(w @ g @ w), 0.0)) - radius * s
+        return 0.0
+
+    s_hi = math.sqrt(float(np.max(np.diag(g)))) / radius  # h(s_hi) ≤ max‖g_t‖/s_hi = c‖g0‖
+    m0 = math.sqrt(max(float(w_mgda @ g @ w_mgda), 0.0))
+    s_lo = m0 / radius if m0 > 1e-12 * radius * s_hi else s_hi  # h(m0/c‖g0‖) ≥ c‖g0‖
+    while residual(s_lo) < 0:
+        s_lo *= 0.1
+        if s_lo < 1e-16 * s_hi:
+            return np.zeros(num_tasks)
+    s_star = s_lo
+    if exact is None and s_lo < s_hi:
+        s_star = brentq(residual, s_lo, s_hi, xtol=1e-300, rtol=1e-13)
+    return exact if exact is not None else solve(s_star)  # s_star was evaluated: no new solve
+
+
+def cagrad_dual(g: Array, c: float) -> Array:
+    """CAGrad's dual ``w* = argmin_{w ∈ Δ} g_wᵀg0 + c‖g0‖‖g_w‖`` (``w* (T,)``) for a symmetric float64 ``g (T, T)``.
+
+    Solved on ``g / mean(diag g)`` (thresholds are relative, so ``w*`` does not depend on the scale).
+    Returns zeros when the optimum is ``g_w = 0`` or trivial (``T = 1``, ``g = 0`` or ``g0 = 0``).
+
+    Root search: for ``s > 0`` let ``w(s)`` be the min-norm weights of the shifted points ``g_t + s·g0``
+    (Gramian ``G + s(a1ᵀ + 1aᵀ) + s²‖g0‖²11ᵀ`` with ``a = G1/T``): completing the square shows it
+    minimises ``g_wᵀg0 + ‖g_w‖²/(2s)`` on the simplex (the dual with ``‖g_w‖`` replaced by its upper
+    bound ``‖g_w‖²/(2t) + t/2``, ``s = t/(c‖g0‖)``, tight at ``t = ‖g_w‖``). The dual optimum is
+    ``w(s*)`` at the root of ``h(s) = ‖g_{w(s)}‖/s = c‖g0‖``; ``h`` is non-increasing and
+    ``‖MGDA point‖/s ≤ h(s) ≤ max_t‖g_t‖/s`` brackets the root, found by Brent's method with exact
+    min-norm solves (:func:`_cagrad_dual_by_root_search`). Zeros when there is no root down to
+    ``s = 1e-16 s_hi`` (the optimum is ``g_w = 0``).
+
+    Shortcut (same optimum): where ``0`` is not in the hull of the gradients the dual is smooth, and on a
+    fixed support its stationarity conditions have a closed form (:func:`_cagrad_dual_on_support`)
+    that the convex dual's KKT conditions certify. Active-set steps from the MGDA support
+    (:func:`_cagrad_dual_by_active_set`), then each new support met by the root search, are tried
+    first; on well-posed Gramians one to three min-norm solves replace Brent's ~10.
+    """
+    num_tasks = g.shape[0]
+    mean_diag = float(np.mean(np.diag(g)))
+    if num_tasks == 1 or mean_diag <= 0.0:
+        return np.zeros(num_tasks)
+    g = g / mean_diag
+    lin = g.mean(axis=1)  # a_t = g_tᵀ g0
+    g0_sq = max(float(lin.mean()), 0.0)  # ‖g0‖²
+    radius = c * math.sqrt(g0_sq)  # c‖g0‖
+    if radius == 0.0:
+        return np.zeros(num_tasks)
+    w_mgda = min_norm_simplex(g)
+    m0 = math.sqrt(max(float(w_mgda @ g @ w_mgda), 0.0))
+    s_hi = math.sqrt(float(np.max(np.diag(g)))) / radius
+    smooth = m0 > 1e-12 * radius * s_hi  # 0 is not in the hull: the dual objective is smooth on Δ
+    if smooth:
+        w_exact = _cagrad_dual_by_active_set(g, lin, radius, np.flatnonzero(w_mgda > 0))
+        if w_exact is not None:
+            return w_exact
+    return _cagrad_dual_by_root_search(g, lin, g0_sq, radius, w_mgda, polish=smooth)

@@ -7,11 +7,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from mtrl.balancers._learned import LearnedWeights
 from mtrl.balancers.base import LossWeighting
 
 __all__ = ["FAMO"]
-
-_STATE_KEYS = ("logits", "optimizer", "prev_log_losses")
 
 
 class FAMO(LossWeighting):
@@ -35,11 +34,14 @@ class FAMO(LossWeighting):
 
     Note: the reference adds ``1e-8`` inside the log and uses ``L − L*`` with ``L* = 0``; here the losses
     must be strictly positive and are used as they are (a non-positive loss raises ``ValueError``;
-    in SAC apply FAMO to the critic, as the reference does). ``ξ`` is created on the device of the
-    first losses and is not returned by :meth:`parameters` (it is updated in :meth:`post_step` only).
+    in SAC apply FAMO to the critic, as the reference does). ``ξ`` and its Adam
+    (:class:`~mtrl.balancers._learned.LearnedWeights`) are created on the device of the first losses
+    (float32 unless they are float64) and follow them; ``ξ`` is not returned by :meth:`parameters`
+    (it is updated in :meth:`post_step` only).
 
-    Stateful: ``ξ``, the Adam state and the losses awaiting :meth:`post_step` are in :meth:`state_dict`.
-    Shapes: ``losses (T,)`` → ``S (T,)``; ``last_weights (T,)`` = ``c z / L`` (sum 1).
+    Stateful: ``ξ``, the Adam state and the losses awaiting :meth:`post_step` are in :meth:`state_dict`
+    (``{}`` before the first losses). Shapes: ``losses (T,)`` → ``S (T,)``; ``last_weights (T,)`` =
+    ``c z / L`` (sum 1).
     """
 
     name = "famo"
@@ -59,21 +61,19 @@ class FAMO(LossWeighting):
             raise ValueError(f"gamma (weight decay of the logits) must be >= 0, got {gamma!r}")
         self.w_lr = float(w_lr)
         self.gamma = float(gamma)
+        self._logits = LearnedWeights("FAMO", "logits", num_tasks, self.w_lr, weight_decay=self.gamma)
         self.last_weights: Tensor | None = None
         self.reset()
 
     def reset(self) -> None:
-        self.logits: Tensor | None = None  # ξ (T,), created on the device of the first losses
-        self._optimizer: torch.optim.Adam | None = None
+        self._logits.reset()
         self.prev_log_losses: Tensor | None = None  # log L (T,) of the last scalarize, awaiting post_step
         self.last_weights = None
 
-    def _init_logits(self, like: Tensor) -> Tensor:
-        if self.logits is None:
-            dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-            self.logits = torch.zeros(self.num_tasks, dtype=dtype, device=like.device, requires_grad=True)
-            self._optimizer = torch.optim.Adam([self.logits], lr=self.w_lr, weight_decay=self.gamma)
-        return self.logits
+    @property
+    def logits(self) -> Tensor | None:
+        """``ξ (T,)``, or None before the first losses."""
+        return self._logits.value
 
     def task_probs(self) -> Tensor | None:
         """``z = softmax(ξ) (T,)``, or None before the first call."""
@@ -82,7 +82,8 @@ class FAMO(LossWeighting):
     def scalarize(self, losses: Tensor) -> Tensor:
         """``S_t = c z_t log L_t`` for ``losses (T,)`` → ``S (T,)`` (``c``, ``z`` detached)."""
         self.check(losses)
-        logits = self._init_logits(losses)
+        dtype = torch.float64 if losses.dtype == torch.float64 else torch.float32
+        logits = self._logits.ensure(0.0, dtype, losses.device)
         z = torch.softmax(logits.detach(), dim=0).to(losses.dtype)
         c = 1.0 / (z / losses.detach()).sum()
         self.prev_log_losses = losses.detach().log().to(logits.dtype)
@@ -92,41 +93,29 @@ class FAMO(LossWeighting):
     def post_step(self, losses: Tensor) -> None:
         """Update ``ξ`` from the losses ``(T,)`` re-evaluated after the optimizer step (same batch)."""
         self.check(losses)
-        if self.logits is None or self._optimizer is None or self.prev_log_losses is None:
+        if self.logits is None or self.prev_log_losses is None:
             raise RuntimeError(
                 "FAMO.post_step needs the losses of a preceding scalarize() call: call scalarize (through "
                 "the engine's backward), then optimizer.step(), then post_step(new_losses) once per step"
             )
         delta = self.prev_log_losses - losses.detach().log().to(self.prev_log_losses)  # Δ (T,)
         z = torch.softmax(self.logits.detach(), dim=0)
-        self.logits.grad = z * (delta - (z * delta).sum())  # J_softmaxᵀ Δ (the Jacobian is symmetric)
-        self._optimizer.step()
-        self.logits.grad = None
+        self._logits.step(z * (delta - (z * delta).sum()))  # J_softmaxᵀ Δ (the Jacobian is symmetric)
         self.prev_log_losses = None
 
     def state_dict(self) -> dict[str, Any]:
-        if self.logits is None or self._optimizer is None:
-            return {}
         prev = None if self.prev_log_losses is None else self.prev_log_losses.clone()
-        return {
-            "logits": self.logits.detach().clone(),
-            "optimizer": self._optimizer.state_dict(),
-            "prev_log_losses": prev,
-        }
+        return self._logits.state_dict(prev_log_losses=prev)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reset()
-        if not state:
+        if not self._logits.load_state_dict(state, extra=("prev_log_losses",)):
             return
-        if set(state) != set(_STATE_KEYS):
-            raise ValueError(f"FAMO state must have keys {list(_STATE_KEYS)}, got {sorted(state)}")
-        logits = state["logits"]
-        if not isinstance(logits, Tensor) or logits.shape != (self.num_tasks,):
-            raise ValueError(f"FAMO state 'logits' must be a ({self.num_tasks},) tensor, got {logits!r}")
-        self.logits = logits.detach().clone().requires_grad_(True)
-        self._optimizer = torch.optim.Adam([self.logits], lr=self.w_lr, weight_decay=self.gamma)
-        self._optimizer.load_state_dict(state["optimizer"])
         prev = state["prev_log_losses"]
+        if prev is not None and (not isinstance(prev, Tensor) or prev.shape != (self.num_tasks,)):
+            self.reset()
+            raise ValueError(f"FAMO state 'prev_log_losses' must be None or a ({self.num_tasks},) tensor, got {prev!r}")
+        assert self.logits is not None
         self.prev_log_losses = None if prev is None else prev.detach().clone().to(self.logits)
 
     def extra_repr(self) -> str:

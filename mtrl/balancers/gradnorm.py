@@ -7,11 +7,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from mtrl.balancers._learned import LearnedWeights
 from mtrl.balancers.base import GramianWeighting
 
 __all__ = ["GradNorm"]
-
-_STATE_KEYS = ("task_weights", "optimizer", "initial_losses")
 
 
 class GradNorm(GramianWeighting):
@@ -35,11 +34,13 @@ class GradNorm(GramianWeighting):
     sum ``T`` after each step, with a private Adam at ``lr = 0.025`` (no reference fixes a separate
     rate; this is the task-weight rate ``w_lr`` of the FAMO repository's Meta-World baselines).
     Deviation: weights are clamped at 0 before renormalising (the paper's weights could cross zero
-    with a large rate); if all reach 0 they restart at 1. ``w`` is created on the device of the first
-    Gramian, in float64.
+    with a large rate); if all reach 0 they restart at 1. ``w`` and its Adam
+    (:class:`~mtrl.balancers._learned.LearnedWeights`) are created on the device of the first Gramian,
+    in float64, and follow its device.
 
     Positive losses only (loss ratios to the first losses, raised to ``α``). Stateful: ``w``, the Adam
-    state and ``L(0)`` are in :meth:`state_dict`. Shapes: ``gram (T, T)``, ``losses (T,)`` → ``w (T,)``.
+    state and ``L(0)`` are in :meth:`state_dict` (``{}`` before the first call). Shapes:
+    ``gram (T, T)``, ``losses (T,)`` → ``w (T,)``.
     """
 
     name = "gradnorm"
@@ -56,21 +57,19 @@ class GradNorm(GramianWeighting):
             raise ValueError(f"lr must be > 0, got {lr!r}")
         self.alpha = float(alpha)
         self.lr = float(lr)
+        self._task_weights = LearnedWeights("GradNorm", "task_weights", num_tasks, self.lr)
         self.last_weights: Tensor | None = None
         self.reset()
 
     def reset(self) -> None:
-        self.task_weights: Tensor | None = None  # w (T,) float64
+        self._task_weights.reset()
         self.initial_losses: Tensor | None = None  # L(0) (T,) float64
-        self._optimizer: torch.optim.Adam | None = None
         self.last_weights = None
 
-    def _init(self, device: torch.device, losses64: Tensor) -> tuple[Tensor, Tensor, torch.optim.Adam]:
-        if self.task_weights is None or self.initial_losses is None or self._optimizer is None:
-            self.task_weights = torch.ones(self.num_tasks, dtype=torch.float64, device=device, requires_grad=True)
-            self.initial_losses = losses64.clone()
-            self._optimizer = torch.optim.Adam([self.task_weights], lr=self.lr)
-        return self.task_weights, self.initial_losses, self._optimizer
+    @property
+    def task_weights(self) -> Tensor | None:
+        """``w (T,)`` float64 (sum ``T``), or None before the first call."""
+        return self._task_weights.value
 
     def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """Return the current ``w (T,)`` (sum ``T``) for ``gram (T, T)``, ``losses (T,)``; then update ``w``."""
@@ -80,15 +79,15 @@ class GradNorm(GramianWeighting):
                 f"gram must have shape (T, T) = ({self.num_tasks}, {self.num_tasks}); got {tuple(gram.shape)}"
             )
         losses64 = losses.detach().to(device=gram.device, dtype=torch.float64)
-        w_param, initial, optimizer = self._init(gram.device, losses64)
+        w_param = self._task_weights.ensure(1.0, torch.float64, gram.device)
+        if self.initial_losses is None:
+            self.initial_losses = losses64.clone()
         w = w_param.detach().clone()
         grad_norms = gram.detach().to(torch.float64).diagonal().clamp(min=0.0).sqrt()  # ‖g_t‖ (T,)
         weighted = w * grad_norms  # n_t = ‖w_t g_t‖
-        ratio = losses64 / initial.to(losses64.device)
+        ratio = losses64 / self.initial_losses.to(losses64.device)
         target = weighted.mean() * (ratio / ratio.mean()) ** self.alpha
-        w_param.grad = torch.sign(weighted - target) * grad_norms  # ∂ Σ|n_t − n̂_t| / ∂w_t
-        optimizer.step()
-        w_param.grad = None
+        self._task_weights.step(torch.sign(weighted - target) * grad_norms)  # ∂ Σ|n_t − n̂_t| / ∂w_t
         with torch.no_grad():
             w_param.clamp_(min=0.0)
             total = w_param.sum()
@@ -100,27 +99,18 @@ class GradNorm(GramianWeighting):
         return w.to(gram.dtype)
 
     def state_dict(self) -> dict[str, Any]:
-        if self.task_weights is None or self.initial_losses is None or self._optimizer is None:
-            return {}
-        return {
-            "task_weights": self.task_weights.detach().clone(),
-            "optimizer": self._optimizer.state_dict(),
-            "initial_losses": self.initial_losses.clone(),
-        }
+        initial = None if self.initial_losses is None else self.initial_losses.clone()
+        return self._task_weights.state_dict(initial_losses=initial)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reset()
-        if not state:
+        if not self._task_weights.load_state_dict(state, extra=("initial_losses",)):
             return
-        if set(state) != set(_STATE_KEYS):
-            raise ValueError(f"GradNorm state must have keys {list(_STATE_KEYS)}, got {sorted(state)}")
-        for key in ("task_weights", "initial_losses"):
-            if not isinstance(state[key], Tensor) or state[key].shape != (self.num_tasks,):
-                raise ValueError(f"GradNorm state {key!r} must be a ({self.num_tasks},) tensor, got {state[key]!r}")
-        self.task_weights = state["task_weights"].detach().clone().to(torch.float64).requires_grad_(True)
-        self.initial_losses = state["initial_losses"].detach().clone().to(torch.float64)
-        self._optimizer = torch.optim.Adam([self.task_weights], lr=self.lr)
-        self._optimizer.load_state_dict(state["optimizer"])
+        initial = state["initial_losses"]
+        if not isinstance(initial, Tensor) or initial.shape != (self.num_tasks,):
+            self.reset()
+            raise ValueError(f"GradNorm state 'initial_losses' must be a ({self.num_tasks},) tensor, got {initial!r}")
+        self.initial_losses = initial.detach().clone().to(torch.float64)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, lr={self.lr}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, ClassVar
 
@@ -10,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mtrl.balancers._learned import LearnedWeights
 from mtrl.balancers._linalg import cosine_matrix_np, psd_eigh_np, to_numpy64
 from mtrl.balancers.base import GramianWeighting, LossWeighting
 
@@ -121,10 +121,11 @@ class IMTLL(LossWeighting):
 
     Note: the paper steps ``s`` with the network's SGD learning rate and LibMTL leaves ``s`` to the
     model's optimizer (weight decay included); here ``s`` is owned by a private Adam with learning
-    rate ``lr`` (default 1e-3, the Adam default of Kingma & Ba, ICLR 2015), no weight decay,
-    created on the device/dtype of the first losses seen.
+    rate ``lr`` (default 1e-3, the Adam default of Kingma & Ba, ICLR 2015), no weight decay
+    (:class:`~mtrl.balancers._learned.LearnedWeights`), created on the device and in the dtype of the
+    first losses seen (the default dtype for integer losses) and following them.
 
-    Stateful: ``s`` and its Adam state.
+    Stateful: ``s`` and its Adam state (``{}`` before the first losses).
     """
 
     name: ClassVar[str] = "imtl_l"
@@ -140,25 +141,12 @@ class IMTLL(LossWeighting):
         if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"IMTL-L lr must be a finite float > 0 (default 1e-3), got {lr!r}")
         self.lr = float(lr)
-        self.log_scale: Tensor | None = None  # s (T,)
-        self._optimizer: torch.optim.Adam | None = None
+        self._log_scale = LearnedWeights(self.name, "log_scale", num_tasks, self.lr)
 
-    def _ensure(self, like: Tensor) -> Tensor:
-        dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
-        if self.log_scale is None:
-            self._install(torch.zeros(self.num_tasks, dtype=dtype, device=like.device), None)
-        elif self.log_scale.device != like.device or self.log_scale.dtype != dtype:
-            assert self._optimizer is not None  # move s (and its Adam moments) to the losses' device/dtype
-            self._install(self.log_scale.detach().to(device=like.device, dtype=dtype), self._optimizer.state_dict())
-        assert self.log_scale is not None
-        return self.log_scale
-
-    def _install(self, value: Tensor, optimizer_state: dict[str, Any] | None) -> None:
-        self.log_scale = value.detach().clone().requires_grad_(True)
-        self._optimizer = torch.optim.Adam([self.log_scale], lr=self.lr)
-        if optimizer_state is not None:
-            # a deep copy: Adam would otherwise share (and mutate) the moment tensors of ``optimizer_state``
-            self._optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+    @property
+    def log_scale(self) -> Tensor | None:
+        """``s (T,)``, or None before the first losses."""
+        return self._log_scale.value
 
     def scale(self) -> Tensor | None:
         """Current loss scales ``e^{s} (T,)`` (detached), or None before the first losses."""
@@ -167,38 +155,25 @@ class IMTLL(LossWeighting):
     def scalarize(self, losses: Tensor) -> Tensor:
         """``S (T,) = e^{s} ⊙ L − s``, differentiable w.r.t. the losses and ``s``."""
         self.check(losses)
-        s = self._ensure(losses)
+        dtype = losses.dtype if losses.is_floating_point() else torch.get_default_dtype()
+        s = self._log_scale.ensure(0.0, dtype, losses.device)
         return s.exp() * losses - s
 
     def parameters(self) -> list[Tensor]:
-        return [] if self.log_scale is None else [self.log_scale]
+        return self._log_scale.parameters()
 
     def after_backward(self) -> None:
         """One private Adam step on ``s`` from the ``.grad`` written by the engine, then clear it."""
-        if self.log_scale is None or self.log_scale.grad is None or self._optimizer is None:
-            return
-        self._optimizer.step()
-        self.log_scale.grad = None
+        self._log_scale.step()
 
     def state_dict(self) -> dict[str, Any]:
-        if self.log_scale is None or self._optimizer is None:
-            return {"log_scale": None, "optimizer": None}
-        return {"log_scale": self.log_scale.detach().clone(), "optimizer": copy.deepcopy(self._optimizer.state_dict())}
+        return self._log_scale.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if set(state) != {"log_scale", "optimizer"}:
-            raise ValueError(f"{self.name} state must have the keys ['log_scale', 'optimizer'], got {sorted(state)}")
-        value = state["log_scale"]
-        if value is None:
-            self.reset()
-            return
-        if tuple(value.shape) != (self.num_tasks,):
-            raise ValueError(f"{self.name} log_scale must have shape ({self.num_tasks},), got {tuple(value.shape)}")
-        self._install(value, state["optimizer"])
+        self._log_scale.load_state_dict(state)
 
     def reset(self) -> None:
-        self.log_scale = None
-        self._optimizer = None
+        self._log_scale.reset()
 
     def extra_repr(self) -> str:
         return f"lr={self.lr}"
@@ -218,7 +193,7 @@ class IMTL(GramianWeighting):
     here) or from batch-summed feature gradients; here the feature gradients are the full flattened
     ``∇_z``. ``s`` uses a private Adam (see :class:`IMTLL`). Positive losses only.
 
-    Stateful: ``s`` and its Adam state.
+    Stateful: ``s`` and its Adam state (``{}`` before the first losses).
     """
 
     name: ClassVar[str] = "imtl"

@@ -8,12 +8,32 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from mtrl.balancers._edm import edm_direction
+from mtrl.balancers._qp import min_norm_simplex
 from mtrl.balancers.base import GradientBalancer, check_jacobian
 
-__all__ = ["TaskTensioner"]
+__all__ = ["TaskTensioner", "edm_direction"]
 
 _STATE_KEYS = ("norm_buffer", "prev_window_sum", "steps")
+
+
+def edm_direction(jac64: Tensor) -> tuple[Tensor, Tensor]:
+    """EDM central direction ``d*`` (Katrutsa et al., arXiv 2007.06937) of non-zero rows ``jac64 (T, P)``.
+
+    ``n_t = ‖g_t‖``, ``u_t = g_t / n_t``, ``c = argmin_{c ∈ Δ} ‖Σ c_t u_t‖²`` (the MGDA sub-problem on the
+    unit gradients, solved exactly by :func:`mtrl.balancers._qp.min_norm_simplex`),
+    ``γ = 1 / Σ_t c_t / n_t``, ``d* = γ Σ_t c_t u_t = Σ_t w_t g_t`` with ``w_t = γ c_t / n_t`` (``Σ w = 1``).
+    Returns ``(d* (P,), w (T,))`` in the dtype and on the device of ``jac64``; every row must be non-zero.
+
+    When unit directions repeat, ``c`` is not unique and ``γ`` (so ``d*``) depends on the optimal ``c``
+    chosen: Wolfe's textbook path (``guess=False``: from the first smallest vertex, adding one vertex
+    at a time) picks it, as this class always has.
+    """
+    norms_T = jac64.norm(dim=1)
+    gram_unit = ((jac64 @ jac64.T) / (norms_T[:, None] * norms_T[None, :])).cpu().numpy()  # u_s · u_t (T, T)
+    c_T = torch.as_tensor(min_norm_simplex(gram_unit, guess=False), dtype=jac64.dtype, device=jac64.device)
+    gamma = 1.0 / (c_T / norms_T).sum()
+    w_T = gamma * c_T / norms_T
+    return w_T @ jac64, w_T
 
 
 class TaskTensioner(GradientBalancer):
@@ -39,7 +59,8 @@ class TaskTensioner(GradientBalancer):
     Grassi 2025 (arXiv 2505.10347), Proposition 5. EDM: Katrutsa et al., arXiv 2007.06937.
 
     Note: differences from the official code: the EDM min-norm problem is solved exactly (Wolfe's
-    active-set method, :mod:`mtrl.balancers._edm`) instead of by Frank–Wolfe (250 iterations, 1e-5);
+    active-set method, :func:`mtrl.balancers._qp.min_norm_simplex`) instead of by Frank–Wolfe (at most
+    250 iterations, stopping at 1e-5, as also isl-org/MultiObjectiveOptimization);
     a task with a zero gradient makes the shared direction zero for that step and leaves the state
     untouched (as Gama's port; the official code divides by zero); a zero ``g_t − d*`` contributes no
     tension (official: NaN); ``T = 1`` returns the plain gradient (official: unsupported). The tension

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from mtrl.balancers._learned import LearnedWeights
 from mtrl.balancers.base import LossWeighting
 
 __all__ = ["UW"]
@@ -28,12 +29,13 @@ class UW(LossWeighting):
 
     Note: official-code differences: the paper's classification term (``1/σ²``, no ½) is not
     distinguished; every loss uses the regression form. LibMTL puts ``s`` in the model so the main
-    optimizer (with its weight decay) updates it; here ``s`` has its own Adam without weight decay,
-    stepped in :meth:`after_backward` once the engine has written ``s.grad``. ``s`` is created on the
-    device of the first losses (float32 unless the losses are float64).
+    optimizer (with its weight decay) updates it; here ``s`` has its own Adam without weight decay
+    (:class:`~mtrl.balancers._learned.LearnedWeights`), stepped in :meth:`after_backward` once the
+    engine has written ``s.grad``. ``s`` is created on the device of the first losses (float32 unless
+    the losses are float64) and follows them.
 
     Positive losses only (the optimum ``e^{s} = L`` needs ``L > 0``; with ``L < 0``, ``s → −∞``).
-    Stateful: ``s`` and the Adam state are in :meth:`state_dict`.
+    Stateful: ``s`` and the Adam state are in :meth:`state_dict` (``{}`` before the first losses).
 
     Shapes: ``losses (T,)`` → ``S (T,)``; ``last_weights (T,)`` = ``1 / (2 e^{s})`` used at the last call.
     """
@@ -52,58 +54,39 @@ class UW(LossWeighting):
             raise ValueError(f"lr must be > 0, got {lr!r}")
         self.lr = float(lr)
         self.init_log_var = float(init_log_var)
-        self.log_var: Tensor | None = None  # s (T,), created on the device of the first losses
-        self._optimizer: torch.optim.Adam | None = None
+        self._log_var = LearnedWeights("UW", "log_var", num_tasks, self.lr)
         self.last_weights: Tensor | None = None
 
-    def _init_params(self, like: Tensor) -> Tensor:
-        if self.log_var is None:
-            dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-            self.log_var = torch.full((self.num_tasks,), self.init_log_var, dtype=dtype, device=like.device)
-            self.log_var.requires_grad_(True)
-            self._optimizer = torch.optim.Adam([self.log_var], lr=self.lr)
-        return self.log_var
+    @property
+    def log_var(self) -> Tensor | None:
+        """``s (T,)``, or None before the first losses."""
+        return self._log_var.value
 
     def scalarize(self, losses: Tensor) -> Tensor:
         """``S_t = L_t / (2 e^{s_t}) + s_t / 2`` for ``losses (T,)`` → ``S (T,)`` (differentiable in ``s``)."""
         self.check(losses)
-        s = self._init_params(losses)
+        dtype = torch.float64 if losses.dtype == torch.float64 else torch.float32
+        s = self._log_var.ensure(self.init_log_var, dtype, losses.device)
         precision = torch.exp(-s).to(losses.dtype)
         self.last_weights = (0.5 * precision).detach()
         return 0.5 * precision * losses + 0.5 * s.to(losses.dtype)
 
     def parameters(self) -> list[Tensor]:
-        return [] if self.log_var is None else [self.log_var]
+        return self._log_var.parameters()
 
     def after_backward(self) -> None:
         """Step the private Adam on ``s`` (its ``.grad`` was written by the engine), then clear it."""
-        if self._optimizer is None or self.log_var is None or self.log_var.grad is None:
-            return
-        self._optimizer.step()
-        self.log_var.grad = None
+        self._log_var.step()
 
     def state_dict(self) -> dict[str, Any]:
-        if self.log_var is None or self._optimizer is None:
-            return {}
-        return {"log_var": self.log_var.detach().clone(), "optimizer": self._optimizer.state_dict()}
+        return self._log_var.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not state:
-            self.reset()
-            return
-        unknown = sorted(set(state) - {"log_var", "optimizer"})
-        if unknown:
-            raise ValueError(f"unknown UW state keys {unknown}; valid: ['log_var', 'optimizer']")
-        log_var = state["log_var"]
-        if not isinstance(log_var, Tensor) or log_var.shape != (self.num_tasks,):
-            raise ValueError(f"UW state 'log_var' must be a tensor of shape ({self.num_tasks},), got {log_var!r}")
-        self.log_var = log_var.detach().clone().requires_grad_(True)
-        self._optimizer = torch.optim.Adam([self.log_var], lr=self.lr)
-        self._optimizer.load_state_dict(state["optimizer"])
+        self.reset()
+        self._log_var.load_state_dict(state)
 
     def reset(self) -> None:
-        self.log_var = None
-        self._optimizer = None
+        self._log_var.reset()
         self.last_weights = None
 
     def extra_repr(self) -> str:

@@ -12,11 +12,11 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from mtrl.balancers import make_balancer
-from mtrl.balancers._edm import edm_direction, min_norm_simplex
+from mtrl.balancers._qp import min_norm_simplex
 from mtrl.balancers.base import GradientBalancer
 from mtrl.balancers.graddrop import GradDrop
 from mtrl.balancers.gradnorm import GradNorm
-from mtrl.balancers.task_tensioner import TaskTensioner
+from mtrl.balancers.task_tensioner import TaskTensioner, edm_direction
 from tests.balancers.zoo import PINNED_JAC, PINNED_LOSSES, full_rank, zoo
 
 NAMES = ("gradnorm", "graddrop", "task_tensioner")

@@ -17,9 +17,15 @@ import torch
 from torch import Tensor
 
 from mtrl.balancers._linalg import psd_pinv
-from mtrl.balancers._qp import min_norm_kkt_violation, min_norm_simplex, nonneg_qp, nonneg_qp_batch
+from mtrl.balancers._qp import (
+    _cagrad_dual_by_root_search,
+    min_norm_kkt_violation,
+    min_norm_simplex,
+    nonneg_qp,
+    nonneg_qp_batch,
+)
 from mtrl.balancers.aligned_mtl import AlignedMTL
-from mtrl.balancers.cagrad import CAGrad, _dual_by_root_search
+from mtrl.balancers.cagrad import CAGrad
 from mtrl.balancers.imtl import imtl_g_weights
 from mtrl.balancers.pcgrad import PCGrad
 from tests.balancers.zoo import zoo
@@ -121,7 +127,7 @@ def test_cagrad_fast_dual_matches_the_plain_root_search(c: float, monkeypatch: p
     search's dual optimum (same objective, same ``g_w``) everywhere, with at most 4 min-norm solves
     (the root search: 5–9) on the regular cases; degenerate ones (``0`` in or near the hull) keep
     the root search."""
-    import mtrl.balancers.cagrad as cagrad_module
+    import mtrl.balancers._qp as qp_module
 
     calls = {"n": 0}
 
@@ -129,7 +135,7 @@ def test_cagrad_fast_dual_matches_the_plain_root_search(c: float, monkeypatch: p
         calls["n"] += 1
         return min_norm_simplex(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(cagrad_module, "min_norm_simplex", counted)
+    monkeypatch.setattr(qp_module, "min_norm_simplex", counted)
     fast_calls = slow_calls = 0
     for name, jac in JACOBIANS:
         if float(jac.abs().max()) == 0:
@@ -142,7 +148,7 @@ def test_cagrad_fast_dual_matches_the_plain_root_search(c: float, monkeypatch: p
         fast = CAGrad(jac.shape[0], c=c)._dual(g)
         fast_n = calls["n"]
         calls["n"] = 0
-        slow = _dual_by_root_search(g, lin, g0_sq, radius, min_norm_simplex(g), polish=False)
+        slow = _cagrad_dual_by_root_search(g, lin, g0_sq, radius, min_norm_simplex(g), polish=False)
         if name.startswith(REGULAR):  # 0 far from the hull: the cases met in training
             assert fast_n <= 4, (name, fast_n)
             fast_calls, slow_calls = fast_calls + fast_n, slow_calls + calls["n"]
