@@ -204,6 +204,20 @@ def test_cagrad_dual_at_the_origin_returns_the_mean_and_matches_slsqp() -> None:
     torch.testing.assert_close(CAGrad(3).aggregate(jac, losses), jac.mean(0) / 1.16)
 
 
+@pytest.mark.parametrize("c", [1.5, 2.0, 5.0])
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_cagrad_rank_one_with_the_origin_in_the_hull_returns_the_scaled_mean(c: float, scale: float) -> None:
+    # J = a ⊗ v with mixed-sign a: 0 is in the hull, and for c > 1 the dual optimum is g_w = 0 (its
+    # objective (aᵀw)(aᵀ1/T) + c·|aᵀ1/T|·|aᵀw| > 0 unless aᵀw = 0; c = 1 ties), so d = g0 / (1 + c²). Computed
+    # ‖g_w‖ is round-off there (~1e-8 relative); dividing by it once gave weights of 1e7 (zoo rank1_T3).
+    jac, losses = _entry("rank1_T3")
+    coeff = jac @ jac[0] / (jac[0] @ jac[0])
+    assert bool((coeff > 0).any() and (coeff < 0).any())  # mixed signs, as the zoo draws them
+    for j in (jac * scale, torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)[:, None] * jac[0] * scale):
+        w = CAGrad(3, c=c).weights(j @ j.T, losses)
+        torch.testing.assert_close(w, torch.full((3,), 1 / 3 / (1 + c**2), dtype=torch.float64), rtol=1e-12, atol=0)
+
+
 # --- Nash-MTL -----------------------------------------------------------------------------------
 def test_nash_mtl_solves_the_bargaining_condition_on_full_rank_inputs() -> None:
     for name, jac, losses in [*FULL_RANK, ("scaled_T10", *_entry("scaled_T10")), ("scaled_T50", *_entry("scaled_T50"))]:
