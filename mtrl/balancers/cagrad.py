@@ -34,7 +34,8 @@ class CAGrad(GramianWeighting):
     diagonal, with no absolute epsilon (the official code adds
     ``1e-4``/``1e-8`` inside square roots), so the weights do not depend on the gradients' scale.
     When ``g_w* = 0`` (the dual optimum is the origin, e.g. ``0`` in the hull of the gradients; in
-    float64, ``‖g_w*‖`` below ``10·sqrt(T·eps)·max_t‖g_t‖``, the round-off of ``‖g_w‖``),
+    float64, ``‖g_w*‖`` at most ``1e-10·max_t‖g_t‖`` or below ``10·sqrt(T·eps)·Σ_t w*_t‖g_t‖``, the
+    round-off of ``‖g_w‖``),
     ``d = g0``, divided by ``1 + c²`` under ``rescale`` like every update (the official code's
     ``+1e-8`` and torchjd's ``norm_eps`` lead to the same).
     ``rescale`` is the official ``rescale=1`` (torchjd does not rescale).
@@ -81,11 +82,12 @@ class CAGrad(GramianWeighting):
         w_star = self._dual(g)
         g0_norm = math.sqrt(max(float(uniform @ g @ uniform), 0.0))
         gw_norm = math.sqrt(max(float(w_star @ g @ w_star), 0.0))
-        max_norm = math.sqrt(max(float(np.max(np.diag(g))), 0.0))
-        # ‖g_w‖² = wᵀGw carries a round-off of about T·eps·max diag(G), so ‖g_w‖ below ~sqrt(T·eps)·max‖g_t‖
-        # is noise: the optimum is g_w = 0 (dividing by that noise gave weights of 1e7 on rank-1 input).
-        noise = 10.0 * math.sqrt(num_tasks * np.finfo(np.float64).eps) * max_norm
-        if not bool(w_star.any()) or gw_norm <= noise or g0_norm == 0.0:
+        norms = np.sqrt(np.clip(np.diag(g), 0.0, None))  # ‖g_t‖
+        # g_w = 0 at the dual optimum: ‖g_w‖ at most 1e-10·max‖g_t‖, or below the round-off of sqrt(wᵀGw),
+        # about sqrt(T·eps)·Σ w_t‖g_t‖ (dividing by that noise gave weights of 1e7 on rank-1 input)
+        round_off = 10.0 * math.sqrt(num_tasks * np.finfo(np.float64).eps) * float(w_star @ norms)
+        zero = max(1e-10 * float(norms.max()), round_off)
+        if not bool(w_star.any()) or gw_norm <= zero or g0_norm == 0.0:
             return torch.from_numpy(uniform / scale).to(gram.device)
         return torch.from_numpy((uniform + (self.c * g0_norm / gw_norm) * w_star) / scale).to(gram.device)
 

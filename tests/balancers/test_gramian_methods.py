@@ -218,6 +218,24 @@ def test_cagrad_rank_one_with_the_origin_in_the_hull_returns_the_scaled_mean(c: 
         torch.testing.assert_close(w, torch.full((3,), 1 / 3 / (1 + c**2), dtype=torch.float64), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("c", [0.4, 0.9, 2.0])
+def test_cagrad_keeps_a_small_dual_optimum_that_is_not_round_off(c: float) -> None:
+    # Rows spanning six decades: the dual optimum leans on the small rows, so ‖g_w*‖ ≈ 1e-6·max‖g_t‖ is
+    # real (far above its round-off, which scales with Σ w_t‖g_t‖), and d must lie on the primal boundary
+    # ‖d − g0‖ = c‖g0‖ with primal = dual; a cut-off in units of max‖g_t‖ once replaced it by the mean.
+    gen = torch.Generator().manual_seed(1050)
+    decades = 10.0 ** torch.linspace(-3, 3, 50, dtype=torch.float64)
+    jac = (torch.randn(50, 200, generator=gen, dtype=torch.float64) + 0.5) * decades[:, None]
+    balancer = CAGrad(50, c=c, rescale=False)
+    w_star = balancer.dual_weights(jac @ jac.T)
+    g0, g_w = jac.mean(0), w_star @ jac
+    assert float(g_w.norm()) > 1e-7 * float(jac.norm(dim=1).max())  # small, and real
+    d = balancer.aggregate(jac, torch.ones(50, dtype=torch.float64))
+    assert float((d - g0).norm()) == pytest.approx(float(c * g0.norm()), rel=1e-9)
+    primal, dual = float((jac @ d).min()), float(g_w @ g0 + c * g0.norm() * g_w.norm())
+    assert abs(primal - dual) <= 1e-9 * float(jac.norm(dim=1).max()) ** 2
+
+
 # --- Nash-MTL -----------------------------------------------------------------------------------
 def test_nash_mtl_solves_the_bargaining_condition_on_full_rank_inputs() -> None:
     for name, jac, losses in [*FULL_RANK, ("scaled_T10", *_entry("scaled_T10")), ("scaled_T50", *_entry("scaled_T50"))]:
