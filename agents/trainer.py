@@ -56,7 +56,7 @@ from mtrl.interrupt import install_stop_handler
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, flatten_hparams, truncate_jsonl
 from mtrl.replay import MultiTaskReplayBuffer
 
-__all__ = ["Trainer", "build_envs", "resolve_device", "summarize", "train_from_args"]
+__all__ = ["Trainer", "build_envs", "final_report", "resolve_device", "summarize", "train_from_args"]
 
 
 def build_envs(cfg: TrainConfig, seed: int) -> tuple[MultiTaskVecEnv, list[str]]:
@@ -96,6 +96,27 @@ def summarize(evals: list[dict[str, Any]], protocol: Protocol) -> dict[str, Any]
         "final": evals[-1],
         "best": evals[best],
     }
+
+
+def final_report(results: dict[str, Any]) -> str:
+    """The lines a training script prints at the end of a run (``scripts/train.py``, ``scripts/train_stl.py``):
+    the run, the protocol's reported success and the last evaluation per task (with its return when the
+    results carry one)."""
+    summary = results["summary"]
+    lines = [f"run: {results['run_dir']} ({results['steps']:,} steps, {results['protocol']})"]
+    if not summary.get("num_evals"):
+        return "\n".join([*lines, "no evaluation yet"])
+    final = summary["final"]
+    lines.append(
+        f"{summary['reported_statistic']} evaluation success (reported): {summary['reported_value']:.2f}; "
+        f"last evaluation at step {final['step']:,}: mean {final['success_mean']:.2f}"
+    )
+    width = max(len(t) for t in final["success"])
+    returns = final.get("return", {})
+    for task, success in final["success"].items():
+        ret = f"  return {returns[task]:9,.0f}" if task in returns else ""
+        lines.append(f"  {task:<{width}}  success {success:.2f}{ret}")
+    return "\n".join(lines)
 
 
 def hparam_metrics(evals: list[dict[str, Any]], protocol: Protocol) -> dict[str, float]:

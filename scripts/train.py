@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.config import TrainConfig
-from agents.trainer import Trainer
+from agents.trainer import Trainer, final_report
 from mtrl.config import ConfigError, load_config
 
 
@@ -34,28 +34,9 @@ def main(argv: list[str]) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     results = trainer.train()
-    print(final_table(results))
+    print(final_report(results))
     print(f"TensorBoard: tensorboard --logdir {Path(results['run_dir']).parent}")
     return 0
-
-
-def final_table(results: dict) -> str:
-    """The run's headline and its last evaluation per task, as printed at the end of a run."""
-    summary = results["summary"]
-    lines = [f"run: {results['run_dir']} ({results['steps']:,} steps, {results['protocol']})"]
-    if not summary.get("num_evals"):
-        return "\n".join([*lines, "no evaluation yet"])
-    final = summary["final"]
-    lines.append(
-        f"{summary['reported_statistic']} evaluation success (reported): {summary['reported_value']:.2f}; "
-        f"last evaluation at step {final['step']:,}: mean {final['success_mean']:.2f}"
-    )
-    width = max(len(t) for t in final["success"])
-    returns = final.get("return", {})
-    for task, success in final["success"].items():
-        ret = f"  return {returns[task]:9,.0f}" if task in returns else ""
-        lines.append(f"  {task:<{width}}  success {success:.2f}{ret}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

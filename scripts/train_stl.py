@@ -613,7 +613,12 @@ class STLRun:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results = STLRun(args).train()
-    print(json.dumps({k: results[k] for k in ("run_dir", "protocol", "steps", "complete", "summary")}, indent=2))
+    from agents.trainer import final_report
+
+    print(final_report(results))
+    if not results["complete"]:
+        run_dir = Path(results["run_dir"])
+        print(f"incomplete: continue with --logdir {run_dir.parent} --run-name {run_dir.name} --resume")
     print(f"TensorBoard: tensorboard --logdir {Path(results['run_dir']).parent}")
     return 0
 
