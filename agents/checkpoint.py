@@ -11,13 +11,14 @@ are written to a temporary name and renamed, so an interrupted save never leaves
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from mtrl.rundir import save_torch, write_text
 
 __all__ = ["capture_rng", "latest_checkpoint", "load_checkpoint", "restore_rng", "save_checkpoint"]
 
@@ -52,13 +53,8 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: str | Path, step: int, keep
     ``keep_last`` newest step files (a checkpoint with a full MT10 replay buffer is ~340 MB)."""
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / f"step_{step:09d}.pt"
-    tmp = ckpt_dir / ".tmp.pt"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    last_tmp = ckpt_dir / ".last.tmp"
-    last_tmp.write_text(path.name)
-    os.replace(last_tmp, ckpt_dir / "last.txt")
+    path = save_torch(state, ckpt_dir / f"step_{step:09d}.pt")  # a kill mid-write leaves no step file
+    write_text(ckpt_dir / "last.txt", path.name)  # points at the new file only once it is complete
     for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep_last]:
         old.unlink()
     return path

@@ -18,7 +18,6 @@ from mtrl.config import ConfigError
 from mtrl.device import check_device_name, resolve_device_name
 
 __all__ = [
-    "RESUME_MAY_CHANGE",
     "EnvConfig",
     "SACConfig",
     "TrainConfig",
@@ -30,18 +29,6 @@ __all__ = [
     "resolve_device_name",
 ]
 
-#: Top-level keys a ``resume=true`` run may change (nothing else may differ from the saved config.yaml).
-RESUME_MAY_CHANGE = (
-    "total_steps",
-    "logdir",
-    "run_name",
-    "device",
-    "resume",
-    "progress",
-    "log_every",
-    "checkpoint_every",
-    "checkpoint_replay",
-)
 
 
 @dataclass(frozen=True)
@@ -148,6 +135,12 @@ class SACConfig:
 class TrainConfig:
     """A whole training run."""
 
+    #: Keys a ``resume=true`` run may change (nothing else may differ from the saved config.yaml).
+    RESUME_MAY_CHANGE: ClassVar[frozenset[str]] = frozenset(
+        {"total_steps", "logdir", "run_name", "device", "resume", "progress", "log_every", "checkpoint_every",
+         "checkpoint_replay"}
+    )  # fmt: skip
+
     env: EnvConfig = field(default_factory=EnvConfig)
     sac: SACConfig = field(default_factory=SACConfig)
     #: Balancer of both loss groups (registry key of ``mtrl.balancers.BALANCERS``); "ew" = plain MT-SAC.
@@ -192,7 +185,7 @@ class TrainConfig:
     #: machine at start-up and saved resolved in config.yaml.
     device: str = "auto"
     #: Continue the run found in ``logdir/run_name`` from its last checkpoint. Only the keys in
-    #: :data:`RESUME_MAY_CHANGE` may differ from the run's saved config.yaml.
+    #: :attr:`RESUME_MAY_CHANGE` may differ from the run's saved config.yaml.
     resume: bool = False
     #: Show a tqdm progress bar.
     progress: bool = True

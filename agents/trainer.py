@@ -38,7 +38,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from agents.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
-from agents.config import RESUME_MAY_CHANGE, TrainConfig, build_balancers, resolve_config
+from agents.config import TrainConfig, build_balancers, resolve_config
 from agents.sac import EvalAgent, MultiTaskSAC
 from envs import (
     MultiTaskVecEnv,
@@ -50,11 +50,12 @@ from envs import (
     restore_env_state,
     step_transitions,
 )
-from mtrl.config import ConfigError, config_differences, config_to_dict, load_config, save_config
+from mtrl.config import ConfigError, config_to_dict, load_config, save_config
 from mtrl.device import resolve_device
 from mtrl.interrupt import install_stop_handler
-from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, flatten_hparams, truncate_jsonl
+from mtrl.logger import flatten_hparams
 from mtrl.replay import MultiTaskReplayBuffer
+from mtrl.rundir import RunLease, check_resume, open_logs, write_json
 
 __all__ = ["Trainer", "build_envs", "final_report", "resolve_device", "summarize", "train_from_args"]
 
@@ -128,19 +129,6 @@ def hparam_metrics(evals: list[dict[str, Any]], protocol: Protocol) -> dict[str,
     return out
 
 
-def check_resume_config(saved: dict[str, Any], new: dict[str, Any]) -> None:
-    """Raise :class:`ConfigError` listing every key (outside ``RESUME_MAY_CHANGE``) where the resolved
-    config of a resume differs from the run's saved config.yaml."""
-    changed = config_differences(saved, new, RESUME_MAY_CHANGE)
-    if changed:
-        differing = [key for key, _, _ in changed]
-        details = "; ".join(f"{key}: saved {old!r}, now {now!r}" for key, old, now in changed)
-        raise ConfigError(
-            f"resume=true with a config that differs from the run's config.yaml in {differing} ({details}); "
-            f"only {', '.join(RESUME_MAY_CHANGE)} may change on resume (start a new run_name otherwise)"
-        )
-
-
 class Trainer:
     """Builds everything from a :class:`TrainConfig` and runs (or resumes) the loop.
 
@@ -165,15 +153,25 @@ class Trainer:
                 raise ConfigError(f"resume=true: {err}") from err
             saved_path = self.run_dir / "config.yaml"
             if saved_path.is_file():
-                check_resume_config(yaml.safe_load(saved_path.read_text()) or {}, config_to_dict(cfg))
+                saved = yaml.safe_load(saved_path.read_text()) or {}
+                check_resume(saved, config_to_dict(cfg), TrainConfig.RESUME_MAY_CHANGE, "resume=true")
         elif (self.run_dir / "checkpoints").exists():
             raise ConfigError(
                 f"run directory {str(self.run_dir)!r} already has checkpoints; pass resume=true or a new run_name"
             )
         self.cfg = cfg = dataclasses.replace(cfg, run_name=name)
         self.device = resolve_device(cfg.device)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # One writer per run directory: a second process refuses here (RunDirBusy, a ConfigError) before
+        # it writes anything; released when the run ends (train()) or fails to start.
+        self.lease = RunLease(self.run_dir).acquire()
+        try:
+            self._build(cfg, ckpt_path)
+        except BaseException:
+            self.lease.release()
+            raise
 
+    def _build(self, cfg: TrainConfig, ckpt_path: Path | None) -> None:
+        """Everything after the lease: seeds, envs, agent, buffer, checkpoint, config.yaml, logs."""
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -216,11 +214,7 @@ class Trainer:
             self._load(load_checkpoint(ckpt_path, map_location=self.device))
             self.notes.append(f"resumed from {ckpt_path.name} at step {self.step}")
         save_config(cfg, self.run_dir / "config.yaml")
-        # Logs: a fresh run starts clean; a resumed one drops what was logged after its checkpoint.
-        metrics_path = self.run_dir / "metrics.jsonl"
-        truncate_jsonl(metrics_path, self.step if ckpt_path is not None else None)
-        purge_step = self.step + 1 if ckpt_path is not None else 0
-        self.logger = Logger([TensorBoardWriter(self.run_dir, purge_step=purge_step), JsonlWriter(metrics_path)])
+        self.logger = open_logs(self.run_dir, self.step if ckpt_path is not None else None)
         metric_tags = [*hparam_metrics([{"success_mean": 0.0}], self.protocol)]
         self.logger.hparams(flatten_hparams(config_to_dict(cfg)), dict.fromkeys(metric_tags, math.nan))
         reported = self.protocol.reported_statistic
@@ -242,6 +236,7 @@ class Trainer:
         """Run to ``total_steps``. Ctrl-C (SIGINT) stops at the end of the current vector step, saves a
         checkpoint and the results, and returns; a second Ctrl-C aborts at once."""
         cfg = self.cfg
+        self.lease.acquire()  # held since __init__; taken again if this trainer already finished once
         bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not cfg.progress, unit="step")
         postfix: dict[str, str] = {"success": self._latest_success()}
         # perf/* window: env steps and updates only (evaluation and checkpoint time is left out).
@@ -276,11 +271,17 @@ class Trainer:
                 if not (self.evals and self.evals[-1]["step"] == self.step):  # a finished run resumed: no re-eval
                     self._evaluate()
                 self.save()
+        except BaseException:
+            self.lease.release()  # a crash: the next process takes over at once (this pid is gone or done)
+            raise
         finally:
             bar.close()
             self.logger.flush()
             restore_sigint()
-        return self._finish()
+        try:
+            return self._finish()
+        finally:
+            self.lease.release()
 
     def request_stop(self) -> None:
         """Ask the loop to stop cleanly after the current vector step (what the first Ctrl-C does)."""
@@ -362,6 +363,7 @@ class Trainer:
             )
 
     def save(self) -> Path:
+        self.lease.check()  # never write after another process took the run directory over
         return save_checkpoint(self.state_dict(), self.run_dir / "checkpoints", self.step)
 
     def _finish(self) -> dict[str, Any]:
@@ -379,7 +381,8 @@ class Trainer:
             "summary": summarize(self.evals, self.protocol),
             "evals": self.evals,
         }
-        (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        self.lease.check()
+        write_json(self.run_dir / "results.json", results)
         self.logger.close()
         self.envs.close()
         self.eval_envs.close()

@@ -187,8 +187,10 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write the resolved config as YAML (atomically: a kill mid-write leaves the previous file)."""
+    from mtrl.rundir import write_text  # mtrl.rundir imports this module
+
+    write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 #: How :func:`config_differences` shows a key that one of the two configs does not have.

@@ -1,0 +1,344 @@
+"""The run directory: one writer at a time, atomic files, resume checks and logs cut back to a checkpoint.
+
+Every trainer (``agents.trainer.Trainer``, ``agents.stl.STLRun``, ``mtrl.vision.trainer.VisionTrainer``)
+writes one run directory through this module:
+
+* :class:`RunLease` — the single-writer lease. The holder records its host, pid and a heartbeat with
+  an expiry in ``lease.json``; a second process refuses with a one-line :class:`RunDirBusy` naming the
+  holder, or waits up to ``wait`` seconds for the lease to free. A lease is *stale*, and is taken over, when
+  its heartbeat has expired (the holder died or hangs on any host) or when its holder ran on this host
+  and its process is gone (then at once, no need to wait for the expiry). Reading and changing
+  ``lease.json`` happens under an exclusive ``flock`` of ``.lease.lock``, so two processes can never
+  both take over one stale lease. A holder whose lease was taken over (it stalled for longer than the
+  expiry) notices at its next :meth:`RunLease.check` and stops before writing anything else.
+* :func:`atomic_write`, :func:`write_json`, :func:`write_text`, :func:`save_torch` — a file is written
+  to a temporary name in the same folder and renamed over the target, so a kill mid-write leaves the
+  previous file intact (``os.replace`` is atomic on POSIX file systems).
+* :func:`check_resume` — refuses a resume whose configuration differs from the run's ``config.yaml``
+  outside the keys the config class allows (its ``RESUME_MAY_CHANGE``).
+* :func:`open_logs` — the TensorBoard and ``metrics.jsonl`` writers: a fresh run starts clean, a
+  resumed run drops what was logged after its checkpoint.
+
+Expiry across hosts compares wall clocks (``time.time()`` of the holder against the reader's), so hosts
+sharing run directories need synchronised clocks (NTP; a skew well below the expiry is enough). The
+defaults: expiry ``MTRL_LEASE_TTL`` seconds (60), heartbeat every quarter of it, ``MTRL_LEASE_WAIT``
+seconds of waiting for a busy directory (0: refuse at once; the sweep's retries set it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mtrl.config import ConfigError, config_differences
+from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, truncate_jsonl
+
+__all__ = [
+    "LEASE_FILE",
+    "LeaseHolder",
+    "RunDirBusy",
+    "RunLease",
+    "atomic_write",
+    "check_resume",
+    "open_logs",
+    "save_torch",
+    "write_json",
+    "write_text",
+]
+
+#: The lease file inside a run directory (present while a process holds the directory).
+LEASE_FILE = "lease.json"
+_LOCK_FILE = ".lease.lock"
+_DEFAULT_TTL = 60.0
+
+
+# --- atomic files ------------------------------------------------------------------------------------
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a temporary path beside ``path`` (same suffix, so writers that insist on
+    one — SB3's ``.zip`` — are happy), then rename it over ``path``. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON to ``path`` atomically (``results.json``, ``state.json``)."""
+    return write_text(path, json.dumps(data, indent=2))
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj, path)`` atomically (checkpoints)."""
+    import torch
+
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+# --- resume check and logs ---------------------------------------------------------------------------
+def check_resume(saved: Mapping[str, Any], new: Mapping[str, Any], may_change: frozenset[str], flag: str) -> None:
+    """Raise :class:`~mtrl.config.ConfigError` (one line) if the configuration ``new`` of a resume differs
+    from the run's saved configuration ``saved`` at any dotted key outside ``may_change``.
+
+    ``flag`` is how the user asked to resume (``"resume=true"``, ``"--resume"``), named in the message."""
+    changed = config_differences(saved, new, may_change)
+    if changed:
+        details = "; ".join(f"{key}: the run has {old!r}, now {now!r}" for key, old, now in changed)
+        raise ConfigError(
+            f"{flag} with a configuration that differs from the run's config.yaml ({details}); only "
+            f"{', '.join(sorted(may_change))} may change on resume (start a new run directory otherwise)"
+        )
+
+
+def open_logs(run_dir: Path, resumed_at: int | None, cut: bool = True) -> Logger:
+    """The run's TensorBoard + ``metrics.jsonl`` logger.
+
+    A fresh run (``resumed_at`` None) starts clean: ``metrics.jsonl`` is emptied and TensorBoard's purge
+    step 0 hides an earlier attempt's events. A run resumed from its checkpoint at step ``s`` drops what
+    was logged after ``s`` (``metrics.jsonl`` truncated, purge step ``s + 1``) so no step appears twice;
+    with ``cut=False`` (runs whose parts stop at different steps, like one SAC per task) it appends."""
+    metrics = run_dir / "metrics.jsonl"
+    if resumed_at is None:
+        truncate_jsonl(metrics, None)
+        purge: int | None = 0
+    elif cut:
+        truncate_jsonl(metrics, resumed_at)
+        purge = resumed_at + 1
+    else:
+        purge = None
+    return Logger([TensorBoardWriter(run_dir, purge_step=purge), JsonlWriter(metrics)])
+
+
+# --- the lease ---------------------------------------------------------------------------------------
+class RunDirBusy(ConfigError):
+    """Another live process holds the run directory's lease."""
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """What ``lease.json`` records about the process that holds a run directory."""
+
+    host: str
+    pid: int
+    #: Start time of the process (``/proc/<pid>/stat``; 0 where unknown): tells a reused pid apart.
+    started: int
+    token: str
+    #: ``time.time()`` of the last heartbeat and of its expiry.
+    heartbeat: float
+    expires: float
+
+    def describe(self, now: float) -> str:
+        """``"pid 123 on host-a (heartbeat 3 s ago, expires in 57 s)"``."""
+        return (
+            f"pid {self.pid} on {self.host} (heartbeat {now - self.heartbeat:.0f} s ago, "
+            f"expires in {max(self.expires - now, 0):.0f} s)"
+        )
+
+
+def _start_time(pid: int) -> int:
+    """The process start time in clock ticks since boot (Linux), 0 where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _alive_here(holder: LeaseHolder) -> bool:
+    """Whether ``holder`` (a process of this host) still runs."""
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    started = _start_time(holder.pid)
+    return not (holder.started and started and started != holder.started)  # a reused pid is another process
+
+
+def _read_holder(path: Path) -> LeaseHolder | None:
+    try:
+        return LeaseHolder(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError):
+        return None  # torn or foreign content: treated as no lease
+
+
+@contextlib.contextmanager
+def _exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` of the run directory's lock file (released on exit or process death)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process exclusion of the read-modify-write
+        yield
+        return
+    with open(run_dir / _LOCK_FILE, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds (unset it or give e.g. {name}=60)") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must be ≥ 0 seconds")
+    return value
+
+
+class RunLease:
+    """The single-writer lease of one run directory.
+
+    ``acquire()`` creates the directory, takes the lease (waiting up to ``wait`` seconds while a live
+    holder has it, then raising :class:`RunDirBusy`) and starts a heartbeat thread that renews it every
+    ``ttl / 4`` seconds; ``release()`` stops the heartbeat and removes ``lease.json``. A process that
+    exits without releasing leaves a lease that the next process on this host takes over at once (its pid
+    is gone) and any other host after the expiry. Use as a context manager or call ``release()``;
+    ``acquire()`` on a held lease does nothing.
+
+    Args:
+        run_dir: the run directory.
+        ttl: seconds a heartbeat stays valid (default ``MTRL_LEASE_TTL`` or 60).
+        wait: seconds to wait for a busy directory (default ``MTRL_LEASE_WAIT`` or 0).
+    """
+
+    def __init__(self, run_dir: str | Path, ttl: float | None = None, wait: float | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.ttl = _env_seconds("MTRL_LEASE_TTL", _DEFAULT_TTL) if ttl is None else float(ttl)
+        if self.ttl <= 0:
+            raise ConfigError(f"lease expiry must be > 0 seconds, got {self.ttl}")
+        self.wait = _env_seconds("MTRL_LEASE_WAIT", 0.0) if wait is None else float(wait)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.token = ""
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / LEASE_FILE
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lease (acquired, not released, not taken over)."""
+        return bool(self.token) and not self.lost
+
+    # --- taking and giving back ------------------------------------------------------------------
+    def acquire(self) -> RunLease:
+        """Take the lease or raise :class:`RunDirBusy` (after waiting up to ``wait`` seconds)."""
+        if self.held:
+            return self
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.wait
+        while True:
+            holder = self._try_take()
+            if holder is None:
+                break
+            if time.monotonic() >= deadline:
+                waited = f" after waiting {self.wait:.0f} s" if self.wait else ""
+                raise RunDirBusy(
+                    f"run directory {str(self.run_dir)!r} is in use by {holder.describe(time.time())}{waited}; "
+                    f"wait for that run to end or stop it (a dead holder's lease expires after at most "
+                    f"{holder.expires - holder.heartbeat:.0f} s), or use another run directory"
+                )
+            time.sleep(min(1.0, max(deadline - time.monotonic(), 0.05)))
+        self.lost = False
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name=f"lease:{self.run_dir.name}", daemon=True)
+        self._thread.start()
+        atexit.register(self.release)
+        return self
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove ``lease.json`` if this object still holds it."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+        atexit.unregister(self.release)
+        if not self.token:
+            return
+        with _exclusive(self.run_dir):
+            current = _read_holder(self.path)
+            if current is not None and current.token == self.token:
+                self.path.unlink(missing_ok=True)
+        self.token = ""
+
+    def check(self) -> None:
+        """Raise :class:`RunDirBusy` if another process took the lease over (this one stalled past the
+        expiry): the caller must stop writing. The trainers call it before every checkpoint."""
+        if self.lost:
+            holder = _read_holder(self.path)
+            who = holder.describe(time.time()) if holder else "another process"
+            raise RunDirBusy(
+                f"lost the lease of {str(self.run_dir)!r} to {who} (no heartbeat for more than {self.ttl:.0f} s); "
+                "stopping without writing"
+            )
+
+    def __enter__(self) -> RunLease:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _record(self, token: str) -> LeaseHolder:
+        now = time.time()
+        return LeaseHolder(self.host, self.pid, _start_time(self.pid), token, now, now + self.ttl)
+
+    def _stale(self, holder: LeaseHolder) -> bool:
+        if holder.expires <= time.time():
+            return True
+        return holder.host == self.host and not _alive_here(holder)
+
+    def _try_take(self) -> LeaseHolder | None:
+        """Take the lease if it is free or stale; else return its live holder."""
+        with _exclusive(self.run_dir):
+            holder = _read_holder(self.path)
+            if holder is not None and not self._stale(holder):
+                return holder
+            token = uuid.uuid4().hex
+            write_json(self.path, asdict(self._record(token)))
+            self.token = token
+            return None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl / 4):
+            try:
+                with _exclusive(self.run_dir):
+                    holder = _read_holder(self.path)
+                    if holder is None or holder.token != self.token:
+                        self.lost = True
+                        return
+                    write_json(self.path, asdict(self._record(self.token)))
+            except OSError:  # the run directory went away (or its storage): nothing left to hold
+                self.lost = True
+                return

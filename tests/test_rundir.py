@@ -1,0 +1,122 @@
+"""The run directory's single-writer lease and atomic files (mtrl.rundir), on real processes and files."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mtrl.config import ConfigError
+from mtrl.rundir import LEASE_FILE, RunDirBusy, RunLease, atomic_write, check_resume, write_json
+
+
+def _foreign_lease(run_dir: Path, expires_in: float, host: str = "other-host.example") -> None:
+    """A lease written by a process on another host whose heartbeat expires in ``expires_in`` seconds."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    record = {"host": host, "pid": 4242, "started": 0, "token": "f" * 32, "heartbeat": now, "expires": now + expires_in}
+    (run_dir / LEASE_FILE).write_text(json.dumps(record))
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_second_holder_is_refused_with_one_line_naming_the_first(tmp_path: Path) -> None:
+    with RunLease(tmp_path / "run") as first:
+        assert first.held and (tmp_path / "run" / LEASE_FILE).is_file()
+        with pytest.raises(RunDirBusy) as err:
+            RunLease(tmp_path / "run", wait=0).acquire()
+        message = str(err.value)
+        assert "\n" not in message and isinstance(err.value, ConfigError)
+        assert f"pid {os.getpid()} on {socket.gethostname()}" in message and "is in use" in message
+    assert not (tmp_path / "run" / LEASE_FILE).exists()  # released
+    with RunLease(tmp_path / "run", wait=0) as again:  # free again
+        assert again.held
+
+
+def test_a_waiting_acquirer_gets_the_lease_when_the_holder_releases(tmp_path: Path) -> None:
+    holder = RunLease(tmp_path).acquire()
+    threading.Timer(0.5, holder.release).start()
+    start = time.monotonic()
+    with RunLease(tmp_path, wait=10) as second:
+        assert second.held
+    assert 0.3 < time.monotonic() - start < 5
+
+
+def test_a_live_lease_of_another_host_is_respected_and_an_expired_one_taken_over(tmp_path: Path) -> None:
+    _foreign_lease(tmp_path, expires_in=30)
+    with pytest.raises(RunDirBusy, match=r"pid 4242 on other-host\.example"):
+        RunLease(tmp_path, wait=0).acquire()
+    _foreign_lease(tmp_path, expires_in=-1)  # its heartbeat stopped more than the expiry ago
+    with RunLease(tmp_path, wait=0) as lease:
+        record = json.loads((tmp_path / LEASE_FILE).read_text())
+        assert record["pid"] == os.getpid() and record["token"] == lease.token
+
+
+def test_a_dead_holder_on_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
+    _foreign_lease(tmp_path, expires_in=3600, host=socket.gethostname())
+    record = json.loads((tmp_path / LEASE_FILE).read_text())
+    record["pid"] = _dead_pid()
+    (tmp_path / LEASE_FILE).write_text(json.dumps(record))
+    with RunLease(tmp_path, wait=0) as lease:
+        assert lease.held
+
+
+def test_the_heartbeat_renews_and_a_lost_lease_stops_the_holder(tmp_path: Path) -> None:
+    lease = RunLease(tmp_path, ttl=0.4).acquire()
+    first = json.loads((tmp_path / LEASE_FILE).read_text())["expires"]
+    time.sleep(0.35)
+    assert json.loads((tmp_path / LEASE_FILE).read_text())["expires"] > first  # renewed every ttl/4
+    lease.check()
+    _foreign_lease(tmp_path, expires_in=30)  # another process took it over (this one looked dead)
+    time.sleep(0.3)
+    with pytest.raises(RunDirBusy, match="lost the lease"):
+        lease.check()
+    lease.release()
+    assert json.loads((tmp_path / LEASE_FILE).read_text())["host"] == "other-host.example"  # not ours to remove
+
+
+def test_bad_lease_settings_give_one_line_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MTRL_LEASE_WAIT", "soon")
+    with pytest.raises(ConfigError, match="MTRL_LEASE_WAIT='soon' is not a number"):
+        RunLease(tmp_path)
+
+
+def test_an_interrupted_atomic_write_leaves_the_previous_file(tmp_path: Path) -> None:
+    target = write_json(tmp_path / "results.json", {"step": 1})
+
+    def torn(tmp: Path) -> None:
+        tmp.write_text('{"step": 2')  # half a file, then the writer dies
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, torn)
+    assert json.loads(target.read_text()) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary left behind
+
+
+def test_check_resume_names_every_changed_key_and_what_may_change() -> None:
+    saved = {"seed": 0, "optim": {"lr": 0.1, "steps": 10}, "logdir": "a"}
+    check_resume(
+        saved,
+        {"seed": 0, "optim": {"lr": 0.1, "steps": 20}, "logdir": "b"},
+        frozenset({"optim.steps", "logdir"}),
+        "resume=true",
+    )
+    with pytest.raises(ConfigError) as err:
+        check_resume(
+            saved, {"seed": 1, "optim": {"lr": 0.2, "steps": 10}, "logdir": "a"}, frozenset({"logdir"}), "--resume"
+        )
+    message = str(err.value)
+    assert "seed: the run has 0, now 1" in message and "optim.lr: the run has 0.1, now 0.2" in message
+    assert message.startswith("--resume with a configuration") and "only logdir may change" in message
