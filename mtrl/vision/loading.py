@@ -43,6 +43,7 @@ class EpochSampler(Sampler[int]):
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """The next iteration yields ``epoch``'s permutation from batch ``start_batch`` on."""
         self.epoch, self.start_batch = epoch, start_batch
 
     def __iter__(self) -> Iterator[int]:
