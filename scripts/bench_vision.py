@@ -6,7 +6,7 @@
 
 Every balancer trains its own copy of the same initial model on the same fixed ``synthetic_scenes`` batch
 (one full step: forward, per-task losses, engine backward, Adam step, FAMO post-step) through the
-trainer's own :class:`~mtrl.vision.trainer.BalancedStep`, with the trainer's device settings: on CUDA
+trainer's own :class:`~mtrl.vision.step.BalancedStep`, with the trainer's device settings: on CUDA
 channels-last model and inputs (``--no-channels-last`` to disable) and the trainer's ``amp`` rule
 (:func:`mtrl.vision.amp.resolve_amp`: ``auto`` = bf16 where supported, else fp16 + GradScaler for
 scale-equivariant balancers, else full precision; full precision on the CPU). The balancers are timed
@@ -35,13 +35,13 @@ import torch
 
 from mtrl.balancers import BALANCERS, make_balancer
 from mtrl.config import ConfigError
-from mtrl.device import synchronize
+from mtrl.device import resolve_device, synchronize
 from mtrl.engine import Strategy, core_balancer
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.data.synthetic import SyntheticScenes
 from mtrl.vision.models import MODELS, make_model
+from mtrl.vision.step import BalancedStep
 from mtrl.vision.tasks import TaskSpec
-from mtrl.vision.trainer import BalancedStep, resolve_device
 
 DEFAULT = ["ew", "mgda", "mgda_ub", "pcgrad", "cagrad", "nash_mtl", "imtl_g", "imtl", "aligned_mtl",
            "aligned_mtl_ub", "upgrad", "graddrop", "task_tensioner", "famo", "uw", "sgsu", "dgr"]  # fmt: skip

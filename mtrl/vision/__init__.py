@@ -27,6 +27,7 @@ __all__ = [
 # Models, configuration and trainer (appended by the models/trainer owner).
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.models import MODELS, MultiTaskDenseModel, make_model
-from mtrl.vision.trainer import BalancedStep, VisionTrainer, train
+from mtrl.vision.step import BalancedStep
+from mtrl.vision.trainer import VisionTrainer, train
 
 __all__ += ["MODELS", "BalancedStep", "MultiTaskDenseModel", "VisionConfig", "VisionTrainer", "make_model", "train"]

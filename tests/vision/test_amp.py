@@ -18,7 +18,8 @@ from mtrl.vision.amp import fp16_refusal, resolve_amp
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.data.synthetic import SyntheticScenes
 from mtrl.vision.models import make_model
-from mtrl.vision.trainer import BalancedStep, VisionTrainer
+from mtrl.vision.step import BalancedStep
+from mtrl.vision.trainer import VisionTrainer
 
 T = 3
 #: GradScaler scales are powers of two and change during training (growth ×2, backoff ×0.5).

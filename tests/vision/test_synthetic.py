@@ -199,7 +199,7 @@ def test_task_gradients_conflict_on_the_small_model() -> None:
     negative on most steps (measured on seeds 0–3: 68–93 % of the steps, minimum −0.33 … −0.48)."""
     from mtrl.balancers import make_balancer
     from mtrl.vision.models import make_model
-    from mtrl.vision.trainer import BalancedStep
+    from mtrl.vision.step import BalancedStep
 
     ds = SyntheticScenes("train", size=(32, 40), length=96, seed=0)
     samples = [ds[i] for i in range(len(ds))]

@@ -16,9 +16,11 @@ from mtrl.balancers import BALANCERS, make_balancer
 from mtrl.config import ConfigError, load_config, update_config
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.data.synthetic import SyntheticScenes
+from mtrl.vision.loading import EpochSampler
 from mtrl.vision.models import make_model
+from mtrl.vision.step import BalancedStep
 from mtrl.vision.tasks import TaskSpec
-from mtrl.vision.trainer import BalancedStep, EpochSampler, VisionTrainer
+from mtrl.vision.trainer import VisionTrainer
 from mtrl.vision.visualize import colorize, task_panels
 
 ROOT = Path(__file__).resolve().parents[2]
