@@ -26,6 +26,7 @@ import math
 import random
 import sys
 import time
+import weakref
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -164,6 +165,7 @@ class Trainer:
         # One writer per run directory: a second process refuses here (RunDirBusy, a ConfigError) before
         # it writes anything; released when the run ends (train()) or fails to start.
         self.lease = RunLease(self.run_dir).acquire()
+        weakref.finalize(self, self.lease.release)  # an abandoned trainer frees its directory
         try:
             self._build(cfg, ckpt_path)
         except BaseException:

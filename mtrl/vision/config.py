@@ -8,7 +8,7 @@ fail at start-up). Defaults follow the MTAN-line protocol where one exists (Adam
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 __all__ = ["BalancerConfig", "DataConfig", "ModelConfig", "OptimConfig", "VisionConfig"]
 
@@ -85,6 +85,13 @@ class BalancerConfig:
 
 @dataclass(frozen=True)
 class VisionConfig:
+    #: config keys (dotted) that may differ when a run is resumed: training length, where/how it runs and logs,
+    #: and the Δm baseline (only read when the results are written). Anything else changes the run.
+    RESUME_MAY_CHANGE: ClassVar[frozenset[str]] = frozenset(
+        {"optim.steps", "optim.epochs", "logdir", "run_name", "device", "resume", "progress", "threads",
+         "data.workers", "log_every", "image_samples", "baseline"}
+    )  # fmt: skip
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -3,14 +3,13 @@
 ``<logdir>/<run_name>/`` holds ``config.yaml``, TensorBoard events + ``metrics.jsonl``, ``checkpoint.pt``
 (model, optimizer, scheduler, balancer state, GradScaler, RNGs, evaluation history, training time) and, once
 training completes, ``results.json``. Every function here is one step of that plumbing: the resume check
-(:func:`resume_checkpoint`, with :data:`RESUME_MAY_CHANGE`), the purge of logs a resumed run rewrites
-(:func:`open_logger`), atomic checkpoint writes (:func:`save_checkpoint`) and the results file
-(:func:`write_results`).
+(:func:`resume_checkpoint`, with ``VisionConfig.RESUME_MAY_CHANGE``), checkpoint writes (:func:`save_checkpoint`)
+and the results file (:func:`write_results`). What every trainer's run directory shares — the single-writer lease,
+atomic files, the resume check and the logs cut back to a checkpoint — is :mod:`mtrl.rundir`.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,9 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from mtrl.config import MISSING, ConfigError, config_to_dict, load_config, save_config
-from mtrl.config import config_differences as nested_differences
-from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, truncate_jsonl
+from mtrl.config import config_to_dict, load_config, save_config
+from mtrl.rundir import check_resume, save_torch, write_json
 from mtrl.vision.config import VisionConfig
 
 __all__ = [
@@ -30,26 +28,16 @@ __all__ = [
     "CONFIG",
     "METRICS",
     "RESULTS",
-    "RESUME_MAY_CHANGE",
     "Progress",
     "Stateful",
     "check_resume_config",
-    "config_differences",
     "load_checkpoint",
-    "make_run_dir",
-    "open_logger",
     "resume_checkpoint",
+    "run_dir_of",
     "save_checkpoint",
     "save_run_config",
     "write_results",
 ]
-
-#: config keys (dotted) that may differ when a run is resumed: training length, where/how it runs and logs,
-#: and the Δm baseline (only read when the results are written). Anything else changes the run.
-RESUME_MAY_CHANGE: frozenset[str] = frozenset(
-    {"optim.steps", "optim.epochs", "logdir", "run_name", "device", "resume", "progress", "threads",
-     "data.workers", "log_every", "image_samples", "baseline"}
-)  # fmt: skip
 
 #: file names inside the run directory
 CONFIG, METRICS, CHECKPOINT, RESULTS = "config.yaml", "metrics.jsonl", "checkpoint.pt", "results.json"
@@ -73,41 +61,23 @@ class Progress:
     train_time_s: float
 
 
-def make_run_dir(cfg: VisionConfig, default_name: str) -> Path:
-    """``<logdir>/<run_name or default_name>``, created if needed."""
-    run_dir = Path(cfg.logdir) / (cfg.run_name or default_name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def config_differences(old: VisionConfig, new: VisionConfig, allowed: frozenset[str] = frozenset()) -> list[str]:
-    """``["key: old -> new", ...]`` for every dotted config key that differs, except those in ``allowed``
-    (a key only one side has shows ``None`` on the other)."""
-    changed = nested_differences(config_to_dict(old), config_to_dict(new), allowed)
-    return [f"{key}: {_shown(a)!r} -> {_shown(b)!r}" for key, a, b in changed]
-
-
-def _shown(value: Any) -> Any:
-    return None if value is MISSING else value
+def run_dir_of(cfg: VisionConfig, default_name: str) -> Path:
+    """``<logdir>/<run_name or default_name>`` (created when the trainer takes its lease)."""
+    return Path(cfg.logdir) / (cfg.run_name or default_name)
 
 
 def check_resume_config(run_dir: Path, cfg: VisionConfig) -> None:
-    """Refuse to continue a run whose saved ``config.yaml`` differs outside :data:`RESUME_MAY_CHANGE`.
+    """Refuse to continue a run whose saved ``config.yaml`` differs outside ``VisionConfig.RESUME_MAY_CHANGE``
+    (:func:`mtrl.rundir.check_resume`; both sides read through :class:`VisionConfig`, so keys added since the
+    run was saved compare at their defaults).
 
     Raises:
         ConfigError: listing every changed key.
     """
     saved = run_dir / CONFIG
-    if not saved.is_file():
-        return
-    old = load_config(VisionConfig, saved)
-    changed = config_differences(old, cfg, RESUME_MAY_CHANGE)
-    if changed:
-        raise ConfigError(
-            f"resume=true but the configuration differs from the one {str(run_dir)!r} was trained with: "
-            f"{'; '.join(changed)}. Resume with the same settings (only {sorted(RESUME_MAY_CHANGE)} may "
-            "change) or start a new run (another run_name)"
-        )
+    if saved.is_file():
+        old = config_to_dict(load_config(VisionConfig, saved))
+        check_resume(old, config_to_dict(cfg), VisionConfig.RESUME_MAY_CHANGE, "resume=true")
 
 
 def resume_checkpoint(run_dir: Path, cfg: VisionConfig) -> Path | None:
@@ -123,16 +93,6 @@ def resume_checkpoint(run_dir: Path, cfg: VisionConfig) -> Path | None:
 def save_run_config(run_dir: Path, cfg: VisionConfig) -> None:
     """Write the run's configuration as ``config.yaml``."""
     save_config(cfg, run_dir / CONFIG)
-
-
-def open_logger(run_dir: Path, resumed_step: int | None) -> Logger:
-    """TensorBoard + ``metrics.jsonl`` logger of the run. A fresh run (``resumed_step=None``) starts with clean
-    logs; a run resumed from a checkpoint at ``resumed_step`` drops what was logged after it (the logs of the
-    interrupted run that the resumed one logs again; :mod:`mtrl.logger`)."""
-    metrics_path = run_dir / METRICS
-    truncate_jsonl(metrics_path, resumed_step)
-    tensorboard = TensorBoardWriter(run_dir, purge_step=resumed_step + 1 if resumed_step is not None else 0)
-    return Logger([tensorboard, JsonlWriter(metrics_path)])
 
 
 def _rng_state() -> dict[str, Any]:
@@ -158,9 +118,7 @@ def save_checkpoint(path: Path, parts: Mapping[str, Stateful | None], progress: 
     state: dict[str, Any] = {"step": progress.step}
     state.update({key: part.state_dict() if part is not None else None for key, part in parts.items()})
     state.update({"evals": progress.evals, "train_time_s": progress.train_time_s, "rng": _rng_state()})
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    save_torch(state, path)
 
 
 def load_checkpoint(path: Path, parts: Mapping[str, Stateful | None], device: torch.device) -> Progress:
@@ -176,4 +134,4 @@ def load_checkpoint(path: Path, parts: Mapping[str, Stateful | None], device: to
 
 def write_results(run_dir: Path, results: Mapping[str, Any]) -> None:
     """Write the results record as ``results.json``."""
-    (run_dir / RESULTS).write_text(json.dumps(results, indent=2))
+    write_json(run_dir / RESULTS, results)

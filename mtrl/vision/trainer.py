@@ -18,7 +18,8 @@ work on the CPU (CPU autocast), which is how the AMP path is tested.
 Reproducibility: the data order and the loaders' worker seeds depend only on ``(seed, epoch)``
 (:mod:`mtrl.vision.loading`) and the global RNGs (dropout) are checkpointed, so a run resumed mid-epoch
 continues bit for bit. Resuming with a changed configuration is refused, except for the keys in
-:data:`mtrl.vision.run_state.RESUME_MAY_CHANGE`.
+``VisionConfig.RESUME_MAY_CHANGE``. One process at a time writes a run directory (the lease of
+:mod:`mtrl.rundir`).
 
 Logged tags: ``train/loss/<task>``, ``balancer/encoder/...`` from the engine report, ``eval/<task>/<metric>``,
 image panels ``images/<task>``. ``results.json`` holds the final metrics, the mean of the last ``last_k``
@@ -30,6 +31,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from mtrl.balancers import make_balancer
 from mtrl.config import ConfigError, config_to_dict
 from mtrl.device import resolve_device
 from mtrl.engine import BalanceReport, core_balancer
+from mtrl.rundir import RunLease, open_logs
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.baseline import baseline_delta_m, load_baseline
 from mtrl.vision.config import VisionConfig
@@ -52,9 +55,8 @@ from mtrl.vision.run_state import (
     Progress,
     Stateful,
     load_checkpoint,
-    make_run_dir,
-    open_logger,
     resume_checkpoint,
+    run_dir_of,
     save_checkpoint,
     save_run_config,
     write_results,
@@ -139,16 +141,23 @@ class VisionTrainer:
         self._run_started: float | None = None
         self.evals: list[dict[str, Any]] = []
 
-        self.run_dir = make_run_dir(cfg, f"{cfg.data.name}_{cfg.single_task or self.balancer_name}_s{cfg.seed}")
+        self.run_dir = run_dir_of(cfg, f"{cfg.data.name}_{cfg.single_task or self.balancer_name}_s{cfg.seed}")
         self.checkpoint_path = self.run_dir / CHECKPOINT
         if cfg.baseline:
             load_baseline(cfg)  # fail before training, not after: missing files, other data, another last_k
         resume_from = resume_checkpoint(self.run_dir, cfg)
-        if resume_from is not None:
-            self.load_checkpoint(resume_from)
-        save_run_config(self.run_dir, cfg)
-        self.logger = open_logger(self.run_dir, self.step if resume_from is not None else None)
-        self.logger.text("amp", self.amp.note, self.step)
+        # One writer per run directory (mtrl.rundir): a second process refuses here, before writing anything.
+        self.lease = RunLease(self.run_dir).acquire()
+        weakref.finalize(self, self.lease.release)  # an abandoned trainer frees its directory
+        try:
+            if resume_from is not None:
+                self.load_checkpoint(resume_from)
+            save_run_config(self.run_dir, cfg)
+            self.logger = open_logs(self.run_dir, self.step if resume_from is not None else None)
+            self.logger.text("amp", self.amp.note, self.step)
+        except BaseException:
+            self.lease.release()
+            raise
 
     def _to_device(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         return to_device(batch, self.task_names, self.device, self.channels_last)
@@ -195,6 +204,13 @@ class VisionTrainer:
     def run(self, stop_at: int | None = None) -> dict[str, Any]:
         """Train to ``total_steps`` (or stop after ``stop_at`` steps, checkpointed, to simulate an interruption);
         returns the results record (also written to ``results.json`` when training completed)."""
+        self.lease.acquire()  # held since __init__; taken again if this trainer already ran once
+        try:
+            return self._run(stop_at)
+        finally:
+            self.lease.release()
+
+    def _run(self, stop_at: int | None) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
         end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
@@ -229,6 +245,7 @@ class VisionTrainer:
             self.logger.close()
             return {"step": self.step, "finished": False}
         results = self.results()
+        self.lease.check()
         write_results(self.run_dir, results)
         metrics = {f"hparam/{k}": v for k, v in results["selected"].items() if math.isfinite(v)}
         self.logger.scalars(metrics, self.step)
@@ -284,6 +301,7 @@ class VisionTrainer:
 
     def save_checkpoint(self, path: Path) -> None:
         """Checkpoint the run (its parts, progress and the global RNGs) to ``path``."""
+        self.lease.check()  # never write after another process took the run directory over
         save_checkpoint(path, self._stateful(), Progress(self.step, self.evals, self._elapsed()))
 
     def load_checkpoint(self, path: Path) -> None:
