@@ -43,19 +43,22 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agents.config import SACConfig
+from agents.config import SACConfig, TrainConfig, build_balancers
 from agents.networks import Actor, TwinCritic, polyak_update
 from mtrl.balancers import Balancer
 from mtrl.engine import BalanceReport, GradientEngine, LinearCapture, LossClosure, make_loss_fn, needs_loss_fn
 from mtrl.replay import Batch
 
-__all__ = ["EvalAgent", "MultiTaskSAC", "UpdateNoise"]
+if TYPE_CHECKING:
+    from envs.vector import MultiTaskVecEnv
+
+__all__ = ["EvalAgent", "MultiTaskSAC", "UpdateNoise", "build_agent"]
 
 
 class UpdateNoise(NamedTuple):
@@ -350,3 +353,36 @@ class EvalAgent:
 
     def reset(self, env_mask: np.ndarray) -> None:
         return None
+
+
+def build_agent(cfg: TrainConfig, envs: MultiTaskVecEnv, device: str | torch.device) -> MultiTaskSAC:
+    """The :class:`MultiTaskSAC` of a run: ``cfg.sac`` on the tasks, observation size, action bounds and
+    task names of ``envs``, with the critic and actor balancers of ``cfg`` built for ``envs``' ``T``.
+
+    The one construction site of the agent (the trainer, ``scripts/evaluate.py`` and
+    ``scripts/bench_train.py`` all call it), so a checkpoint always meets the agent it was saved from.
+
+    Args:
+        cfg: a config resolved by :func:`agents.config.resolve_config` (or a saved ``config.yaml``,
+            which is resolved): its balancers and their hyper-parameters are explicit.
+        envs: the run's vector env (observations may carry the one-hot; ``envs.obs_dim`` excludes it).
+        device: where the networks live.
+    """
+    T = envs.num_tasks
+    space = envs.single_action_space
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    if low is None or high is None or space.shape is None:
+        raise ValueError(f"MultiTaskSAC needs a Box action space, got {space}")
+    critic_balancer, actor_balancer = build_balancers(cfg, T)
+    return MultiTaskSAC(
+        T,
+        envs.obs_dim,
+        int(space.shape[0]),
+        cfg.sac,
+        critic_balancer,
+        actor_balancer,
+        device=device,
+        action_low=np.asarray(low, dtype=np.float64),
+        action_high=np.asarray(high, dtype=np.float64),
+        task_names=envs.task_names,
+    )

@@ -1,7 +1,7 @@
 """stable-baselines3's SAC set up like our multi-task SAC: the trusted single-task reference.
 
 One place builds the reference so that every comparison uses the same settings: the single-task
-row (``scripts/train_stl.py``), the A/B learning harness (``scripts/bench_learning.py``), the update
+row (:mod:`agents.stl`, ``scripts/train_stl.py``), the A/B learning harness (``scripts/bench_learning.py``), the update
 benchmark and the update-equivalence test. :func:`make_sb3_sac` maps a :class:`~agents.config.SACConfig`
 onto ``stable_baselines3.SAC`` argument by argument:
 
@@ -22,10 +22,16 @@ onto ``stable_baselines3.SAC`` argument by argument:
 temperature learning rate, gradient clipping), so a comparison states them instead of hiding them.
 Each Meta-World task is the same env our agent trains on: sub-env 0 of
 ``envs.make_mt_envs("MT1", tasks=[task])`` without the one-hot (:func:`make_task_env`).
+
+The run loop of :mod:`agents.stl` reaches into an SB3 model only through the functions at the end of
+this module (:func:`step_callback`, :func:`silence_logger`, :func:`last_train_values` on public API;
+:func:`restart_episode` and :func:`num_updates` on the two private attributes SB3 offers no public
+access to), so a new SB3 version is checked in one place.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,7 +40,20 @@ from agents.config import SACConfig
 from envs.protocols import Protocol
 from envs.vector import MultiTaskVecEnv
 
-__all__ = ["SB3EvalAgent", "import_sb3", "make_sb3_sac", "make_task_env", "make_task_eval_env", "reference_differences"]
+__all__ = [
+    "SB3_CHECKED_VERSION",
+    "SB3EvalAgent",
+    "import_sb3",
+    "last_train_values",
+    "make_sb3_sac",
+    "make_task_env",
+    "make_task_eval_env",
+    "num_updates",
+    "reference_differences",
+    "restart_episode",
+    "silence_logger",
+    "step_callback",
+]
 
 
 def import_sb3() -> Any:
@@ -119,3 +138,55 @@ class SB3EvalAgent:
 
     def reset(self, env_mask: np.ndarray) -> None:
         return None
+
+
+# --- the run loop's access to an SB3 model ------------------------------------------------------
+#: The stable-baselines3 version the private accesses below (:func:`restart_episode`,
+#: :func:`num_updates`) were checked against (``BaseAlgorithm._setup_learn``, ``SAC.train``).
+SB3_CHECKED_VERSION = "2.9.2"
+
+
+def step_callback(on_step: Callable[[int], bool]) -> Any:
+    """An SB3 ``BaseCallback`` that calls ``on_step(num_timesteps)`` after every environment step;
+    ``on_step`` returning False stops ``learn`` (public API: ``stable_baselines3.common.callbacks``)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class _StepCallback(BaseCallback):
+        def _on_step(self) -> bool:
+            return on_step(int(self.num_timesteps))
+
+    return _StepCallback()
+
+
+def silence_logger(model: Any) -> None:
+    """Give ``model`` a logger that writes nothing: the run reads its values (:func:`last_train_values`)
+    and ``learn(log_interval=None)`` never dumps (so never clears) them."""
+    from stable_baselines3.common.logger import Logger as SB3Logger
+
+    model.set_logger(SB3Logger(folder=None, output_formats=[]))
+
+
+def last_train_values(model: Any) -> dict[str, Any]:
+    """The latest values ``SAC.train`` recorded (``train/critic_loss``, ``train/actor_loss``,
+    ``train/ent_coef``, ``train/ent_coef_loss``, ...); empty before the first update (public:
+    ``Logger.name_to_value``)."""
+    return dict(model.logger.name_to_value)
+
+
+def restart_episode(model: Any) -> None:
+    """Make the next ``learn`` start from ``env.reset()`` without resetting ``num_timesteps``.
+
+    Private access, needed for resume: ``SAC.load`` restores the saved ``_last_obs`` (the observation
+    of the interrupted episode), but the freshly built env has not been reset, so continuing from that
+    observation would be wrong. ``BaseAlgorithm._setup_learn`` resets the env when ``_last_obs is
+    None``; the only public way to get that reset, ``learn(reset_num_timesteps=True)``, also restarts
+    the step count."""
+    model._last_obs = None
+
+
+def num_updates(model: Any) -> int:
+    """Gradient updates ``model`` has done in its life (``SAC._n_updates``, saved with the model).
+
+    Private access: SB3 publishes the count only as the logged ``train/n_updates``, which a model
+    reloaded from a checkpoint has not recorded until its first update after the load."""
+    return int(model._n_updates)

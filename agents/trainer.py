@@ -39,8 +39,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from agents.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
-from agents.config import TrainConfig, build_balancers, resolve_config
-from agents.sac import EvalAgent, MultiTaskSAC
+from agents.config import TrainConfig, resolve_config
+from agents.sac import EvalAgent, build_agent
 from envs import (
     MultiTaskVecEnv,
     Protocol,
@@ -192,19 +192,7 @@ class Trainer:
         self.action_low, self.action_high = act_space.low.astype(np.float64), act_space.high.astype(np.float64)
         action_dim = int(act_space.shape[0])
         sac = cfg.sac
-        critic_balancer, actor_balancer = build_balancers(cfg, T)
-        self.agent = MultiTaskSAC(
-            T,
-            self.obs_dim,
-            action_dim,
-            sac,
-            critic_balancer,
-            actor_balancer,
-            device=self.device,
-            action_low=self.action_low,
-            action_high=self.action_high,
-            task_names=self.task_names,
-        )
+        self.agent = build_agent(cfg, self.envs, self.device)
         self.buffer = MultiTaskReplayBuffer(T, self.obs_dim, action_dim, sac.buffer_capacity, self.device)
         self.step = 0
         self.evals: list[dict[str, Any]] = []

@@ -77,28 +77,13 @@ def _positive(text: str) -> int:
 # --- 1. training loop ------------------------------------------------------------------------------
 def build_agent(bench: str, balancer: str, envs: Any, device: torch.device) -> tuple[Any, Any]:
     """``(MultiTaskSAC, resolved TrainConfig)`` for ``balancer`` on ``envs``, built as the trainer builds it."""
-    from agents.config import TrainConfig, build_balancers, resolve_config
-    from agents.sac import MultiTaskSAC
+    from agents.config import TrainConfig, resolve_config
+    from agents.sac import build_agent as build_sac
     from mtrl.config import load_config
 
     cfg = load_config(TrainConfig, PRESETS[bench], [f"balancer={balancer}", f"device={device}", "progress=false"])
     cfg, _ = resolve_config(cfg)
-    T = envs.num_envs
-    critic_balancer, actor_balancer = build_balancers(cfg, T)
-    space = envs.single_action_space
-    agent = MultiTaskSAC(
-        T,
-        envs.obs_dim,
-        int(space.shape[0]),
-        cfg.sac,
-        critic_balancer,
-        actor_balancer,
-        device=device,
-        action_low=space.low,
-        action_high=space.high,
-        task_names=list(envs.task_names),
-    )
-    return agent, cfg
+    return build_sac(cfg, envs, device), cfg
 
 
 def prefill(envs: Any, buffer: Any, steps: int, seed: int = 0) -> np.ndarray:

@@ -100,8 +100,8 @@ def evaluate_checkpoint(target: str, options: dict[str, str]) -> dict[str, Any]:
     import yaml
 
     from agents.checkpoint import load_checkpoint
-    from agents.config import TrainConfig, build_balancers
-    from agents.sac import EvalAgent, MultiTaskSAC
+    from agents.config import TrainConfig
+    from agents.sac import EvalAgent, build_agent
     from agents.trainer import build_envs
     from envs import evaluate
     from mtrl.config import ConfigError, load_config
@@ -132,21 +132,7 @@ def evaluate_checkpoint(target: str, options: dict[str, str]) -> dict[str, Any]:
 
     envs, task_names = build_envs(cfg, cfg.seed)  # the training seed: mtrl-legacy's fixed goals come from it
     try:
-        T = envs.num_envs
-        space = envs.single_action_space
-        critic_balancer, actor_balancer = build_balancers(cfg, T)
-        agent = MultiTaskSAC(
-            T,
-            envs.obs_dim,
-            int(space.shape[0]),  # type: ignore[index]
-            cfg.sac,
-            critic_balancer,
-            actor_balancer,
-            device=device,
-            action_low=space.low,  # type: ignore[attr-defined]
-            action_high=space.high,  # type: ignore[attr-defined]
-            task_names=task_names,
-        )
+        agent = build_agent(cfg, envs, device)
         try:
             agent.load_state_dict(state["agent"])
         except (RuntimeError, KeyError, ValueError) as err:

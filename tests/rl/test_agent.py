@@ -198,3 +198,26 @@ def test_balancer_resolution_and_errors() -> None:
     with pytest.raises(ValueError, match="separate balancer instances"):
         shared = make_balancer("ew", T)
         MultiTaskSAC(T, O, A, CFG, shared, shared)
+
+
+def test_build_agent_takes_sizes_bounds_and_names_from_the_envs() -> None:
+    """The one factory of the trainer, evaluate.py and bench_train.py: T, O, A, bounds and names from the env."""
+    from agents.config import EnvConfig, resolve_config
+    from agents.sac import build_agent
+    from envs.toy import make_toy_envs
+
+    cfg, _ = resolve_config(
+        TrainConfig(env=EnvConfig(benchmark="toy", protocol="toy", toy_num_tasks=3), sac=CFG, balancer="pcgrad")
+    )
+    envs = make_toy_envs(3, seed=0)
+    try:
+        agent = build_agent(cfg, envs, "cpu")
+        space = envs.single_action_space
+        assert (agent.num_tasks, agent.obs_dim, agent.action_dim) == (3, envs.obs_dim, envs.action_dim)
+        assert agent.task_names == list(envs.task_names)
+        assert agent.critic_balancer is not agent.actor_balancer and agent.critic_balancer.num_tasks == 3
+        low, high = torch.as_tensor(space.low), torch.as_tensor(space.high)  # type: ignore[attr-defined]
+        assert torch.equal(agent.action_bias_A - agent.action_scale_A, low.float())
+        assert torch.equal(agent.action_bias_A + agent.action_scale_A, high.float())
+    finally:
+        envs.close()

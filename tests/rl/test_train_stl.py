@@ -1,4 +1,5 @@
-"""The single-task reference script: a real SB3 SAC per Meta-World task, in train.py's run layout.
+"""The single-task reference (agents.stl, scripts/train_stl.py): a real SB3 SAC per Meta-World task, in
+train.py's run layout.
 
 Budgets are tiny (120 steps per task, 100 of them random warm-up: 20 updates of the 3×400 SAC), so
 what is checked is the plumbing — tags read back with tensorboard's reader, config/results files,
@@ -19,7 +20,10 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.config import EnvConfig, TrainConfig, protocol_details
+from agents.stl import STLRun
+from agents.stl_config import STLConfig, STLConfigError
 from envs.protocols import PROTOCOLS
+from mtrl.config import ConfigError, update_config
 from tests.helpers import load_script, run_script
 from tests.rl.helpers import interrupt_once_logged
 
@@ -115,7 +119,7 @@ def test_resume_skips_finished_task_and_reloads_the_one_in_progress(
     stl: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--eval-every 0 (only at the end): tasks run one after the other; interrupt push-v3 at step 110."""
-    run = stl.STLRun(_args(stl, tmp_path))
+    run = STLRun(_args(stl, tmp_path))
     original = run._after_env_step
 
     def interrupt(task: str, step: int) -> bool:
@@ -133,13 +137,13 @@ def test_resume_skips_finished_task_and_reloads_the_one_in_progress(
     reach_model = (run_dir / "checkpoints" / "reach-v3" / "model.zip").read_bytes()
 
     capsys.readouterr()
-    with pytest.raises(SystemExit, match="already has checkpoints"):
-        stl.STLRun(_args(stl, tmp_path))
-    with pytest.raises(SystemExit, match=r"--resume: env\.protocol: the run has .mtrl-legacy., now .metaworld-v3."):
-        stl.STLRun(stl.parse_args(["--tasks", "reach-v3", "push-v3", "--protocol", "metaworld-v3", "--logdir",
+    with pytest.raises(ConfigError, match="already has checkpoints"):
+        STLRun(_args(stl, tmp_path))
+    with pytest.raises(ConfigError, match=r"--resume: env\.protocol: the run has .mtrl-legacy., now .metaworld-v3."):
+        STLRun(stl.parse_args(["--tasks", "reach-v3", "push-v3", "--protocol", "metaworld-v3", "--logdir",
                                    str(tmp_path), "--run-name", "r", "--resume", "--no-progress"]))  # fmt: skip
 
-    resumed = stl.STLRun(_args(stl, tmp_path, "--resume")).train()
+    resumed = STLRun(_args(stl, tmp_path, "--resume")).train()
     err = capsys.readouterr().err
     assert "reach-v3: finished (120 steps), skipped" in err
     assert "push-v3: resumed at step 110" in err
@@ -184,9 +188,29 @@ def test_bad_arguments_exit_with_a_clear_message(
     assert message in capsys.readouterr().err
 
 
-def test_resume_without_checkpoints_is_a_clear_error(stl: ModuleType, tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="nothing to resume"):
-        stl.STLRun(_args(stl, tmp_path, "--resume"))
+def test_resume_without_checkpoints_is_a_clear_error(
+    stl: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        STLRun(_args(stl, tmp_path, "--resume"))
+    argv = ["--tasks", "reach-v3", *TINY, "--logdir", str(tmp_path), "--run-name", "r", "--resume"]
+    assert stl.main(argv) == 2  # the script: one line, no traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --resume: nothing to resume in")
+
+
+def test_config_is_typed_and_names_the_flag() -> None:
+    """STLConfig goes through mtrl.config (unknown keys, types) and its checks name the flag."""
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['step'\] \(did you mean steps\?\)"):
+        update_config(STLConfig(), {"step": 10})
+    with pytest.raises(ConfigError, match="bad value 'x' for 'steps': expected an integer"):
+        update_config(STLConfig(), {"steps": "x"})
+    with pytest.raises(ConfigError, match=r"bad value 'v1' for 'protocol': expected .*'metaworld-v3', 'mtrl-legacy'"):
+        update_config(STLConfig(), {"protocol": "v1"})
+    with pytest.raises(STLConfigError, match=r"^--eval-every: expected an integer >= 0, got -5$") as exc:
+        STLConfig(eval_every=-5)
+    assert exc.value.key == "eval_every"
+    assert update_config(STLConfig(), {"tasks": ["reach-v3"]}).tasks == ("reach-v3",)
 
 
 def test_help_documents_every_argument() -> None:

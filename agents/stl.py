@@ -1,0 +1,470 @@
+"""The "one SAC agent per task" reference row: stable-baselines3 SAC on each Meta-World task alone.
+
+``STLRun(resolve_stl_config(STLConfig(...))).train()`` (what ``scripts/train_stl.py`` runs) gives each
+task its own stable-baselines3 SAC (:func:`agents.sb3.make_sb3_sac`) with the network, optimiser and
+schedule of a multi-task preset's ``sac`` section (:mod:`agents.stl_config`), on the env our agent
+trains on, ``MT1(task, seed)`` (:func:`agents.sb3.make_task_env`), under the chosen protocol.
+
+Tasks are trained in rounds up to every evaluation / checkpoint boundary (one task after the other
+within a round), so every task is at the same step whenever the tasks are evaluated and the mean is
+logged as it becomes available. Evaluation is :func:`envs.evaluate` under the protocol, exactly as
+for the multi-task runs.
+
+The run directory has the layout of ``scripts/train.py`` runs, so ``tensorboard --logdir runs``
+shows both side by side (step = environment steps per task = the multi-task runs' vector steps):
+
+* ``config.yaml`` — :func:`agents.stl_config.run_record`: the resolved settings, with the protocol
+  stamped as in the multi-task runs; ``balancer: stl`` names the group for ``scripts/aggregate.py``;
+* TensorBoard events and ``metrics.jsonl``: ``train/critic_loss/<task>`` (½ the sum of the two
+  critics' mean squared TD errors, SB3's loss and the multi-task runs' definition),
+  ``train/actor_loss/<task>``, ``train/alpha/<task>``, ``train/alpha_loss/<task>``
+  (``−log α (log π + target entropy)``, as the multi-task runs), their means over tasks
+  ``train/critic_loss``, ``train/actor_loss``, ``train/alpha_loss`` (once every task logged that
+  step), ``eval/success/<task>``, ``eval/return/<task>``, ``eval/success_mean``, ``perf/sps``
+  (environment steps per task per second of training, i.e. vector-step equivalents),
+  ``perf/updates_per_s`` (SB3 updates of all tasks per second), ``perf/sps/<task>``; text
+  ``run/notes`` and ``run/config``; hparams with the config, written at start-up, whose metrics
+  ``hparam/success_reported`` and ``hparam/success_<key>`` (:func:`agents.trainer.hparam_metrics`)
+  are logged at every evaluation of all tasks;
+* ``checkpoints/<task>/model.zip`` (SB3 ``save``), ``checkpoints/<task>/replay.pkl`` (unless
+  ``checkpoint_replay`` is off) and ``checkpoints/state.json`` (steps per task, evaluation
+  history), written at every ``checkpoint_every`` boundary, when a task finishes, at the end and on
+  a stop request (Ctrl-C);
+* ``results.json`` — the shape of the multi-task runs' (``summary`` from ``agents.trainer.summarize``,
+  ``evals`` with ``step``/``success_mean``/``success``), plus the per-task ``history``.
+
+A resumed run (``resume``) skips finished tasks, reloads the task in progress from its checkpoint (its
+replay buffer too, when saved; its episode restarts from a reset) and appends to the logs; only
+:data:`RESUME_MAY_CHANGE` may differ from the run's ``config.yaml``.
+
+The run-directory plumbing (resume check, log purge, atomic saves of the models and ``state.json``,
+``results.json``) is kept in the small methods of the "run directory" section of :class:`STLRun`.
+SB3 models are reached only through :mod:`agents.sb3`'s adapter functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.stl_config import ResolvedSTLConfig, run_record
+from envs.protocols import PROTOCOLS
+from mtrl.config import ConfigError, config_differences
+
+__all__ = ["RESUME_MAY_CHANGE", "STATE_FORMAT", "STLRun", "resume_mismatch"]
+
+#: Version of ``checkpoints/state.json``.
+STATE_FORMAT = 1
+
+#: Top-level settings a resumed run may change (as ``agents.config.RESUME_MAY_CHANGE``); all else must match.
+RESUME_MAY_CHANGE = (
+    "total_steps", "logdir", "run_name", "device", "log_every", "checkpoint_every", "checkpoint_replay"
+)  # fmt: skip
+
+
+def resume_mismatch(saved: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """None if ``new`` may resume the run of ``saved``; else which keys differ, with both values."""
+    changed = config_differences(saved, new, RESUME_MAY_CHANGE)
+    if not changed:
+        return None
+    return "; ".join(f"{key}: the run has {old!r}, now {now!r}" for key, old, now in changed)
+
+
+class STLRun:
+    """One run: a SAC per task, trained in rounds, logged and checkpointed in the multi-task layout.
+
+    ``STLRun(settings).train()`` returns the results dict also written to ``results.json``.
+
+    Raises:
+        ImportError: stable-baselines3 is not installed (the message names the extra).
+        ConfigError: a resume that finds nothing to resume or a run whose ``config.yaml`` differs in
+            a key outside :data:`RESUME_MAY_CHANGE`; a fresh start in a directory that has checkpoints.
+    """
+
+    def __init__(self, settings: ResolvedSTLConfig) -> None:
+        from agents.sb3 import import_sb3
+        from mtrl.device import resolve_device
+
+        sb3 = import_sb3()
+        self.settings, self.cfg = settings, settings.cfg
+        self.SAC = sb3.SAC
+        assert self.cfg.protocol is not None  # filled by resolve_stl_config
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        run_name = self.cfg.run_name or f"STL_{self.cfg.protocol}_s{self.cfg.seed}_{stamp}"
+        self.device = resolve_device(self.cfg.device)
+        #: The run's settings as written to ``config.yaml``.
+        self.record = run_record(settings, sb3.__version__, run_name, str(self.device))
+        self.protocol = PROTOCOLS[self.cfg.protocol]
+        self.tasks: list[str] = list(settings.tasks)
+        self.run_dir = Path(self.cfg.logdir) / run_name
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.notes: list[str] = []
+        self.steps = {t: 0 for t in self.tasks}  # env steps done per task (= SB3 num_timesteps)
+        self.saved = {t: 0 for t in self.tasks}  # step of each task's checkpoint on disk (0 = none)
+        self.history: dict[str, list[dict[str, float]]] = {t: [] for t in self.tasks}
+        self.mean_logged: set[int] = set()
+        self._check_run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        self.logger = self._open_logs()
+        self.models: dict[str, Any] = {}
+        self.eval_envs: dict[str, Any] = {}
+        self.pending_train: dict[int, dict[str, dict[str, float]]] = {}
+        self.updates_done = 0
+        self.train_seconds = 0.0
+        self._stop = False
+        self._bar: Any = None
+
+    # --- public ------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop at the next environment step, save and write the results (what Ctrl-C does)."""
+        self._stop = True
+
+    def train(self) -> dict[str, Any]:
+        """Train every task to ``steps`` in rounds; returns (and writes) the results."""
+        from tqdm.auto import tqdm
+
+        from mtrl.interrupt import install_stop_handler
+
+        total = self.cfg.steps
+        self._log_header()
+        self._bar = tqdm(
+            total=len(self.tasks) * total,
+            initial=sum(min(s, total) for s in self.steps.values()),
+            disable=not self.cfg.progress,
+            unit="step",
+        )
+        restore_sigint = install_stop_handler(self.request_stop, lambda: self._stop)
+        try:
+            for boundary in self._boundaries():
+                self._train_round(boundary)
+                if self._stop:
+                    break
+            if self._stop:
+                self._save_on_stop()
+        finally:
+            self._bar.close()
+            restore_sigint()
+        return self._finish()
+
+    def evals(self) -> list[dict[str, Any]]:
+        """The multi-task runs' ``evals``: ``{step, success_mean, success: {task: rate}}`` for every
+        step at which all tasks were evaluated, in step order."""
+        out: list[dict[str, Any]] = []
+        for step in sorted({int(h["step"]) for hs in self.history.values() for h in hs}):
+            mean = self._mean_at(step)
+            if mean is not None:
+                success = {t: next(h["success"] for h in self.history[t] if h["step"] == step) for t in self.tasks}
+                out.append({"step": step, "success_mean": mean, "success": success})
+        return out
+
+    # --- loop pieces ---------------------------------------------------------------------------
+    def _log_header(self) -> None:
+        """``run/notes`` and ``run/config`` at the first step this (possibly resumed) run trains."""
+        header = [
+            f"protocol: {self.protocol.name}",
+            "method: one stable-baselines3 SAC per task (the STL reference row)",
+            f"tasks: {', '.join(self.tasks)}",
+            *self.notes,
+        ]
+        start_step = min(self.steps.values())
+        self.logger.text("run/notes", "\n\n".join(header), start_step)
+        self.logger.text("run/config", "```\n" + json.dumps(self.record, indent=2) + "\n```", start_step)
+
+    def _boundaries(self) -> list[int]:
+        """Round ends: every evaluation and checkpoint step, and the end."""
+        c, marks = self.cfg, {self.cfg.steps}
+        for every in (c.eval_every, c.checkpoint_every):
+            if every:
+                marks.update(range(every, c.steps, every))
+        return sorted(marks)
+
+    def _train_round(self, boundary: int) -> None:
+        """Advance every task to ``boundary`` (one after the other), then log the round's throughput."""
+        seconds_before, steps_before = self.train_seconds, dict(self.steps)
+        updates_before = self.updates_done
+        for task in self.tasks:
+            if self.steps[task] >= boundary:
+                if self.steps[task] >= self.cfg.steps and boundary == self.cfg.steps:
+                    print(f"{task}: finished ({self.steps[task]} steps), skipped", file=sys.stderr)
+                continue
+            self._train_chunk(task, boundary)
+            if self._stop:
+                return
+            self._after_boundary(task, boundary)
+        elapsed = self.train_seconds - seconds_before
+        advanced = sum(self.steps[t] - steps_before[t] for t in self.tasks)
+        if advanced and elapsed > 0:
+            perf = {
+                "perf/sps": advanced / len(self.tasks) / elapsed,
+                "perf/updates_per_s": (self.updates_done - updates_before) / elapsed,
+            }
+            self.logger.scalars(perf, boundary)
+            self._bar.set_postfix(sps=f"{perf['perf/sps']:.1f}", success=self._latest_mean())
+
+    def _model(self, task: str) -> Any:
+        """The task's SB3 SAC: already in memory, reloaded from its checkpoint, or new."""
+        if task in self.models:
+            return self.models[task]
+        from agents.sb3 import make_sb3_sac, make_task_env, restart_episode, silence_logger
+
+        env = make_task_env(task, self.protocol, self.cfg.seed)
+        path = self.ckpt_dir / task / "model.zip"
+        if self.steps[task] > 0 and path.is_file():
+            model = self.SAC.load(path, env=env, device=self.device)
+            restart_episode(model)  # the interrupted episode restarts from a reset (train.py continues it)
+            replay = self.ckpt_dir / task / "replay.pkl"
+            if replay.is_file():
+                model.load_replay_buffer(replay)
+            else:
+                self.notes.append(f"{task}: resumed without a saved replay buffer: its buffer restarts empty")
+            print(f"{task}: resumed at step {model.num_timesteps}", file=sys.stderr)
+            self.steps[task] = int(model.num_timesteps)
+        else:
+            model = make_sb3_sac(
+                env,
+                self.settings.sac,
+                seed=self.cfg.seed,
+                device=str(self.device),
+                buffer_size=self.settings.buffer_capacity,
+            )
+        silence_logger(model)  # we read its values, it writes nothing
+        self.models[task] = model
+        return model
+
+    def _train_chunk(self, task: str, boundary: int) -> None:
+        """Advance ``task`` to step ``boundary`` (or until a stop is requested)."""
+        from agents.sb3 import num_updates, step_callback
+
+        model = self._model(task)
+        start_t, start_step, start_updates = time.perf_counter(), self.steps[task], num_updates(model)
+        if self.steps[task] < boundary:
+            model.learn(
+                total_timesteps=boundary - self.steps[task],
+                callback=step_callback(lambda step: self._after_env_step(task, step)),
+                log_interval=None,  # SB3 never dumps (or clears) its logged values: we read them
+                reset_num_timesteps=False,
+                progress_bar=False,
+            )
+        self.steps[task] = int(model.num_timesteps)
+        self.updates_done += num_updates(model) - start_updates
+        elapsed = time.perf_counter() - start_t
+        self.train_seconds += elapsed
+        if elapsed > 0 and self.steps[task] > start_step:
+            self.logger.scalars({f"perf/sps/{task}": (self.steps[task] - start_step) / elapsed}, self.steps[task])
+
+    def _after_env_step(self, task: str, step: int) -> bool:
+        """Called by SB3 after every env step of ``task``; returns False to stop its ``learn``."""
+        self.steps[task] = step
+        if self._bar is not None:
+            self._bar.update(1)
+        if step % self.cfg.log_every == 0:
+            self._log_train(task, step)
+        return not self._stop
+
+    def _log_train(self, task: str, step: int) -> None:
+        """``train/*/<task>`` from SB3's latest update, and their task means once every task logged ``step``."""
+        from agents.sb3 import last_train_values
+
+        values = last_train_values(self.models[task])
+        if "train/critic_loss" not in values:  # still warming up: no update yet
+            return
+        row = {
+            "critic_loss": float(values["train/critic_loss"]),  # ½ Σ_k MSE: the multi-task agent's definition
+            "actor_loss": float(values["train/actor_loss"]),
+            "alpha": float(values["train/ent_coef"]),
+            "alpha_loss": float(values.get("train/ent_coef_loss", math.nan)),
+        }
+        self.logger.scalars({f"train/{k}/{task}": v for k, v in row.items()}, step)
+        pending = self.pending_train.setdefault(step, {})
+        pending[task] = row
+        if len(pending) == len(self.tasks):
+            means = {
+                f"train/{k}": float(np.mean([r[k] for r in pending.values()]))
+                for k in ("critic_loss", "actor_loss", "alpha_loss")
+            }
+            self.logger.scalars(means, step)
+            del self.pending_train[step]
+
+    def _after_boundary(self, task: str, boundary: int) -> None:
+        """Evaluate and checkpoint ``task`` at a round end as the schedule says."""
+        c = self.cfg
+        at_end = boundary >= c.steps
+        if at_end or (c.eval_every and boundary % c.eval_every == 0):
+            self._evaluate(task, boundary)
+        if at_end or (c.checkpoint_every and boundary % c.checkpoint_every == 0):
+            self._save(task)
+            self._write_state()
+        if at_end:  # a finished task leaves memory (its checkpoint holds it)
+            self.models.pop(task)
+            env = self.eval_envs.pop(task, None)
+            if env is not None:
+                env.close()
+
+    def _evaluate(self, task: str, step: int) -> None:
+        """Evaluate ``task`` under the protocol; log its success, and the mean once all tasks have one."""
+        from agents.sb3 import SB3EvalAgent, make_task_eval_env
+        from agents.trainer import hparam_metrics
+        from envs import evaluate
+
+        if task not in self.eval_envs:
+            self.eval_envs[task] = make_task_eval_env(task, self.protocol, self.cfg.seed)
+        episodes = self.settings.eval_episodes
+        result = evaluate(SB3EvalAgent(self.models[task]), self.eval_envs[task], episodes_per_task=episodes)
+        self.history[task].append(
+            {"step": step, "success": float(result.success_mean), "return": float(result.return_per_task[0])}
+        )
+        self.logger.scalars(
+            {f"eval/success/{task}": result.success_mean, f"eval/return/{task}": float(result.return_per_task[0])},
+            step,
+        )
+        tqdm_write = getattr(self._bar, "write", print)
+        tqdm_write(f"{task} step {step}: success {result.success_mean:.2f}")
+        mean = self._mean_at(step)
+        if mean is not None and step not in self.mean_logged:
+            evals = [e for e in self.evals() if e["step"] <= step]
+            self.logger.scalars({"eval/success_mean": mean, **hparam_metrics(evals, self.protocol)}, step)
+            self.mean_logged.add(step)
+        self.logger.flush()
+
+    def _mean_at(self, step: int) -> float | None:
+        """Mean success over tasks at ``step`` once every task has been evaluated there."""
+        values = [next((h["success"] for h in self.history[t] if h["step"] == step), None) for t in self.tasks]
+        return None if any(v is None for v in values) else float(np.mean(values))  # type: ignore[arg-type]
+
+    def _latest_mean(self) -> str:
+        steps = sorted(self.mean_logged)
+        return f"{self._mean_at(steps[-1]):.2f}" if steps else "-"
+
+    def _save_on_stop(self) -> None:
+        """After a stop request: checkpoint every task in memory whose checkpoint is behind, and the state."""
+        for task in self.models:
+            if self.saved[task] != self.steps[task]:
+                self._save(task)
+        self._write_state()
+        print(f"\ninterrupted: saved {self.ckpt_dir} at steps {self.steps}", file=sys.stderr)
+
+    # --- run directory -------------------------------------------------------------------------
+    def _check_run_dir(self) -> None:
+        """Resume: load the saved state (after checking the saved config); fresh start: refuse a
+        directory that already has checkpoints."""
+        if self.cfg.resume:
+            self._load_state()
+        elif (self.ckpt_dir / "state.json").exists():
+            raise ConfigError(
+                f"run directory {str(self.run_dir)!r} already has checkpoints; pass --resume or a new --run-name"
+            )
+
+    def _write_config(self) -> None:
+        """``config.yaml``: :attr:`record`."""
+        from mtrl.config import save_config
+
+        save_config(self.record, self.run_dir / "config.yaml")
+
+    def _open_logs(self) -> Any:
+        """TensorBoard and ``metrics.jsonl`` writers, with the hparams written.
+
+        A fresh run starts with clean logs (purge_step 0 hides an earlier attempt's events); a resumed
+        one appends (tasks stop at different steps, so no single purge step fits them all)."""
+        from agents.trainer import hparam_metrics
+        from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, flatten_hparams, truncate_jsonl
+
+        metrics_path = self.run_dir / "metrics.jsonl"
+        if not self.cfg.resume:
+            truncate_jsonl(metrics_path, None)
+        tb = TensorBoardWriter(self.run_dir, purge_step=None if self.cfg.resume else 0)
+        logger = Logger([tb, JsonlWriter(metrics_path)])
+        metric_tags = hparam_metrics([{"success_mean": 0.0}], self.protocol)
+        logger.hparams(flatten_hparams(self.record), dict.fromkeys(metric_tags, math.nan))
+        return logger
+
+    def _save(self, task: str) -> None:
+        """SB3 ``save`` (and replay buffer) of ``task``, written under temporary names and renamed."""
+        model = self.models[task]
+        folder = self.ckpt_dir / task
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save(folder / "model.tmp.zip")
+        os.replace(folder / "model.tmp.zip", folder / "model.zip")
+        if self.cfg.checkpoint_replay:
+            model.save_replay_buffer(folder / "replay.tmp.pkl")
+            os.replace(folder / "replay.tmp.pkl", folder / "replay.pkl")
+        self.saved[task] = self.steps[task]
+
+    def _write_state(self) -> None:
+        """``checkpoints/state.json`` (what the checkpoints on disk hold), written atomically."""
+        state = {
+            "format": STATE_FORMAT,
+            "steps": self.saved,  # what the checkpoints on disk hold
+            "history": self.history,
+            "mean_logged": sorted(self.mean_logged),
+        }
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt_dir / "state.tmp.json"
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.ckpt_dir / "state.json")
+
+    def _load_state(self) -> None:
+        """Read ``checkpoints/state.json`` and check that the run's config matches these settings."""
+        import yaml
+
+        path = self.ckpt_dir / "state.json"
+        if not path.is_file():
+            raise ConfigError(
+                f"--resume: nothing to resume in {str(self.run_dir)!r} (no checkpoints/state.json); "
+                f"start it without --resume"
+            )
+        saved_cfg = yaml.safe_load((self.run_dir / "config.yaml").read_text()) or {}
+        mismatch = resume_mismatch(saved_cfg, self.record)
+        if mismatch is not None:
+            raise ConfigError(
+                f"--resume: {mismatch} ({self.run_dir / 'config.yaml'}); only "
+                f"{', '.join(RESUME_MAY_CHANGE)} may change on resume: pass the run's values or a new --run-name"
+            )
+        state = json.loads(path.read_text())
+        self.saved = {t: int(state["steps"][t]) for t in self.tasks}
+        self.steps = dict(self.saved)
+        self.history = {t: list(state["history"][t]) for t in self.tasks}
+        self.mean_logged = set(state["mean_logged"])
+        self.notes.append(f"resumed at steps {self.steps}")
+
+    def _finish(self) -> dict[str, Any]:
+        """The results (the multi-task runs' keys plus the per-task history), written to ``results.json``;
+        closes the logs and the evaluation envs."""
+        from agents.trainer import summarize
+
+        evals = self.evals()
+        steps = {t: min(self.steps[t], self.cfg.steps) for t in self.tasks}
+        results = {
+            "run_dir": str(self.run_dir),
+            "method": "stl_sb3_sac",
+            "protocol": self.protocol.name,
+            "protocol_details": self.record["protocol_details"],
+            "benchmark": self.cfg.benchmark,
+            "tasks": self.tasks,
+            "critic_balancer": "stl",
+            "actor_balancer": "stl",
+            "seed": self.cfg.seed,
+            "steps": min(steps.values()),
+            "steps_per_task": steps,
+            "complete": all(s >= self.cfg.steps for s in steps.values()),
+            "summary": summarize(evals, self.protocol),
+            "evals": evals,
+            "history": self.history,
+        }
+        self._write_results(results)
+        self.logger.close()
+        for env in self.eval_envs.values():
+            env.close()
+        return results
+
+    def _write_results(self, results: dict[str, Any]) -> None:
+        """``results.json``."""
+        (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
