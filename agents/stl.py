@@ -35,10 +35,12 @@ shows both side by side (step = environment steps per task = the multi-task runs
 
 A resumed run (``resume``) skips finished tasks, reloads the task in progress from its checkpoint (its
 replay buffer too, when saved; its episode restarts from a reset) and appends to the logs; only
-:data:`RESUME_MAY_CHANGE` may differ from the run's ``config.yaml``.
+``STLConfig.RESUME_MAY_CHANGE`` may differ from the run's ``config.yaml``. One process at a time writes
+a run directory (the lease of :mod:`mtrl.rundir`).
 
-The run-directory plumbing (resume check, log purge, atomic saves of the models and ``state.json``,
-``results.json``) is kept in the small methods of the "run directory" section of :class:`STLRun`.
+The run directory goes through :mod:`mtrl.rundir` (the single-writer lease, atomic saves of the models,
+``state.json`` and ``results.json``, the resume check, the logs) from the "run directory" section of
+:class:`STLRun`.
 SB3 models are reached only through :mod:`agents.sb3`'s adapter functions.
 """
 
@@ -46,37 +48,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
+import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agents.stl_config import ResolvedSTLConfig, run_record
+from agents.stl_config import ResolvedSTLConfig, STLConfig, run_record
 from envs.protocols import PROTOCOLS
-from mtrl.config import ConfigError, config_differences
+from mtrl.config import ConfigError
+from mtrl.rundir import RunLease, atomic_write, check_resume, open_logs, write_json
 
-__all__ = ["RESUME_MAY_CHANGE", "STATE_FORMAT", "STLRun", "resume_mismatch"]
+__all__ = ["STATE_FORMAT", "STLRun"]
 
 #: Version of ``checkpoints/state.json``.
 STATE_FORMAT = 1
-
-#: Top-level settings a resumed run may change (as ``agents.config.RESUME_MAY_CHANGE``); all else must match.
-RESUME_MAY_CHANGE = (
-    "total_steps", "logdir", "run_name", "device", "log_every", "checkpoint_every", "checkpoint_replay"
-)  # fmt: skip
-
-
-def resume_mismatch(saved: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """None if ``new`` may resume the run of ``saved``; else which keys differ, with both values."""
-    changed = config_differences(saved, new, RESUME_MAY_CHANGE)
-    if not changed:
-        return None
-    return "; ".join(f"{key}: the run has {old!r}, now {now!r}" for key, old, now in changed)
-
 
 class STLRun:
     """One run: a SAC per task, trained in rounds, logged and checkpointed in the multi-task layout.
@@ -86,7 +75,8 @@ class STLRun:
     Raises:
         ImportError: stable-baselines3 is not installed (the message names the extra).
         ConfigError: a resume that finds nothing to resume or a run whose ``config.yaml`` differs in
-            a key outside :data:`RESUME_MAY_CHANGE`; a fresh start in a directory that has checkpoints.
+            a key outside ``STLConfig.RESUME_MAY_CHANGE``; another live process holds the run directory (
+            :class:`mtrl.rundir.RunDirBusy`); a fresh start in a directory that has checkpoints.
     """
 
     def __init__(self, settings: ResolvedSTLConfig) -> None:
@@ -112,9 +102,17 @@ class STLRun:
         self.history: dict[str, list[dict[str, float]]] = {t: [] for t in self.tasks}
         self.mean_logged: set[int] = set()
         self._check_run_dir()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
-        self.logger = self._open_logs()
+        # One writer per run directory: a second process refuses here (RunDirBusy), before writing anything.
+        self.lease = RunLease(self.run_dir).acquire()
+        weakref.finalize(self, self.lease.release)  # an abandoned run frees its directory
+        try:
+            if self.cfg.resume:
+                self._load_state()
+            self._write_config()
+            self.logger = self._open_logs()
+        except BaseException:
+            self.lease.release()
+            raise
         self.models: dict[str, Any] = {}
         self.eval_envs: dict[str, Any] = {}
         self.pending_train: dict[int, dict[str, dict[str, float]]] = {}
@@ -130,6 +128,13 @@ class STLRun:
 
     def train(self) -> dict[str, Any]:
         """Train every task to ``steps`` in rounds; returns (and writes) the results."""
+        self.lease.acquire()  # held since __init__; taken again if this run already finished once
+        try:
+            return self._train()
+        finally:
+            self.lease.release()
+
+    def _train(self) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
         from mtrl.interrupt import install_stop_handler
@@ -354,10 +359,18 @@ class STLRun:
 
     # --- run directory -------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
-        """Resume: load the saved state (after checking the saved config); fresh start: refuse a
-        directory that already has checkpoints."""
+        """Resume: there is a state to resume and the saved config matches (:func:`mtrl.rundir.check_resume`);
+        fresh start: refuse a directory that already has checkpoints. Reads only."""
+        import yaml
+
         if self.cfg.resume:
-            self._load_state()
+            if not (self.ckpt_dir / "state.json").is_file():
+                raise ConfigError(
+                    f"--resume: nothing to resume in {str(self.run_dir)!r} (no checkpoints/state.json); "
+                    f"start it without --resume"
+                )
+            saved_cfg = yaml.safe_load((self.run_dir / "config.yaml").read_text()) or {}
+            check_resume(saved_cfg, self.record, STLConfig.RESUME_MAY_CHANGE, "--resume")
         elif (self.ckpt_dir / "state.json").exists():
             raise ConfigError(
                 f"run directory {str(self.run_dir)!r} already has checkpoints; pass --resume or a new --run-name"
@@ -375,27 +388,21 @@ class STLRun:
         A fresh run starts with clean logs (purge_step 0 hides an earlier attempt's events); a resumed
         one appends (tasks stop at different steps, so no single purge step fits them all)."""
         from agents.trainer import hparam_metrics
-        from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, flatten_hparams, truncate_jsonl
+        from mtrl.logger import flatten_hparams
 
-        metrics_path = self.run_dir / "metrics.jsonl"
-        if not self.cfg.resume:
-            truncate_jsonl(metrics_path, None)
-        tb = TensorBoardWriter(self.run_dir, purge_step=None if self.cfg.resume else 0)
-        logger = Logger([tb, JsonlWriter(metrics_path)])
+        logger = open_logs(self.run_dir, min(self.steps.values()) if self.cfg.resume else None, cut=False)
         metric_tags = hparam_metrics([{"success_mean": 0.0}], self.protocol)
         logger.hparams(flatten_hparams(self.record), dict.fromkeys(metric_tags, math.nan))
         return logger
 
     def _save(self, task: str) -> None:
         """SB3 ``save`` (and replay buffer) of ``task``, written under temporary names and renamed."""
+        self.lease.check()  # never write after another process took the run directory over
         model = self.models[task]
         folder = self.ckpt_dir / task
-        folder.mkdir(parents=True, exist_ok=True)
-        model.save(folder / "model.tmp.zip")
-        os.replace(folder / "model.tmp.zip", folder / "model.zip")
+        atomic_write(folder / "model.zip", model.save)
         if self.cfg.checkpoint_replay:
-            model.save_replay_buffer(folder / "replay.tmp.pkl")
-            os.replace(folder / "replay.tmp.pkl", folder / "replay.pkl")
+            atomic_write(folder / "replay.pkl", model.save_replay_buffer)
         self.saved[task] = self.steps[task]
 
     def _write_state(self) -> None:
@@ -406,28 +413,12 @@ class STLRun:
             "history": self.history,
             "mean_logged": sorted(self.mean_logged),
         }
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt_dir / "state.tmp.json"
-        tmp.write_text(json.dumps(state, indent=2))
-        os.replace(tmp, self.ckpt_dir / "state.json")
+        self.lease.check()
+        write_json(self.ckpt_dir / "state.json", state)
 
     def _load_state(self) -> None:
-        """Read ``checkpoints/state.json`` and check that the run's config matches these settings."""
-        import yaml
-
+        """Read ``checkpoints/state.json`` (checked by :meth:`_check_run_dir`; read under the lease)."""
         path = self.ckpt_dir / "state.json"
-        if not path.is_file():
-            raise ConfigError(
-                f"--resume: nothing to resume in {str(self.run_dir)!r} (no checkpoints/state.json); "
-                f"start it without --resume"
-            )
-        saved_cfg = yaml.safe_load((self.run_dir / "config.yaml").read_text()) or {}
-        mismatch = resume_mismatch(saved_cfg, self.record)
-        if mismatch is not None:
-            raise ConfigError(
-                f"--resume: {mismatch} ({self.run_dir / 'config.yaml'}); only "
-                f"{', '.join(RESUME_MAY_CHANGE)} may change on resume: pass the run's values or a new --run-name"
-            )
         state = json.loads(path.read_text())
         self.saved = {t: int(state["steps"][t]) for t in self.tasks}
         self.steps = dict(self.saved)
@@ -466,5 +457,6 @@ class STLRun:
         return results
 
     def _write_results(self, results: dict[str, Any]) -> None:
-        """``results.json``."""
-        (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        """``results.json``, atomically."""
+        self.lease.check()
+        write_json(self.run_dir / "results.json", results)

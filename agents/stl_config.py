@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from agents.config import EnvConfig, SACConfig, TrainConfig, protocol_details
 from envs.protocols import PROTOCOLS
@@ -59,6 +59,11 @@ class STLConfigError(ConfigError):
 @dataclass(frozen=True)
 class STLConfig:
     """What to train: one stable-baselines3 SAC per task with the ``sac`` section of a multi-task preset."""
+
+    #: Keys of the run's ``config.yaml`` (:func:`run_record`) that a resumed run may change; all else must match.
+    RESUME_MAY_CHANGE: ClassVar[frozenset[str]] = frozenset(
+        {"total_steps", "logdir", "run_name", "device", "log_every", "checkpoint_every", "checkpoint_replay"}
+    )
 
     #: Multi-task preset whose ``sac`` and ``env`` sections to use (None: ``configs/mt10_sac.yaml``, or
     #: ``configs/mt50_sac.yaml`` for ``benchmark: MT50``).
