@@ -7,6 +7,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def _rl_run(
     balancer: str,
     seed: int,
     history: list[list[float]],
-    protocol: str = "metaworld-v3",
+    protocol: Literal["metaworld-v3", "mtrl-legacy"] = "metaworld-v3",
     complete: bool = True,
 ) -> Path:
     """A run directory as scripts/train.py leaves it: config.yaml, and results.json with the keys of
