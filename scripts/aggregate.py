@@ -1,15 +1,21 @@
 #!/usr/bin/env python
-"""Aggregate run directories into a Markdown table (mean ± std over seeds) and a learning-curve plot.
+"""Aggregate a sweep's run directories into reliable statistics: a Markdown report and PNG plots.
 
-    python scripts/aggregate.py runs/sweep/mt10 --metrics eval/success_mean/final --curve eval/success_mean \
-        --plot runs/sweep/mt10/curves.png
+    python scripts/aggregate.py runs/sweep/mt10                          # the report (stdout)
+    python scripts/aggregate.py runs/sweep/mt10 --compare imtl_g ew --compare pcgrad ew \
+        --out runs/sweep/mt10/report.md --plots runs/sweep/mt10/plots
+    python scripts/aggregate.py runs/task_input --group sac.task_input   # groups by another config key
+    python scripts/aggregate.py runs/sweep/mt10 --metrics summary/reported/last_mean   # mean ± std of keys
 
-    python scripts/aggregate.py runs/task_input --group sac.task_input --per-task   # IQM over seeds x tasks
-
-Runs are grouped by their config's ``balancer`` (``--group`` to change). The plot (matplotlib, the
-``plot`` extra) shows the mean with a 95% Student-t confidence band. ``--per-task`` reads each run's
-final success per task and prints the IQM and mean over runs × tasks with stratified-bootstrap 95%
-intervals (rliable, the ``stats`` extra), and the per-task means.
+Runs are grouped by their config's ``balancer`` (``--group`` to change). The default report (the
+``stats`` extra: rliable) reads the protocol's headline evaluation of each RL run (``final`` or ``best``,
+as ``summary.reported_statistic`` says) and its per-task success, or each vision run's Δm% against its
+baseline (lower is better), and gives per group IQM, mean, median and (RL) optimality gap with
+stratified-bootstrap intervals, tasks as strata; the headline and per-task table; with ``--compare X Y``
+the probability that X beats Y. ``--plots DIR`` writes performance profiles and (RL) the IQM over
+training steps. Unfinished runs are skipped with a note; a root mixing protocols is refused.
+``--metrics [KEY ...]`` prints mean ± std over seeds of results.json keys instead (all result keys
+when none is named, configuration fields never); ``--curve TAG --plot PNG`` draws a metrics.jsonl tag.
 """
 
 from __future__ import annotations
@@ -20,62 +26,79 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtrl.analysis import find_runs, learning_curves, markdown_table, summarize
+from mtrl.analysis import (
+    find_runs,
+    learning_curves,
+    load_sweep,
+    markdown_table,
+    report_markdown,
+    result_keys,
+    summarize,
+    sweep_report,
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", help="folder holding run directories (searched recursively)")
+    parser.add_argument("--group", nargs="*", default=["balancer"], help="config keys that name a group")
+    parser.add_argument("--compare", nargs=2, action="append", default=[], metavar=("X", "Y"),
+                        help="probability of improvement of group X over group Y (repeatable)")  # fmt: skip
+    parser.add_argument("--out", default=None, help="also write the Markdown report to this file")
+    parser.add_argument("--plots", default=None, help="folder for profiles.png and sample_efficiency.png")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    parser.add_argument("--metrics", nargs="*", default=None,
+                        help="instead of the report: mean ± std of these results.json keys (a/b for nested; none "
+                        "named: every result key, configuration fields excluded)")  # fmt: skip
+    parser.add_argument("--curve", default=None, help="metrics.jsonl tag to plot against steps (with --plot)")
+    parser.add_argument("--plot", default=None, help="output PNG for --curve")
+    return parser
+
+
+def _metrics_table(args: argparse.Namespace) -> str:
+    skipped: list[str] = []
+    records = find_runs(args.root, args.group, skipped)
+    for note in skipped:
+        print(f"skipped {note}", file=sys.stderr)
+    if not records:
+        raise ValueError(f"no finished runs (config.yaml + results.json) under {args.root}")
+    keys = args.metrics or result_keys(records)
+    return markdown_table(summarize(records, keys), keys)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("root", help="folder holding run directories (searched recursively)")
-    parser.add_argument("--metrics", nargs="*", default=None, help="results.json keys (a/b for nested); default all")
-    parser.add_argument("--group", nargs="*", default=["balancer"], help="config keys that name a group")
-    parser.add_argument("--curve", default=None, help="metrics.jsonl key to plot against steps")
-    parser.add_argument("--plot", default=None, help="output PNG for --curve")
-    parser.add_argument(
-        "--per-task",
-        nargs="?",
-        const="summary/final/success/",
-        default=None,
-        help="IQM and mean with stratified-bootstrap CIs over runs x tasks of the results keys <PREFIX><task> "
-        "(default prefix: summary/final/success/, each run's final success per task; needs the stats extra)",
-    )
+    parser = _parser()
     args = parser.parse_args(argv)
+    if bool(args.curve) != bool(args.plot):
+        parser.error("--curve TAG and --plot PNG go together")
+    if args.plots and args.metrics is not None:
+        parser.error("--plots draws the report's plots; leave out --metrics")
+    try:
+        if args.metrics is not None:
+            text = _metrics_table(args)
+        else:
+            sweep = load_sweep(args.root, args.group)
+            report = sweep_report(sweep, [tuple(pair) for pair in args.compare], reps=args.reps, seed=args.seed)
+            text = report_markdown(report)
+        print(text)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text + "\n")
+            print(f"wrote {args.out}", file=sys.stderr)
+        if args.plots:
+            from mtrl.analysis.plots import write_sweep_plots
 
-    records = find_runs(args.root, args.group)
-    if not records:
-        print(f"no finished runs (config.yaml + results.json) under {args.root}", file=sys.stderr)
+            for path in write_sweep_plots(report, args.plots, seed=args.seed):
+                print(f"wrote {path}", file=sys.stderr)
+        if args.curve:
+            from mtrl.analysis.plots import plot_learning_curves
+
+            plot_learning_curves(learning_curves(find_runs(args.root, args.group), args.curve), args.plot, args.curve)
+            print(f"wrote {args.plot}", file=sys.stderr)
+    except (FileNotFoundError, ImportError, ValueError) as err:
+        print(f"aggregate.py: {err}", file=sys.stderr)
         return 1
-    if args.per_task is not None:
-        from mtrl.analysis import task_scores, task_table
-
-        try:
-            print(task_table(task_scores(records, args.per_task)))
-        except (ImportError, ValueError) as err:
-            print(f"--per-task: {err}", file=sys.stderr)
-            return 1
-    if args.metrics is not None or args.per_task is None:
-        metrics = args.metrics or sorted({k for r in records for k in r.results})
-        print(markdown_table(summarize(records, metrics), metrics))
-    if args.curve:
-        curves = learning_curves(records, args.curve)
-        if args.plot:
-            try:
-                import matplotlib
-
-                matplotlib.use("Agg")
-                import matplotlib.pyplot as plt
-            except ImportError:
-                print("plots need matplotlib: pip install -e '.[plot]'", file=sys.stderr)
-                return 1
-            fig, ax = plt.subplots(figsize=(7, 4))
-            for group, (steps, mean, half) in sorted(curves.items()):
-                ax.plot(steps, mean, label=group)
-                ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
-            ax.set_xlabel("step")
-            ax.set_ylabel(args.curve)
-            ax.legend()
-            fig.tight_layout()
-            fig.savefig(args.plot, dpi=120)
-            print(f"wrote {args.plot}")
     return 0
 
 

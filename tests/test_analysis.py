@@ -52,10 +52,11 @@ def test_aggregate_script_prints_table_and_plots(tmp_path: Path) -> None:
         _write_run(tmp_path / "ew" / f"seed{seed}", "ew", seed, 0.5 + seed / 10, [0.1, 0.5])
     png = tmp_path / "curves.png"
     out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/aggregate.py"), str(tmp_path), "--curve", "eval/success_mean",
-         "--plot", str(png)],
+        [sys.executable, str(ROOT / "scripts/aggregate.py"), str(tmp_path), "--metrics", "--curve",
+         "eval/success_mean", "--plot", str(png)],
         capture_output=True, text=True, check=True,
     )
+    assert "| run | eval/success_mean/final |" in out.stdout  # every result key: "flag" is a bool, "seed" config
     assert "| ew | 0.550 ± 0.071 (n=2) |" in out.stdout
     assert png.stat().st_size > 1000
 
@@ -104,6 +105,12 @@ def test_real_sweep_then_aggregate_on_the_toy_suite(tmp_path: Path) -> None:
         check=True, capture_output=True, text=True,
     )
     assert "| ew |" in out.stdout and "| pcgrad |" in out.stdout
+    report = subprocess.run([sys.executable, str(ROOT / "scripts/aggregate.py"), str(tmp_path), "--reps", "200"],
+                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+    assert "Protocol `toy`: headline = the `final` evaluation" in report and "| ew | 1 |" in report
+    rows = report[report.index("| | ew | pcgrad |") :].split("\n\n")[0].splitlines()[2:]
+    tasks = [f"reach-{i}" for i in range(4)]
+    assert [r.split(" | ")[0].strip("| ") for r in rows] == ["final success (reported)", *tasks]
     # A finished sweep is not run again.
     again = subprocess.run(sweep, cwd=ROOT, check=True, capture_output=True, text=True)
     assert "every run of the sweep has results.json already" in again.stdout

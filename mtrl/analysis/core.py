@@ -1,4 +1,4 @@
-"""Turn run directories into tables and plots: groups × seeds, point estimates and confidence intervals.
+"""Run records and their statistics: groups × seeds, point estimates and confidence intervals.
 
 A run directory (written by ``scripts/train.py``, ``scripts/train_stl.py`` or ``scripts/train_vision.py``)
 holds ``config.yaml`` (the resolved config; its ``balancer`` and ``seed`` keys group the runs),
@@ -8,12 +8,14 @@ Two kinds of statistics:
 
 * :func:`summarize` / :func:`learning_curves`: mean ± standard deviation and Student-t intervals
   over seeds, for one number per run.
-* :func:`interval_estimates` / :func:`curve_estimates`: the aggregate statistics recommended for
-  deep RL with few runs (Agarwal et al., "Deep Reinforcement Learning at the Edge of the Statistical
-  Precipice", NeurIPS 2021), computed with their ``rliable`` package: the interquartile mean (IQM:
-  the mean of the middle 50% of all run × task scores), the mean, the median and the optimality
-  gap, each with a stratified-bootstrap confidence interval (runs are resampled with replacement
-  *within* each task, so every bootstrap sample keeps every task). These need the ``stats`` extra
+* :func:`interval_estimates` / :func:`curve_estimates` / :func:`probability_of_improvement` /
+  :func:`performance_profiles`: the aggregate statistics recommended for deep RL with few runs
+  (Agarwal et al., "Deep Reinforcement Learning at the Edge of the Statistical Precipice", NeurIPS
+  2021), computed with their ``rliable`` package: the interquartile mean (IQM: the mean of the middle
+  50% of all run × task scores), the mean, the median and the optimality gap, each with a
+  stratified-bootstrap confidence interval (runs are resampled with replacement *within* each task,
+  so every bootstrap sample keeps every task), the probability that one group beats another on a
+  task, and the fraction of run × task scores above each threshold. These need the ``stats`` extra
   (``pip install -e '.[stats]'``: rliable, with ``arch<8`` and ``pandas<3``, the versions its
   bootstrap works with).
 """
@@ -24,7 +26,8 @@ import json
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +45,13 @@ __all__ = [
     "curve_estimates",
     "find_runs",
     "flatten",
+    "group_name",
     "interval_estimates",
     "learning_curves",
     "markdown_table",
+    "performance_profiles",
+    "probability_of_improvement",
+    "run_files",
     "run_history",
     "summarize",
     "task_scores",
@@ -89,7 +96,9 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return flat
 
 
-def _group_name(cfg: Mapping[str, Any], group_keys: Sequence[str]) -> str:
+def group_name(cfg: Mapping[str, Any], group_keys: Sequence[str]) -> str:
+    """The group of a run: the values of ``group_keys`` (dotted paths) in its config, ``key=value`` joined by
+    commas when there are several keys (a ``{name, hparams}`` mapping counts by its name)."""
     parts = []
     for key in group_keys:
         node: Any = cfg
@@ -102,23 +111,36 @@ def _group_name(cfg: Mapping[str, Any], group_keys: Sequence[str]) -> str:
     return ",".join(parts) or "run"
 
 
-def find_runs(root: str | Path, group_keys: Sequence[str] = ("balancer",)) -> list[RunRecord]:
-    """Every directory under ``root`` holding ``config.yaml`` and ``results.json``."""
+def run_files(root: str | Path) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
+    """``(run directory, config, results)`` of every directory under ``root`` holding ``config.yaml``
+    and ``results.json``, in path order."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"run root {str(root)!r} does not exist; pass the folder holding the run directories")
-    records = []
+    runs = []
     for cfg_path in sorted(root.rglob("config.yaml")):
         res_path = cfg_path.parent / "results.json"
-        if not res_path.is_file():
+        if res_path.is_file():
+            cfg = yaml.safe_load(cfg_path.read_text()) or {}
+            runs.append((cfg_path.parent, cfg, json.loads(res_path.read_text())))
+    return runs
+
+
+def find_runs(
+    root: str | Path, group_keys: Sequence[str] = ("balancer",), skipped: list[str] | None = None
+) -> list[RunRecord]:
+    """Every directory under ``root`` holding ``config.yaml`` and ``results.json``.
+
+    With a ``skipped`` list, runs whose ``results.json`` says ``"complete": false`` (interrupted, not
+    finished) are left out and a note naming each is appended to it."""
+    records = []
+    for path, cfg, results in run_files(root):
+        if skipped is not None and results.get("complete") is False:
+            skipped.append(f'{path}: unfinished ("complete": false); resume it to include it')
             continue
-        cfg = yaml.safe_load(cfg_path.read_text()) or {}
         records.append(
             RunRecord(
-                path=cfg_path.parent,
-                group=_group_name(cfg, group_keys),
-                seed=int(cfg.get("seed", 0)),
-                results=flatten(json.loads(res_path.read_text())),
+                path=path, group=group_name(cfg, group_keys), seed=int(cfg.get("seed", 0)), results=flatten(results)
             )
         )
     return records
@@ -178,9 +200,7 @@ def learning_curves(records: Sequence[RunRecord], metric: str) -> dict[str, tupl
         values = np.asarray([[r[s] for s in steps] for r in runs], dtype=np.float64)  # (seeds, steps)
         mean = values.mean(axis=0)
         n = values.shape[0]
-        half = (
-            stats.t.ppf(0.975, n - 1) * values.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mean)
-        )
+        half = stats.t.ppf(0.975, n - 1) * values.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mean)
         curves[group] = (np.asarray(steps), mean, half)
     return curves
 
@@ -236,6 +256,20 @@ def _scores(scores: Mapping[str, np.ndarray], dims: int) -> dict[str, np.ndarray
     return out
 
 
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed numpy's global generator for one bootstrap and put its state back afterwards: rliable 1.2's
+    bootstraps draw their indices from the *global* generator (they ignore ``random_state``)."""
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # arch 7 deprecates random_state, which rliable 1.2 passes
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        np.random.set_state(saved)
+
+
 def interval_estimates(
     scores: Mapping[str, np.ndarray],
     statistics: Sequence[str] = ("iqm", "mean"),
@@ -254,22 +288,14 @@ def interval_estimates(
     """
     library, _ = _rliable()
     data = _scores(scores, 2)
-    # rliable 1.2's StratifiedBootstrap draws its indices from numpy's *global* generator (it ignores
-    # random_state), so the global state is seeded here and put back afterwards.
-    saved = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        with warnings.catch_warnings():  # arch 7 deprecates random_state, which rliable 1.2 passes
-            warnings.simplefilter("ignore", FutureWarning)
-            points, intervals = library.get_interval_estimates(
-                data,
-                _aggregate(statistics),
-                reps=reps,
-                confidence_interval_size=confidence,
-                random_state=np.random.RandomState(seed),
-            )
-    finally:
-        np.random.set_state(saved)
+    with _seeded(seed):
+        points, intervals = library.get_interval_estimates(
+            data,
+            _aggregate(statistics),
+            reps=reps,
+            confidence_interval_size=confidence,
+            random_state=np.random.RandomState(seed),
+        )
     return {
         group: {
             name: Interval(float(points[group][i]), float(intervals[group][0, i]), float(intervals[group][1, i]))
@@ -298,6 +324,80 @@ def curve_estimates(
         for group, row in at_k.items():
             out[group].append(row[statistic])
     return out
+
+
+def probability_of_improvement(
+    scores: Mapping[str, np.ndarray],
+    pairs: Sequence[tuple[str, str]],
+    lower_is_better: bool = False,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[tuple[str, str], Interval]:
+    """``{(x, y): Interval}``: the probability that a run of group ``x`` scores better than a run of group
+    ``y`` on a task, averaged over tasks (rliable's ``probability_of_improvement``: the Mann-Whitney U
+    statistic of each task divided by ``runs_x · runs_y``, ties counting one half), with a stratified
+    bootstrap interval in which the runs of both groups are resampled independently within each task.
+
+    Args:
+        scores: per group a ``(runs, tasks)`` matrix; the two groups of a pair need the same tasks (columns).
+        pairs: ``(x, y)`` group names.
+        lower_is_better: True for scores where lower is better (Δm%): then "better" is "lower".
+        reps: bootstrap replications.
+        confidence: interval coverage.
+        seed: seeds the bootstrap.
+    """
+    library, metrics = _rliable()
+    data = _scores(scores, 2)
+    sign = -1.0 if lower_is_better else 1.0
+    pair_data: dict[str, list[np.ndarray]] = {}
+    for x, y in pairs:
+        for name in (x, y):
+            if name not in data:
+                raise ValueError(f"no group {name!r} to compare; groups: {', '.join(sorted(data))}")
+        if data[x].shape[1] != data[y].shape[1]:
+            raise ValueError(
+                f"{x!r} has {data[x].shape[1]} tasks, {y!r} {data[y].shape[1]}: compare groups of one suite"
+            )
+        pair_data[f"{x}\0{y}"] = [sign * data[x], sign * data[y]]
+    with _seeded(seed):
+        points, intervals = library.get_interval_estimates(
+            pair_data,
+            lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
+            reps=reps,
+            confidence_interval_size=confidence,
+            random_state=np.random.RandomState(seed),
+        )
+    return {
+        (x, y): Interval(
+            float(points[f"{x}\0{y}"][0]), float(intervals[f"{x}\0{y}"][0, 0]), float(intervals[f"{x}\0{y}"][1, 0])
+        )
+        for x, y in pairs
+    }
+
+
+def performance_profiles(
+    scores: Mapping[str, np.ndarray],
+    taus: Sequence[float] | np.ndarray,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Score distributions (rliable's performance profiles): per group, the fraction of its run × task
+    scores above each threshold ``tau`` ``(len(taus),)`` and its stratified-bootstrap interval
+    ``(2, len(taus))`` (lower bounds first)."""
+    library, _ = _rliable()
+    data = _scores(scores, 2)
+    tau_arr = np.asarray(taus, dtype=np.float64)
+    with _seeded(seed):
+        profiles, cis = library.get_interval_estimates(
+            data,
+            lambda m: np.array([np.mean(m > t) for t in tau_arr]),
+            reps=reps,
+            confidence_interval_size=confidence,
+            random_state=np.random.RandomState(seed),
+        )
+    return {group: (np.asarray(profiles[group]), np.asarray(cis[group])) for group in data}
 
 
 def area_under_curve(scores_rtp: np.ndarray) -> np.ndarray:
