@@ -167,6 +167,8 @@ class Trainer:
         self.lease = RunLease(self.run_dir).acquire()
         weakref.finalize(self, self.lease.release)  # an abandoned trainer frees its directory
         try:
+            if ckpt_path is not None:  # the newest checkpoint now (a holder we waited for may have saved another)
+                ckpt_path = latest_checkpoint(self.run_dir)
             self._build(cfg, ckpt_path)
         except BaseException:
             self.lease.release()
