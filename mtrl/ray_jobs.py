@@ -1,0 +1,352 @@
+"""Run :class:`mtrl.jobs.Job` descriptions as Ray tasks on a cluster, with resources and retries.
+
+The same jobs that :func:`mtrl.jobs.run_jobs` runs as local subprocesses run here as one Ray task
+each (:func:`run_ray_jobs`): the task asks for ``num_cpus``/``num_gpus`` (fractions allowed, so
+several small runs can share a GPU), runs the job's command as a child process on whichever node
+Ray chose, with its output appended to ``<run_dir>/job.log``, and returns its exit status.
+
+Fault tolerance. A run whose process exits non-zero, or whose Ray worker or node dies, is submitted
+again, up to ``retries`` more times; :meth:`Job.argv <mtrl.jobs.Job.argv>` is evaluated on the
+worker at the start of every attempt, so a retry continues from the run's last checkpoint. Run
+directories must therefore live on storage that every node sees (the sweep's ``--root``). Retries
+are driven by this driver, not by Ray's own ``max_retries``, so that each one is reported.
+
+* The child process is started with ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (Linux): it dies with the
+  worker that started it, so a killed worker leaves no orphaned trainer writing into the run
+  directory while its retry starts.
+* Every attempt gets ``MTRL_LEASE_WAIT`` (:attr:`RayOptions.lease_wait` seconds) in its environment:
+  a retry whose earlier attempt still holds the run directory's single-writer lease waits for it
+  instead of failing.
+* A finished run is skipped (:func:`mtrl.jobs.pending_jobs`), so a restarted driver continues where
+  the last one stopped.
+
+Ctrl-C on the driver: queued runs are cancelled, and every running task sends SIGINT to its trainer,
+which saves a checkpoint and exits; the driver waits for them and raises ``KeyboardInterrupt``. A
+second Ctrl-C cancels the tasks by force: their workers are killed, the trainers with them (no
+checkpoint; they resume from their previous one). If the driver process itself dies, Ray ends its
+tasks the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TextIO
+
+from mtrl.interrupt import install_stop_handler
+from mtrl.jobs import Job, JobOutcome, has_checkpoint, is_finished, pending_jobs, progress_line
+
+if TYPE_CHECKING:
+    import ray
+
+__all__ = ["RayOptions", "add_ray_arguments", "connect", "ray_options", "run_ray_jobs"]
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_POLL_S = 1.0  # how often a task looks for a stop request and the driver for started tasks
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how the jobs run on Ray.
+
+    Attributes:
+        address: the cluster to join (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``); None starts
+            a local Ray instance on this machine.
+        num_cpus: CPUs each run asks for (fractions allowed); its trainer gets ``OMP_NUM_THREADS`` =
+            ``max(1, int(num_cpus))`` unless the job's ``env`` says otherwise.
+        num_gpus: GPUs each run asks for: a fraction below 1 lets several runs share one GPU (Ray
+            sets ``CUDA_VISIBLE_DEVICES``; memory is not partitioned), above 1 a whole number.
+        retries: how many times a run that failed (non-zero exit, dead worker or node) is started
+            again; each retry resumes from the run's checkpoint.
+        lease_wait: seconds a retry waits for the run directory's lease (``MTRL_LEASE_WAIT``).
+    """
+
+    address: str | None = None
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    retries: int = 2
+    lease_wait: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.num_cpus < 0 or self.num_gpus < 0:
+            raise ValueError(f"--num-cpus {self.num_cpus} / --num-gpus {self.num_gpus}: give values >= 0")
+        if self.num_cpus == 0 and self.num_gpus == 0:
+            raise ValueError("--num-cpus 0 with --num-gpus 0 would start every run at once: give one of them > 0")
+        if self.num_gpus > 1 and not float(self.num_gpus).is_integer():
+            raise ValueError(f"--num-gpus {self.num_gpus}: above 1 a run takes whole GPUs (e.g. 2), below 1 a share")
+        if self.retries < 0:
+            raise ValueError(f"--retries {self.retries}: give 0 (no retry) or more")
+        if self.lease_wait < 0:
+            raise ValueError(f"lease_wait {self.lease_wait}: give seconds >= 0")
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--ray``, ``--ray-address``, ``--num-cpus``, ``--num-gpus`` and ``--retries`` to ``parser``."""
+    group = parser.add_argument_group("Ray (pip install -e '.[ray]')")
+    group.add_argument("--ray", action="store_true", help="run every run as a Ray task on a local Ray instance")
+    group.add_argument(
+        "--ray-address",
+        default=None,
+        help="run on the Ray cluster at this address ('auto': the cluster `ray start` set up on this node); "
+        "run directories (--root) must be on storage every node sees",
+    )
+    group.add_argument("--num-cpus", type=float, default=None, help="CPUs per run on Ray (default 1)")
+    group.add_argument("--num-gpus", type=float, default=None, help="GPUs per run on Ray, e.g. 0.25 (default 0)")
+    group.add_argument(
+        "--retries", type=int, default=None, help="on Ray: restarts of a failed run, from its checkpoint (default 2)"
+    )
+
+
+def ray_options(args: argparse.Namespace) -> RayOptions | None:
+    """The :class:`RayOptions` that :func:`add_ray_arguments`' flags ask for; None without ``--ray`` or
+    ``--ray-address`` (local runs). Raises ValueError for a Ray-only flag without Ray or a bad value."""
+    given = [flag for flag, value in (("--num-cpus", args.num_cpus), ("--num-gpus", args.num_gpus),
+                                      ("--retries", args.retries)) if value is not None]  # fmt: skip
+    if not (args.ray or args.ray_address):
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to Ray runs: add --ray (local Ray) or --ray-address ADDRESS")
+        return None
+    defaults = RayOptions()
+    return RayOptions(
+        address=args.ray_address,
+        num_cpus=defaults.num_cpus if args.num_cpus is None else args.num_cpus,
+        num_gpus=defaults.num_gpus if args.num_gpus is None else args.num_gpus,
+        retries=defaults.retries if args.retries is None else args.retries,
+    )
+
+
+def connect(address: str | None) -> None:
+    """Join the Ray cluster at ``address``, or start a local instance when None; nothing when this
+    process is already connected."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError("running on Ray needs Ray: pip install -e '.[ray]'") from err
+    if not ray.is_initialized():
+        ray.init(address=address)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the parent (the Ray worker) dies. The signal is tied to
+    the thread that forked, which for a Ray task is the worker's main thread."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class _Board:
+    """The driver's notice board (a zero-CPU Ray actor): tasks report that they started, and read
+    whether the driver asked them to stop."""
+
+    def __init__(self) -> None:
+        self._stop = False
+        self._started: list[tuple[str, str, int]] = []
+
+    def start(self, key: str, host: str, pid: int) -> bool:
+        """Record that attempt ``key`` started on ``host`` in worker ``pid``; False if stopping."""
+        if self._stop:
+            return False
+        self._started.append((key, host, pid))
+        return True
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def stopping(self) -> bool:
+        return self._stop
+
+    def started(self, since: int) -> list[tuple[str, str, int]]:
+        """The ``(key, host, pid)`` of the attempts started after the first ``since``."""
+        return self._started[since:]
+
+
+def _attempt(job: Job, key: str, attempt: int, board: Any) -> tuple[int, bool] | None:
+    """One attempt at ``job`` on a Ray worker: run its command (resuming if it left a checkpoint) with
+    output appended to ``job.log``; returns ``(exit status, stopped on request)``, or None if the driver
+    asked to stop before it started."""
+    import ray
+
+    host, pid = socket.gethostname(), os.getpid()
+    if not ray.get(board.start.remote(key, host, pid)):
+        return None
+    argv = job.argv()
+    env = {**os.environ, **job.env}
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    with (job.run_dir / "job.log").open("a") as out:
+        out.write(f"# ray attempt {attempt} on {host}, worker pid {pid}\n$ {' '.join(argv)}\n")
+        out.flush()
+        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                 preexec_fn=_die_with_parent)  # fmt: skip
+        out.write(f"# child pid {child.pid}\n")
+        out.flush()
+        stopped = False
+        while True:
+            try:
+                return child.wait(timeout=_POLL_S), stopped
+            except subprocess.TimeoutExpired:
+                stop_now = not stopped and ray.get(board.stopping.remote())
+            except KeyboardInterrupt:  # ray.cancel() of a running task: stop the same clean way
+                stop_now = not stopped
+            if stop_now:
+                stopped = True  # the trainer saves a checkpoint and exits 0
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGINT)
+
+
+@dataclass
+class _Run:
+    """The driver's record of one job: its attempts so far and when its first attempt started."""
+
+    job: Job
+    attempt: int = 0
+    started: float | None = None
+    reasons: list[str] = field(default_factory=list)
+
+
+def _job_env(job: Job, options: RayOptions) -> Job:
+    threads = str(max(1, int(options.num_cpus)))
+    return replace(job, env={"OMP_NUM_THREADS": threads, "MTRL_LEASE_WAIT": f"{options.lease_wait:g}", **job.env})
+
+
+def run_ray_jobs(
+    jobs: Sequence[Job], options: RayOptions | None = None, stream: TextIO | None = None
+) -> list[JobOutcome]:
+    """Run the unfinished ``jobs`` as Ray tasks (connecting with :func:`connect` if needed); returns
+    their outcomes in finishing order, like :func:`mtrl.jobs.run_jobs`.
+
+    Prints to ``stream`` (default stderr) a line per started attempt (host, worker pid, run directory),
+    per retry (why) and per ended run, each led by ``[done/total done, running, failed]``. A run that
+    still fails after ``options.retries`` retries is an outcome with its last exit status (-1 when its
+    worker or node died) and the reasons in ``error``. Ctrl-C: see the module docstring.
+    """
+    import ray
+
+    opts = options if options is not None else RayOptions()
+    out = stream if stream is not None else sys.stderr
+    todo = pending_jobs(jobs)
+    skipped = len(jobs) - len(todo)
+    if skipped:
+        print(f"{skipped} of {len(jobs)} runs already finished: skipped", file=out, flush=True)
+    if not todo:
+        return []
+    connect(opts.address)
+    board: Any = ray.remote(num_cpus=0)(_Board).remote()  # Any: mypy types its methods without .remote
+    task = ray.remote(_attempt).options(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, max_retries=0)
+    runs = [_Run(_job_env(job, opts)) for job in todo]
+    pending: dict[ray.ObjectRef[Any], tuple[int, str]] = {}  # task → (run index, attempt key)
+    keys: set[str] = set()  # the attempts in ``pending``
+    running: set[str] = set()  # the attempts seen started
+    seen = 0  # how many starts the board reported so far
+    outcomes: list[JobOutcome] = []
+    stop = threading.Event()
+
+    def submit(i: int) -> None:
+        runs[i].attempt += 1
+        key = f"{i}.{runs[i].attempt}"
+        pending[task.remote(runs[i].job, key, runs[i].attempt, board)] = (i, key)
+        keys.add(key)
+
+    def say(name: str, text: str) -> None:
+        failed = sum(o.returncode != 0 for o in outcomes)
+        print(progress_line(len(outcomes), len(todo), len(running), failed, name, text), file=out, flush=True)
+
+    def finish(i: int, code: int) -> None:
+        run = runs[i]
+        seconds = time.monotonic() - run.started if run.started is not None else 0.0
+        log = run.job.run_dir / "job.log"
+        outcomes.append(JobOutcome(run.job, code, seconds, log, attempts=run.attempt, error="; ".join(run.reasons)))
+        minutes, secs = divmod(int(seconds), 60)
+        if code != 0:
+            status = f"FAILED after {run.attempt} attempts ({run.reasons[-1]}; log {log})"
+        elif is_finished(run.job.run_dir):
+            status = f"ok ({run.job.run_dir})"
+        else:
+            status = f"stopped before its end ({run.job.run_dir}, checkpointed: it resumes when run again)"
+        say(run.job.name, f"{status} in {minutes}m{secs:02d}s")
+
+    def ended(ref: ray.ObjectRef[Any]) -> None:
+        i, key = pending.pop(ref)
+        keys.discard(key)
+        running.discard(key)
+        run = runs[i]
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            return  # cancelled by a stop before it ran
+        except ray.exceptions.RayError as err:
+            kind = {"WorkerCrashedError": "worker died", "NodeDiedError": "node died"}.get(type(err).__name__)
+            run.reasons.append(kind or f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            code = -1
+        else:
+            if result is None:
+                return  # not started: the driver was stopping
+            code, _ = result
+            if code != 0:
+                run.reasons.append(f"exit {code}")
+        if code == 0 or stop.is_set() or run.attempt > opts.retries:
+            finish(i, code)
+            return
+        resume = "resumes from its checkpoint" if has_checkpoint(run.job.run_dir) else "starts afresh: no checkpoint"
+        say(run.job.name, f"{run.reasons[-1]} on attempt {run.attempt} of {opts.retries + 1}: retrying ({resume})")
+        submit(i)
+
+    def poll_started() -> None:
+        nonlocal seen
+        started = ray.get(board.started.remote(seen))
+        seen += len(started)
+        for key, host, pid in started:
+            if key not in keys:
+                continue  # already ended
+            running.add(key)
+            i = int(key.split(".")[0])
+            if runs[i].started is None:
+                runs[i].started = time.monotonic()
+            say(
+                runs[i].job.name,
+                f"started on {host} (worker pid {pid}, attempt {runs[i].attempt}) in {runs[i].job.run_dir}",
+            )
+
+    def request_stop() -> None:
+        stop.set()
+
+    for i in range(len(runs)):
+        submit(i)
+    restore = install_stop_handler(request_stop, stop.is_set)
+    stop_sent = False
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_S)
+            poll_started()
+            if stop.is_set() and not stop_sent:
+                stop_sent = True
+                ray.get(board.stop.remote())
+                for ref, (_, key) in list(pending.items()):
+                    if key not in running:
+                        ray.cancel(ref)  # queued: never starts (a task that just started sees the stop itself)
+            for ref in ready:
+                ended(ref)
+    except KeyboardInterrupt:  # a second Ctrl-C: kill the workers, and with them the trainers
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        restore()
+        ray.kill(board)
+    if stop.is_set():
+        stopped = [o for o in outcomes if not is_finished(o.job.run_dir)]
+        print(
+            f"interrupted: {len(stopped)} running runs stopped and saved; {len(todo) - len(outcomes)} not started. "
+            f"Run the same command again to resume.",
+            file=out,
+            flush=True,
+        )
+        raise KeyboardInterrupt
+    return outcomes
