@@ -17,6 +17,9 @@ are driven by this driver, not by Ray's own ``max_retries``, so that each one is
 * Every attempt gets ``MTRL_LEASE_WAIT`` (:attr:`RayOptions.lease_wait` seconds) in its environment:
   a retry whose earlier attempt still holds the run directory's single-writer lease waits for it
   instead of failing.
+* The command runs in the driver's working directory, with the driver's interpreter where the job
+  says so (the sweep's jobs start ``sys.executable``): every node needs the checkout and its
+  virtual environment at the same paths, for example on the same shared storage as the runs.
 * A finished run is skipped (:func:`mtrl.jobs.pending_jobs`), so a restarted driver continues where
   the last one stopped.
 
@@ -41,6 +44,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mtrl.interrupt import install_stop_handler
@@ -168,13 +172,18 @@ class _Board:
         return self._started[since:]
 
 
-def _attempt(job: Job, key: str, attempt: int, board: Any) -> tuple[int, bool] | None:
-    """One attempt at ``job`` on a Ray worker: run its command (resuming if it left a checkpoint) with
-    output appended to ``job.log``; returns ``(exit status, stopped on request)``, or None if the driver
-    asked to stop before it started."""
+def _attempt(job: Job, cwd: str, key: str, attempt: int, board: Any) -> tuple[int, bool] | None:
+    """One attempt at ``job`` on a Ray worker: run its command in ``cwd`` (the driver's working
+    directory; resuming if the run left a checkpoint) with output appended to ``job.log``; returns
+    ``(exit status, stopped on request)``, or None if the driver asked to stop before it started."""
     import ray
 
     host, pid = socket.gethostname(), os.getpid()
+    if not Path(cwd).is_dir():
+        raise FileNotFoundError(
+            f"the driver's working directory {cwd} does not exist on {host}: "
+            "put the checkout at the same path on every node (shared storage)"
+        )
     if not ray.get(board.start.remote(key, host, pid)):
         return None
     argv = job.argv()
@@ -183,8 +192,8 @@ def _attempt(job: Job, key: str, attempt: int, board: Any) -> tuple[int, bool] |
     with (job.run_dir / "job.log").open("a") as out:
         out.write(f"# ray attempt {attempt} on {host}, worker pid {pid}\n$ {' '.join(argv)}\n")
         out.flush()
-        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                 preexec_fn=_die_with_parent)  # fmt: skip
+        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                 start_new_session=True, preexec_fn=_die_with_parent)  # fmt: skip
         out.write(f"# child pid {child.pid}\n")
         out.flush()
         stopped = False
@@ -211,9 +220,12 @@ class _Run:
     reasons: list[str] = field(default_factory=list)
 
 
-def _job_env(job: Job, options: RayOptions) -> Job:
+def _for_ray(job: Job, options: RayOptions) -> Job:
+    """``job`` with an absolute run directory (tasks run elsewhere) and the environment of its
+    attempts: ``OMP_NUM_THREADS`` from ``num_cpus`` and ``MTRL_LEASE_WAIT``, unless ``job.env`` sets them."""
     threads = str(max(1, int(options.num_cpus)))
-    return replace(job, env={"OMP_NUM_THREADS": threads, "MTRL_LEASE_WAIT": f"{options.lease_wait:g}", **job.env})
+    env = {"OMP_NUM_THREADS": threads, "MTRL_LEASE_WAIT": f"{options.lease_wait:g}", **job.env}
+    return replace(job, run_dir=job.run_dir.absolute(), env=env)
 
 
 def run_ray_jobs(
@@ -240,7 +252,8 @@ def run_ray_jobs(
     connect(opts.address)
     board: Any = ray.remote(num_cpus=0)(_Board).remote()  # Any: mypy types its methods without .remote
     task = ray.remote(_attempt).options(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, max_retries=0)
-    runs = [_Run(_job_env(job, opts)) for job in todo]
+    runs = [_Run(_for_ray(job, opts)) for job in todo]
+    cwd = os.getcwd()
     pending: dict[ray.ObjectRef[Any], tuple[int, str]] = {}  # task → (run index, attempt key)
     keys: set[str] = set()  # the attempts in ``pending``
     running: set[str] = set()  # the attempts seen started
@@ -251,7 +264,7 @@ def run_ray_jobs(
     def submit(i: int) -> None:
         runs[i].attempt += 1
         key = f"{i}.{runs[i].attempt}"
-        pending[task.remote(runs[i].job, key, runs[i].attempt, board)] = (i, key)
+        pending[task.remote(runs[i].job, cwd, key, runs[i].attempt, board)] = (i, key)
         keys.add(key)
 
     def say(name: str, text: str) -> None:
@@ -282,8 +295,9 @@ def run_ray_jobs(
         except ray.exceptions.TaskCancelledError:
             return  # cancelled by a stop before it ran
         except ray.exceptions.RayError as err:
-            kind = {"WorkerCrashedError": "worker died", "NodeDiedError": "node died"}.get(type(err).__name__)
-            run.reasons.append(kind or f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            cause = getattr(err, "cause", None) or err  # an exception raised in the task itself
+            kind = {"WorkerCrashedError": "worker died", "NodeDiedError": "node died"}.get(type(cause).__name__)
+            run.reasons.append(kind or f"{type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}")
             code = -1
         else:
             if result is None:

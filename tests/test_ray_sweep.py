@@ -25,8 +25,8 @@ from mtrl.ray_jobs import RayOptions, ray_options, run_ray_jobs
 ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]' (scripts/setup_env.sh installs it)")
 
 ROOT = Path(__file__).resolve().parents[1]
-# Toy runs of a few seconds that checkpoint every 50 of their 300 vector steps.
-TOY = ["total_steps=300", "sac.warmup_steps=50", "sac.hidden_sizes=[32, 32]", "sac.batch_per_task=16",
+# Toy runs of a few seconds that checkpoint every 50 of their 200 vector steps.
+TOY = ["total_steps=200", "sac.warmup_steps=50", "sac.hidden_sizes=[32, 32]", "sac.batch_per_task=16",
        "eval_every=100", "eval_episodes=1", "checkpoint_every=50", "log_every=50", "progress=false"]  # fmt: skip
 
 
