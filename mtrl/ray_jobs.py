@@ -13,7 +13,8 @@ are driven by this driver, not by Ray's own ``max_retries``, so that each one is
 
 * The child process is started with ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (Linux): it dies with the
   worker that started it, so a killed worker leaves no orphaned trainer writing into the run
-  directory while its retry starts.
+  directory while its retry starts. It also gets SIGINT unblocked and at its default (a Ray worker
+  blocks and ignores it), so that the trainer can be stopped cleanly.
 * Every attempt gets ``MTRL_LEASE_WAIT`` (:attr:`RayOptions.lease_wait` seconds) in its environment:
   a retry whose earlier attempt still holds the run directory's single-writer lease waits for it
   instead of failing.
@@ -23,8 +24,12 @@ are driven by this driver, not by Ray's own ``max_retries``, so that each one is
 * A finished run is skipped (:func:`mtrl.jobs.pending_jobs`), so a restarted driver continues where
   the last one stopped.
 
-Ctrl-C on the driver: queued runs are cancelled, and every running task sends SIGINT to its trainer,
-which saves a checkpoint and exits; the driver waits for them and raises ``KeyboardInterrupt``. A
+Ctrl-C on the driver: queued runs are cancelled, and the driver writes :data:`STOP_FILE` into the
+directory of every running run; its task, which looks for the file every second, sends SIGINT to its
+trainer, which saves a checkpoint and exits; the driver waits for them and raises
+``KeyboardInterrupt``. (A file rather than a Ray call: Ray's plain ``ray.cancel`` does not interrupt
+a running task, and a task blocked in ``ray.get``/``ray.wait`` lends its CPUs and GPUs to other
+tasks, so a task polling the driver through Ray would let more runs start than the resources allow.) A
 second Ctrl-C cancels the tasks by force: their workers are killed, the trainers with them (no
 checkpoint; they resume from their previous one). If the driver process itself dies, Ray ends its
 tasks the same way.
@@ -57,6 +62,7 @@ __all__ = ["RayOptions", "add_ray_arguments", "connect", "ray_options", "run_ray
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _POLL_S = 1.0  # how often a task looks for a stop request and the driver for started tasks
+STOP_FILE = "job.stop"  # written into a running run's directory by a stopping driver
 
 
 @dataclass(frozen=True)
@@ -140,74 +146,72 @@ def connect(address: str | None) -> None:
         ray.init(address=address)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL when the parent (the Ray worker) dies. The signal is tied to
-    the thread that forked, which for a Ray task is the worker's main thread."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _prepare_child() -> None:
+    """In the child, before exec: SIGKILL when the parent (the Ray worker) dies (tied to the thread
+    that forked, which for a Ray task is the worker's main thread), and SIGINT delivered and handled
+    as usual: a Ray worker blocks and ignores SIGINT, and a child would inherit both, so the trainer
+    would never see the driver's stop."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.signal(signal.SIGINT, None)  # SIG_DFL; exec keeps an ignored signal ignored (C: any thread may fork)
 
 
 class _Board:
-    """The driver's notice board (a zero-CPU Ray actor): tasks report that they started, and read
-    whether the driver asked them to stop."""
+    """Where tasks report that they started (a zero-CPU Ray actor the driver reads)."""
 
     def __init__(self) -> None:
-        self._stop = False
         self._started: list[tuple[str, str, int]] = []
 
-    def start(self, key: str, host: str, pid: int) -> bool:
-        """Record that attempt ``key`` started on ``host`` in worker ``pid``; False if stopping."""
-        if self._stop:
-            return False
+    def start(self, key: str, host: str, pid: int) -> None:
+        """Record that attempt ``key`` started on ``host`` in worker ``pid``."""
         self._started.append((key, host, pid))
-        return True
-
-    def stop(self) -> None:
-        self._stop = True
-
-    def stopping(self) -> bool:
-        return self._stop
 
     def started(self, since: int) -> list[tuple[str, str, int]]:
         """The ``(key, host, pid)`` of the attempts started after the first ``since``."""
         return self._started[since:]
 
 
-def _attempt(job: Job, cwd: str, key: str, attempt: int, board: Any) -> tuple[int, bool] | None:
+def _attempt(job: Job, cwd: str, key: str, attempt: int, board: Any) -> int:
     """One attempt at ``job`` on a Ray worker: run its command in ``cwd`` (the driver's working
-    directory; resuming if the run left a checkpoint) with output appended to ``job.log``; returns
-    ``(exit status, stopped on request)``, or None if the driver asked to stop before it started."""
-    import ray
+    directory; resuming if the run left a checkpoint) with output appended to ``job.log``, send the
+    trainer SIGINT once the driver writes :data:`STOP_FILE` into the run directory; returns the exit
+    status.
 
+    The task makes no blocking Ray call (``ray.get``/``ray.wait``): Ray lends a blocked task's CPUs and
+    GPUs to other tasks, which would start more runs than the resources allow."""
     host, pid = socket.gethostname(), os.getpid()
     if not Path(cwd).is_dir():
         raise FileNotFoundError(
             f"the driver's working directory {cwd} does not exist on {host}: "
             "put the checkout at the same path on every node (shared storage)"
         )
-    if not ray.get(board.start.remote(key, host, pid)):
-        return None
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    stop_file = job.run_dir / STOP_FILE
+    stop_file.unlink(missing_ok=True)  # left by an attempt that died
+    board.start.remote(key, host, pid)  # not waited for (see above)
     argv = job.argv()
     env = {**os.environ, **job.env}
-    job.run_dir.mkdir(parents=True, exist_ok=True)
-    with (job.run_dir / "job.log").open("a") as out:
-        out.write(f"# ray attempt {attempt} on {host}, worker pid {pid}\n$ {' '.join(argv)}\n")
-        out.flush()
-        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                 start_new_session=True, preexec_fn=_die_with_parent)  # fmt: skip
-        out.write(f"# child pid {child.pid}\n")
-        out.flush()
-        stopped = False
-        while True:
-            try:
-                return child.wait(timeout=_POLL_S), stopped
-            except subprocess.TimeoutExpired:
-                stop_now = not stopped and ray.get(board.stopping.remote())
-            except KeyboardInterrupt:  # ray.cancel() of a running task: stop the same clean way
-                stop_now = not stopped
-            if stop_now:
-                stopped = True  # the trainer saves a checkpoint and exits 0
-                with contextlib.suppress(ProcessLookupError):
-                    child.send_signal(signal.SIGINT)
+    try:
+        with (job.run_dir / "job.log").open("a") as out:
+            out.write(f"# ray attempt {attempt} on {host}, worker pid {pid}\n$ {' '.join(argv)}\n")
+            out.flush()
+            child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                     start_new_session=True, preexec_fn=_prepare_child)  # fmt: skip
+            out.write(f"# child pid {child.pid}\n")
+            out.flush()
+            stopped = False
+            while True:
+                try:
+                    return child.wait(timeout=_POLL_S)
+                except subprocess.TimeoutExpired:
+                    if not stopped and stop_file.exists():
+                        stopped = True  # the trainer saves a checkpoint and exits 0
+                        with contextlib.suppress(ProcessLookupError):
+                            child.send_signal(signal.SIGINT)
+    finally:
+        stop_file.unlink(missing_ok=True)
 
 
 @dataclass
@@ -258,6 +262,8 @@ def run_ray_jobs(
     keys: set[str] = set()  # the attempts in ``pending``
     running: set[str] = set()  # the attempts seen started
     seen = 0  # how many starts the board reported so far
+    told: set[str] = set()  # running attempts asked to stop (their STOP_FILE written)
+    cancelled: set[str] = set()  # queued attempts cancelled by a stop
     outcomes: list[JobOutcome] = []
     stop = threading.Event()
 
@@ -290,8 +296,10 @@ def run_ray_jobs(
         keys.discard(key)
         running.discard(key)
         run = runs[i]
+        if key in told:  # the task removes it, unless it ended just before the driver wrote it
+            (run.job.run_dir / STOP_FILE).unlink(missing_ok=True)
         try:
-            result = ray.get(ref)
+            result: int = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
             return  # cancelled by a stop before it ran
         except ray.exceptions.RayError as err:
@@ -300,9 +308,7 @@ def run_ray_jobs(
             run.reasons.append(kind or f"{type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}")
             code = -1
         else:
-            if result is None:
-                return  # not started: the driver was stopping
-            code, _ = result
+            code = result
             if code != 0:
                 run.reasons.append(f"exit {code}")
         if code == 0 or stop.is_set() or run.attempt > opts.retries:
@@ -331,20 +337,26 @@ def run_ray_jobs(
     def request_stop() -> None:
         stop.set()
 
+    def tell_stop() -> None:
+        """Cancel the queued attempts and ask the running ones to stop (a queued attempt that turns
+        out to have started is asked once its start is seen)."""
+        for ref, (i, key) in pending.items():
+            if key in running and key not in told:
+                told.add(key)
+                (runs[i].job.run_dir / STOP_FILE).touch()
+            elif key not in running and key not in cancelled:
+                cancelled.add(key)
+                ray.cancel(ref)  # a running task ignores this (no force): only queued ones are dropped
+
     for i in range(len(runs)):
         submit(i)
     restore = install_stop_handler(request_stop, stop.is_set)
-    stop_sent = False
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL_S)
             poll_started()
-            if stop.is_set() and not stop_sent:
-                stop_sent = True
-                ray.get(board.stop.remote())
-                for ref, (_, key) in list(pending.items()):
-                    if key not in running:
-                        ray.cancel(ref)  # queued: never starts (a task that just started sees the stop itself)
+            if stop.is_set():
+                tell_stop()
             for ref in ready:
                 ended(ref)
     except KeyboardInterrupt:  # a second Ctrl-C: kill the workers, and with them the trainers

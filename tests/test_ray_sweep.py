@@ -160,3 +160,37 @@ def test_ray_flags_are_checked() -> None:
         sweep.main(
             ["scripts/train.py", "configs/toy_sac.yaml", "--balancers", "ew", "--root", "x", "--ray", "--jobs", "2"]
         )
+
+
+def test_ctrl_c_on_the_driver_lets_the_running_run_save_and_cancels_the_queued_ones(
+    cluster: str, tmp_path: Path
+) -> None:
+    """A real SIGINT to a driver connected to the cluster: the running stand-in trainer (each run asks
+    for both CPUs, so one runs at a time) gets SIGINT through its task, checkpoints and exits 0; the
+    queued runs never start; the driver says how to resume and ends with KeyboardInterrupt."""
+    trainer = (
+        "import pathlib, signal, sys, time; d = pathlib.Path(sys.argv[1]); "
+        "stop = lambda *a: ((d / 'checkpoints').mkdir(exist_ok=True), (d / 'checkpoints' / 'last.txt').write_text('x'),"
+        " sys.exit(0)); signal.signal(signal.SIGINT, stop); (d / 'started').write_text('1'); time.sleep(60)"
+    )
+    driver = (
+        "import sys; from pathlib import Path; from mtrl.jobs import Job; from mtrl.ray_jobs import RayOptions, "
+        f"run_ray_jobs; root = Path({str(tmp_path)!r}); jobs = [Job(f'j{{i}}', root / f'j{{i}}', (sys.executable, "
+        f"'-c', {trainer!r}, str(root / f'j{{i}}'))) for i in range(3)]; "
+        f"run_ray_jobs(jobs, RayOptions(address={cluster!r}, num_cpus=2))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", driver], stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            start_new_session=True)  # fmt: skip
+    try:
+        started = [tmp_path / f"j{i}" / "started" for i in range(3)]
+        _wait_for(lambda: any(p.exists() for p in started), 60, "started run")
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert "interrupted: 1 running runs stopped and saved; 2 not started" in err
+    assert "stopped before its end" in err
+    assert sum((tmp_path / f"j{i}" / "checkpoints" / "last.txt").is_file() for i in range(3)) == 1
+    assert sum(p.exists() for p in started) == 1
