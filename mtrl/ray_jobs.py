@@ -63,6 +63,7 @@ __all__ = ["RayOptions", "add_ray_arguments", "connect", "ray_options", "run_ray
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _POLL_S = 1.0  # how often a task looks for a stop request and the driver for started tasks
 STOP_FILE = "job.stop"  # written into a running run's directory by a stopping driver
+_NEEDS_RAY = "running on Ray needs Ray: pip install -e '.[ray]'"
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def connect(address: str | None) -> None:
     try:
         import ray
     except ImportError as err:
-        raise ImportError("running on Ray needs Ray: pip install -e '.[ray]'") from err
+        raise ImportError(_NEEDS_RAY) from err
     if not ray.is_initialized():
         ray.init(address=address)
 
@@ -243,7 +244,10 @@ def run_ray_jobs(
     still fails after ``options.retries`` retries is an outcome with its last exit status (-1 when its
     worker or node died) and the reasons in ``error``. Ctrl-C: see the module docstring.
     """
-    import ray
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError(_NEEDS_RAY) from err
 
     opts = options if options is not None else RayOptions()
     out = stream if stream is not None else sys.stderr
@@ -284,7 +288,8 @@ def run_ray_jobs(
         outcomes.append(JobOutcome(run.job, code, seconds, log, attempts=run.attempt, error="; ".join(run.reasons)))
         minutes, secs = divmod(int(seconds), 60)
         if code != 0:
-            status = f"FAILED after {run.attempt} attempts ({run.reasons[-1]}; log {log})"
+            tries = f"{run.attempt} attempt{'s' if run.attempt != 1 else ''}"
+            status = f"FAILED after {tries} ({run.reasons[-1]}; log {log})"
         elif is_finished(run.job.run_dir):
             status = f"ok ({run.job.run_dir})"
         else:

@@ -1,7 +1,8 @@
 """The Ray backend of the sweeps (mtrl.ray_jobs, scripts/sweep.py --ray-address) on a real local Ray
-cluster that this module starts (loopback, 2 CPUs): retries after a killed worker and after a failed
-exit resume from the checkpoint, finished runs are skipped, and a sweep whose worker was killed mid-run
-ends with the same results.json files as an uninterrupted one."""
+cluster that this module starts (this machine only, 2 CPUs): retries after a killed worker and after a failed
+exit resume from the checkpoint, finished runs are skipped, a sweep whose worker was killed mid-run
+ends with the same results.json files as an uninterrupted one, and Ctrl-C on the driver stops the running
+run cleanly while no more runs start than the CPUs allow."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ TOY = ["total_steps=200", "sac.warmup_steps=50", "sac.hidden_sizes=[32, 32]", "s
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
-    """A local Ray cluster on loopback with 2 CPUs, shut down after the module; yields its address."""
-    context = ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    """A local Ray cluster with 2 CPUs, shut down after the module; yields its address. (Ray 2.60 on
+    Linux replaces a loopback node address by the machine's own, so none is asked for.)"""
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield context.address_info["gcs_address"]
     finally:
