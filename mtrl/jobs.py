@@ -6,7 +6,8 @@ whose run is finished and marks those that can be continued from a checkpoint; :
 runs the rest as ``jobs`` parallel subprocesses (each on one OpenMP thread unless told otherwise),
 writes each job's output to ``<run_dir>/job.log`` and shows how many runs are done, running and
 failed. Interrupting the driver loses at most the runs in flight since their last checkpoint:
-started again, the same jobs skip what finished and resume what checkpointed.
+started again, the same jobs skip what finished and resume what checkpointed. The same jobs run
+on a Ray cluster with :func:`mtrl.ray_jobs.run_ray_jobs` (resources per run, retries).
 
 A run is *finished* when its ``results.json`` exists and does not say ``"complete": false`` (the
 RL trainers write that on Ctrl-C). It can be *resumed* when it left a checkpoint:
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["Job", "JobOutcome", "has_checkpoint", "is_finished", "pending_jobs", "run_jobs"]
+__all__ = ["Job", "JobOutcome", "has_checkpoint", "is_finished", "pending_jobs", "progress_line", "run_jobs"]
 
 _CHECKPOINT_MARKERS = (Path("checkpoints") / "last.txt", Path("checkpoints") / "state.json", Path("checkpoint.pt"))
 
@@ -77,17 +78,25 @@ class Job:
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """How one job ended: its return code, seconds and log file."""
+    """How one job ended: its return code, seconds and log file; with the Ray backend
+    (:mod:`mtrl.ray_jobs`) also how many attempts it took and why the failed ones failed."""
 
     job: Job
     returncode: int
     seconds: float
     log: Path
+    attempts: int = 1
+    error: str = ""
 
 
 def pending_jobs(jobs: Sequence[Job]) -> list[Job]:
     """The jobs whose run is not finished, in the given order."""
     return [job for job in jobs if not is_finished(job.run_dir)]
+
+
+def progress_line(done: int, total: int, running: int, failed: int, name: str, status: str) -> str:
+    """One progress line of a job driver: ``[3/10 done, 2 running, 0 failed] ew/seed0: ok in 3m12s``."""
+    return f"[{done}/{total} done, {running} running, {failed} failed] {name}: {status}"
 
 
 class _Runner:
@@ -166,9 +175,8 @@ def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = Non
             status = "ok"
         else:
             status = "stopped before its end (checkpointed: it resumes when run again)"
-        return (
-            f"[{len(outcomes)}/{len(todo)} done, {runner.running} running, {failed} failed] "
-            f"{result.job.name}: {status} in {minutes}m{seconds:02d}s"
+        return progress_line(
+            len(outcomes), len(todo), runner.running, failed, result.job.name, f"{status} in {minutes}m{seconds:02d}s"
         )
 
     previous = None

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install mtrl with its test, benchmark and docs extras.
+# Create .venv (if missing) and install mtrl with its test, benchmark, Ray and docs extras.
 # torch is installed first and pinned to a CPU-capable release so that the plain `torch`
 # requirement does not pull a multi-GB CUDA build. Set MTRL_TORCH to choose another torch spec.
 set -euo pipefail
@@ -12,4 +12,4 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install -q "${MTRL_TORCH:-torch==2.13.0}"
 fi
-.venv/bin/python -m pip install -q -e ".[dev,stl,digits,stats,docs]"
+.venv/bin/python -m pip install -q -e ".[dev,stl,digits,stats,ray,docs]"

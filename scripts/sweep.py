@@ -3,7 +3,8 @@
 
     python scripts/sweep.py scripts/train.py configs/mt10_sac.yaml --balancers ew pcgrad aligned_mtl \
         --seeds 0 1 2 --root runs/sweep/mt10 --jobs 2 total_steps=100000
-    python scripts/sweep.py ... --ray-address auto     # one Ray task per run (needs `pip install ray`)
+    python scripts/sweep.py ... --ray                  # one Ray task per run on a local Ray instance
+    python scripts/sweep.py ... --ray-address HEAD:6379 --num-cpus 2 --num-gpus 0.25   # on a Ray cluster
     python scripts/sweep.py scripts/train.py configs/mt10_sac_cpu.yaml --balancers ew --seeds 0 1 \
         --vary sac.task_input=one_hot,none,embedding --root runs/task_input --jobs 2   # also sweep a key
 
@@ -13,6 +14,11 @@ Each run gets ``balancer=B seed=S`` (``balancer.name=B`` for ``train_vision.py``
 skipped, an interrupted run that left a checkpoint (``checkpoints/last.txt`` of ``train.py``,
 ``checkpoint.pt`` of ``train_vision.py``) is continued with ``resume=true``, and a run that crashed
 before its first checkpoint starts again from scratch.
+
+With ``--ray`` or ``--ray-address`` (the ``ray`` extra) every run is a Ray task asking for
+``--num-cpus``/``--num-gpus``; a run that fails or loses its worker or node is retried up to
+``--retries`` times from its checkpoint (:mod:`mtrl.ray_jobs`), so ``--root`` must be on storage
+that every node of the cluster sees.
 Aggregate afterwards with ``scripts/aggregate.py ROOT``.
 """
 
@@ -25,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtrl.jobs import Job, has_checkpoint, pending_jobs, run_jobs
+from mtrl.ray_jobs import add_ray_arguments, ray_options, run_ray_jobs
 
 __all__ = ["has_checkpoint", "run_commands", "sweep_jobs"]
 
@@ -75,49 +82,42 @@ def run_commands(
     return [job.argv() for job in pending_jobs(sweep_jobs(root, script, config, balancers, seeds, extra))]
 
 
-def _run_local(cmd: list[str]) -> int:
-    import subprocess
-
-    print("$", " ".join(cmd), flush=True)
-    return subprocess.run(cmd, check=False).returncode
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("script", help="scripts/train.py or scripts/train_vision.py")
     parser.add_argument("config", help="preset YAML")
     parser.add_argument("--balancers", nargs="+", required=True)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--root", required=True, help="folder for the run directories")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel local runs")
+    parser.add_argument(
+        "--root", required=True, help="folder for the run directories (on Ray: storage that every node sees)"
+    )
+    parser.add_argument("--jobs", type=int, default=None, help="parallel local runs (default 1; not with Ray)")
     parser.add_argument(
         "--vary", action="append", default=[], help="KEY=V1,V2,... also sweep a config key (repeatable)"
     )
-    parser.add_argument("--ray-address", default=None, help="run on a Ray cluster at this address ('auto' for local)")
+    add_ray_arguments(parser)
     args, extra = parser.parse_known_args(argv)
 
     try:
         vary = parse_vary(args.vary)
+        ray = ray_options(args)
     except ValueError as err:
         parser.error(str(err))
+    if ray is not None and args.jobs is not None:
+        parser.error("--jobs is for local runs: on Ray, --num-cpus/--num-gpus and the cluster set how many run at once")
     jobs = pending_jobs(sweep_jobs(Path(args.root), args.script, args.config, args.balancers, args.seeds, extra, vary))
     if not jobs:
         print("every run of the sweep has results.json already")
         return 0
-    if args.ray_address:
+    if ray is not None:
         try:
-            import ray
-        except ImportError:
-            print("--ray-address needs Ray: pip install ray", file=sys.stderr)
+            outcomes = run_ray_jobs(jobs, ray)
+        except ImportError as err:
+            print(err, file=sys.stderr)
             return 1
-        ray.init(address=args.ray_address)
-        remote = ray.remote(_run_local)
-        commands = [job.argv() for job in jobs]
-        codes = ray.get([remote.remote(cmd) for cmd in commands])
-        failed = [" ".join(c) for c, code in zip(commands, codes, strict=True) if code != 0]
     else:
-        outcomes = run_jobs(jobs, parallel=args.jobs)
-        failed = [f"{o.job.name} (log {o.log})" for o in outcomes if o.returncode != 0]
+        outcomes = run_jobs(jobs, parallel=args.jobs or 1)
+    failed = [f"{o.job.name} (log {o.log})" for o in outcomes if o.returncode != 0]
     for item in failed:
         print("FAILED:", item, file=sys.stderr)
     return 1 if failed else 0
