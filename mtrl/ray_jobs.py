@@ -125,7 +125,8 @@ def ray_options(args: argparse.Namespace) -> RayOptions | None:
                                       ("--retries", args.retries)) if value is not None]  # fmt: skip
     if not (args.ray or args.ray_address):
         if given:
-            raise ValueError(f"{', '.join(given)} apply to Ray runs: add --ray (local Ray) or --ray-address ADDRESS")
+            verb = "apply" if len(given) > 1 else "applies"
+            raise ValueError(f"{', '.join(given)} {verb} to Ray runs: add --ray (local Ray) or --ray-address ADDRESS")
         return None
     defaults = RayOptions()
     return RayOptions(

@@ -5,6 +5,7 @@
     python scripts/bench_learning.py --ours-name onehot --ours sac.task_input=one_hot   # a variant of ours
     python scripts/bench_learning.py --report-only      # tables and plot from the finished runs
     python scripts/bench_learning.py --report-only --also mtrl-before   # add an earlier variant's runs
+    python scripts/bench_learning.py --ray-address auto --num-cpus 1 # the same runs as Ray tasks on a cluster
 
 Same task, network, batch, learning rates, warm-up, update schedule and evaluation on both sides (the
 preset's, default configs/mt1_sac.yaml); evaluation envs are built with the same seed. Runs go to
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.learning_ab import DEFAULT_TASKS, SB3_SIDE, collect, plan_jobs, plot, report, settings_from
 from mtrl.jobs import run_jobs
+from mtrl.ray_jobs import add_ray_arguments, ray_options, run_ray_jobs
 
 SCREEN_TASKS, SCREEN_SEEDS = ("reach-v3",), (0, 1, 2)
 
@@ -44,10 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ours", nargs="*", default=(), help="key=value overrides for our side only")
     p.add_argument("--also", nargs="*", default=(), help="other finished variants of ours to show (folder names)")
     p.add_argument("--sides", nargs="+", default=["ours", SB3_SIDE], choices=["ours", SB3_SIDE], help="what to run")
-    p.add_argument("--jobs", type=int, default=2, help="parallel runs (one thread each)")
+    p.add_argument("--jobs", type=int, default=2, help="parallel local runs (one thread each; not with Ray)")
     p.add_argument("--report-only", action="store_true", help="do not run anything; report what is finished")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap replications")
+    add_ray_arguments(p)
     args = p.parse_args(argv)
+    try:
+        ray = ray_options(args)
+    except ValueError as err:
+        p.error(str(err))
 
     try:
         settings = settings_from(
@@ -67,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"argument --preset: {settings.preset} does not exist (presets live in configs/)")
     if not args.report_only:
         jobs = plan_jobs(settings, args.sides)
-        print(f"{len(jobs)} runs under {settings.root} ({args.jobs} at a time); logs in each run's job.log",
+        where = "as Ray tasks" if ray else f"{args.jobs} at a time"
+        print(f"{len(jobs)} runs under {settings.root} ({where}); logs in each run's job.log",
               file=sys.stderr, flush=True)  # fmt: skip
         try:
-            outcomes = run_jobs(jobs, parallel=args.jobs)
+            outcomes = run_ray_jobs(jobs, ray) if ray else run_jobs(jobs, parallel=args.jobs)
         except KeyboardInterrupt:
             print("stopped: run the same command again to resume", file=sys.stderr)
             return 130

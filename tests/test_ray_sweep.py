@@ -149,7 +149,7 @@ def test_ray_flags_are_checked() -> None:
     parser = argparse.ArgumentParser()
     add_ray_arguments(parser)
     assert ray_options(parser.parse_args([])) is None
-    with pytest.raises(ValueError, match="--num-gpus apply to Ray runs: add --ray"):
+    with pytest.raises(ValueError, match="--num-gpus applies to Ray runs: add --ray"):
         ray_options(parser.parse_args(["--num-gpus", "0.5"]))
     opts = ray_options(parser.parse_args(["--ray-address", "auto", "--num-gpus", "0.25", "--retries", "0"]))
     assert opts == RayOptions(address="auto", num_cpus=1.0, num_gpus=0.25, retries=0)
