@@ -3,6 +3,14 @@
 Every field documents its default and where the default comes from. Presets live in
 ``configs/{mt10,mt50,toy}_sac.yaml``; ``scripts/train.py CONFIG key=value ...`` overrides any field
 with dotted keys (``sac.batch_per_task=64``). Unknown keys and bad values fail at start-up.
+
+Resolution happens once: :meth:`TrainConfig.resolve` (called by :func:`mtrl.config.load_config`)
+fills the balancers, the task list, the device this machine uses, the evaluation episodes and
+cadence and ``protocol_details``; it is the only place a run looks up its protocol
+(:func:`envs.protocols.get_protocol`) or its device (:func:`mtrl.device.resolve_device_name`). The
+resolved config then carries everything later code needs: :attr:`TrainConfig.protocol` rebuilds the
+run's :class:`~envs.protocols.Protocol` from ``protocol_details`` and :func:`balancer_notes` the notes
+on the automatic balancer choices, both without a lookup.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from envs.protocols import TOY_PROTOCOL, get_protocol
+from envs.protocols import TOY_PROTOCOL, Protocol, get_protocol
 from envs.task_sets import resolve_tasks
 from mtrl.balancers import BALANCERS, Balancer, balancer_hparams, make_balancer
 from mtrl.config import ConfigError
@@ -21,6 +29,7 @@ __all__ = [
     "EnvConfig",
     "SACConfig",
     "TrainConfig",
+    "balancer_notes",
     "build_balancers",
     "num_tasks_of",
     "protocol_details",
@@ -182,17 +191,18 @@ class TrainConfig:
     #: Name of the run directory (None = "<benchmark>_<critic_balancer>_s<seed>_<UTC yyyymmdd-HHMMSS>").
     run_name: str | None = None
     #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:<index>", "mps"; checked against the
-    #: machine at start-up and saved resolved in config.yaml.
+    #: machine when the config is resolved (:meth:`resolve`) and saved resolved in config.yaml.
     device: str = "auto"
     #: Continue the run found in ``logdir/run_name`` from its last checkpoint. Only the keys in
     #: :attr:`RESUME_MAY_CHANGE` may differ from the run's saved config.yaml.
     resume: bool = False
     #: Show a tqdm progress bar.
     progress: bool = True
-    #: Written by the trainer (leave empty): the resolved details of ``env.protocol`` (episode length,
+    #: Written by resolution (leave empty): the resolved details of ``env.protocol`` (episode length,
     #: goal mode, reward version, reward normalisation, evaluation episodes and evaluator, report rule
-    #: and reported statistic), stamped into config.yaml and the TensorBoard hparams. A non-empty value
-    #: must equal what ``env.protocol`` implies (checked at start-up).
+    #: and reported statistic), stamped into config.yaml and the TensorBoard hparams; the run's
+    #: :attr:`protocol` is rebuilt from it. A non-empty value must equal what ``env.protocol`` implies
+    #: (checked by :meth:`resolve`).
     protocol_details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -233,6 +243,32 @@ class TrainConfig:
             raise ConfigError(f"bad value {self.seed!r} for 'seed': expected an integer >= 0 (Meta-World seeds are)")
         check_device_name(self.device)
 
+    def resolve(self) -> TrainConfig:
+        """This config resolved: what :func:`mtrl.config.load_config` returns and the trainer saves as
+        config.yaml (see :func:`resolve_config`). Idempotent; raises :class:`ConfigError` on a bad value."""
+        return _resolve(self)
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether every value :meth:`resolve` fills is filled (a config from :func:`mtrl.config.load_config`
+        or :meth:`resolve`; a ``TrainConfig(...)`` built in Python is not, until resolved)."""
+        return (
+            None not in (self.critic_balancer, self.actor_balancer, self.critic_balancer_hparams,
+                         self.actor_balancer_hparams, self.eval_episodes, self.eval_every)
+            and self.device != "auto"
+            and bool(self.protocol_details)
+            and (self.env.benchmark == "toy" or bool(self.env.tasks))
+        )  # fmt: skip
+
+    @property
+    def protocol(self) -> Protocol:
+        """The run's :class:`~envs.protocols.Protocol`, rebuilt from ``protocol_details`` (no lookup): the
+        ``env.protocol`` protocol (toy: with ``env.toy_episode_steps``) with the run's ``eval_episodes``
+        and ``eval_every`` as its defaults. Raises ValueError on an unresolved config."""
+        if not self.protocol_details:
+            raise ValueError("TrainConfig.protocol needs a resolved config (mtrl.config.load_config or .resolve())")
+        return Protocol.from_details(self.protocol_details)
+
 
 def num_tasks_of(cfg: TrainConfig) -> int:
     """``T`` of the configured suite, known before any env is built (MT1: 1, MT10: 10, custom: its
@@ -255,7 +291,7 @@ def _group_hparams(cfg: TrainConfig, group: str, name: str) -> dict[str, Any]:
     return dict(cfg.balancer_hparams) if name == cfg.balancer else {}
 
 
-def _adapt(name: str, hp: dict[str, Any], key: str, seed: int, notes: list[str]) -> dict[str, Any]:
+def _adapt(name: str, hp: dict[str, Any], key: str, seed: int) -> dict[str, Any]:
     """Fill the SAC-specific hyper-parameters of one group's balancer (``key`` names the config key)."""
     hp = dict(hp)
     # balancers that need the engine's features= (mgda_ub, aligned_mtl_ub): SAC has no single shared
@@ -275,16 +311,11 @@ def _adapt(name: str, hp: dict[str, Any], key: str, seed: int, notes: list[str])
                 f"bad value representation_level=true in {key} for {name!r}: SAC has no shared representation; "
                 f"valid choice: false (parameter level, the default here)"
             )
-        if "representation_level" not in hp and defaults["representation_level"] is True:
-            notes.append(
-                f"{key}: {name!r} runs at parameter level in SAC (weights from the gradients w.r.t. the shared "
-                f"trunk parameters, not the paper's shared features; SAC has no single shared representation)."
-            )
-        hp["representation_level"] = False
+        hp["representation_level"] = False  # noted by balancer_notes
     if name == "dgr" and isinstance(hp.get("base", "ew"), str):
         base = hp.get("base", "ew")
         if base in BALANCERS and base != "dgr":
-            hp["base_hparams"] = _adapt(base, dict(hp.get("base_hparams") or {}), f"{key}.base_hparams", seed, notes)
+            hp["base_hparams"] = _adapt(base, dict(hp.get("base_hparams") or {}), f"{key}.base_hparams", seed)
     return hp
 
 
@@ -300,8 +331,7 @@ def _check_buildable(name: str, hp: dict[str, Any], key: str, num_tasks: int) ->
 def resolve_balancers(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
     """Fill ``critic_balancer``/``actor_balancer`` and their hparams explicitly, and validate them.
 
-    Returns the resolved config (saved with the run) and human-readable notes on every automatic
-    choice (logged as text). Rules, in order:
+    Returns the config with its balancers resolved and :func:`balancer_notes` of it. Rules, in order:
 
     * ``balancer_hparams`` go only to the groups whose balancer comes from ``balancer``; a group
       with its own ``<group>_balancer_hparams`` uses those.
@@ -314,37 +344,79 @@ def resolve_balancers(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
     * Every balancer is built once for ``T`` tasks, so bad hyper-parameters fail here (ConfigError)
       before any directory or env exists.
     """
-    notes: list[str] = []
+    resolved = _resolve_balancers(cfg)
+    return resolved, balancer_notes(resolved)
+
+
+def _resolve_balancers(cfg: TrainConfig) -> TrainConfig:
+    """The balancer part of :meth:`TrainConfig.resolve` (rules: :func:`resolve_balancers`)."""
     T = num_tasks_of(cfg)
     critic = cfg.critic_balancer or cfg.balancer
     actor = cfg.actor_balancer or cfg.balancer
     critic_hp = _group_hparams(cfg, "critic", critic)
     actor_hp = _group_hparams(cfg, "actor", actor)
-    if cfg.balancer_hparams and cfg.balancer not in (critic, actor):
-        notes.append(f"balancer_hparams {cfg.balancer_hparams} unused: both groups override balancer={cfg.balancer!r}")
     if BALANCERS[_base_name(actor, actor_hp)].positive_losses:
         if cfg.actor_balancer is not None:
             raise ConfigError(
                 f"actor_balancer={actor!r} needs strictly positive losses, but SAC actor losses can be negative; "
                 f"choose another actor_balancer (e.g. 'ew') or leave it unset"
             )
-        notes.append(
-            f"balancer {actor!r} needs positive losses: it balances the critic; the actor uses 'ew' "
-            f"(actor losses α·logπ − Q can be negative)."
-        )
-        actor, actor_hp = "ew", {}
-    critic_hp = _adapt(critic, critic_hp, "critic_balancer_hparams", 2 * cfg.seed, notes)
-    actor_hp = _adapt(actor, actor_hp, "actor_balancer_hparams", 2 * cfg.seed + 1, notes)
+        actor, actor_hp = "ew", {}  # noted by balancer_notes
+    critic_hp = _adapt(critic, critic_hp, "critic_balancer_hparams", 2 * cfg.seed)
+    actor_hp = _adapt(actor, actor_hp, "actor_balancer_hparams", 2 * cfg.seed + 1)
     _check_buildable(critic, critic_hp, "critic_balancer_hparams", T)
     _check_buildable(actor, actor_hp, "actor_balancer_hparams", T)
-    resolved = dataclasses.replace(
+    return dataclasses.replace(
         cfg,
         critic_balancer=critic,
         actor_balancer=actor,
         critic_balancer_hparams=critic_hp,
         actor_balancer_hparams=actor_hp,
     )
-    return resolved, notes
+
+
+def balancer_notes(cfg: TrainConfig) -> list[str]:
+    """Human-readable notes on the automatic balancer choices of a resolved config (the trainer logs
+    them in the ``run/notes`` text): ``balancer_hparams`` that no group uses, an actor that uses "ew"
+    because ``balancer`` needs positive losses, a balancer that runs at parameter level in SAC.
+
+    Recomputed from the resolved config alone (no lookup, so a resolved config loaded again gives the
+    same notes); where a user set explicitly what the automatic choice would have been (e.g.
+    ``actor_balancer=ew`` with ``balancer=uw``), the note describes that choice all the same."""
+    if cfg.critic_balancer is None or cfg.actor_balancer is None:
+        raise ValueError("balancer_notes needs a config resolved by resolve_balancers / TrainConfig.resolve")
+    notes: list[str] = []
+    # the actor's "ew" replaces balancer when balancer (or dgr's base) needs positive losses
+    replaced = (
+        cfg.actor_balancer == "ew"
+        and cfg.balancer != "ew"
+        and BALANCERS[_base_name(cfg.balancer, cfg.balancer_hparams)].positive_losses
+    )
+    actor = cfg.balancer if replaced else cfg.actor_balancer
+    if cfg.balancer_hparams and cfg.balancer not in (cfg.critic_balancer, actor):
+        notes.append(f"balancer_hparams {cfg.balancer_hparams} unused: both groups override balancer={cfg.balancer!r}")
+    if replaced:
+        notes.append(
+            f"balancer {actor!r} needs positive losses: it balances the critic; the actor uses 'ew' "
+            f"(actor losses α·logπ − Q can be negative)."
+        )
+    notes += _level_notes(cfg.critic_balancer, cfg.critic_balancer_hparams or {}, "critic_balancer_hparams")
+    notes += _level_notes(cfg.actor_balancer, cfg.actor_balancer_hparams or {}, "actor_balancer_hparams")
+    return notes
+
+
+def _level_notes(name: str, hp: dict[str, Any], key: str) -> list[str]:
+    """A note for a balancer (or dgr's base) whose paper default is feature level but runs at parameter level."""
+    notes = []
+    if balancer_hparams(name).get("representation_level") is True:  # imtl; resolved to false by _adapt
+        notes.append(
+            f"{key}: {name!r} runs at parameter level in SAC (weights from the gradients w.r.t. the shared "
+            f"trunk parameters, not the paper's shared features; SAC has no single shared representation)."
+        )
+    base = hp.get("base", "ew")
+    if name == "dgr" and isinstance(base, str) and base in BALANCERS and base != "dgr":
+        notes += _level_notes(base, dict(hp.get("base_hparams") or {}), f"{key}.base_hparams")
+    return notes
 
 
 def build_balancers(cfg: TrainConfig, num_tasks: int) -> tuple[Balancer, Balancer]:
@@ -357,49 +429,46 @@ def build_balancers(cfg: TrainConfig, num_tasks: int) -> tuple[Balancer, Balance
     )
 
 
-def protocol_details(cfg: TrainConfig) -> dict[str, Any]:
-    """What ``env.protocol`` fixes for this run (the ``protocol_details`` stamped into config and hparams)."""
+def _protocol_spec(cfg: TrainConfig) -> Protocol:
+    """The named protocol of ``cfg.env`` (toy: with ``env.toy_episode_steps``): the run's one protocol lookup."""
     if cfg.env.benchmark == "toy":
-        spec = dataclasses.replace(TOY_PROTOCOL, max_episode_steps=cfg.env.toy_episode_steps)
-    else:
-        spec = get_protocol(cfg.env.protocol)
-    return {
-        "name": spec.name,
-        "max_episode_steps": spec.max_episode_steps,
-        "goals": "resampled at every reset" if spec.random_goals else "fixed per task for the whole run",
-        "reward_function_version": spec.reward_function_version,
-        "reward_normalization": spec.reward_normalization,
-        "eval_episodes_per_task": cfg.eval_episodes or spec.eval_episodes_per_task,
-        "deterministic_eval": spec.deterministic_eval,
-        "evaluator": spec.evaluator,
-        "report": spec.report,
-        "report_last_n": spec.report_last_n,
-        "reported_statistic": spec.reported_statistic,
-        "eval_every": spec.eval_every if cfg.eval_every is None else cfg.eval_every,
-    }
+        return dataclasses.replace(TOY_PROTOCOL, max_episode_steps=cfg.env.toy_episode_steps)
+    return get_protocol(cfg.env.protocol)
+
+
+def protocol_details(cfg: TrainConfig) -> dict[str, Any]:
+    """What ``env.protocol`` fixes for this run (the ``protocol_details`` stamped into config and hparams;
+    :meth:`envs.protocols.Protocol.details` with the run's evaluation episodes and cadence)."""
+    return _protocol_spec(cfg).details(cfg.eval_episodes, cfg.eval_every)
 
 
 def resolve_config(cfg: TrainConfig) -> tuple[TrainConfig, list[str]]:
     """Everything the trainer saves as config.yaml: balancers (:func:`resolve_balancers`), the task
     list (``env.tasks``, in env order), the device this machine will use, the evaluation episodes and
-    cadence, and ``protocol_details``. Raises :class:`ConfigError` on any bad value; touches no file
-    and builds no env."""
-    cfg, notes = resolve_balancers(cfg)
+    cadence, and ``protocol_details``; with the :func:`balancer_notes` of the result. Raises
+    :class:`ConfigError` on any bad value; touches no file and builds no env.
+    :meth:`TrainConfig.resolve` (what :func:`mtrl.config.load_config` calls) is the same without notes."""
+    resolved = _resolve(cfg)
+    return resolved, balancer_notes(resolved)
+
+
+def _resolve(cfg: TrainConfig) -> TrainConfig:
+    """:meth:`TrainConfig.resolve`: the one place a run looks up its protocol and its device."""
+    cfg = _resolve_balancers(cfg)
     if cfg.env.benchmark != "toy":  # the task list is stamped into config.yaml and the hparams
         cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, tasks=cfg.env.task_names))
-    spec = TOY_PROTOCOL if cfg.env.benchmark == "toy" else get_protocol(cfg.env.protocol)
-    cfg = dataclasses.replace(
-        cfg,
-        device=resolve_device_name(cfg.device),
-        eval_episodes=cfg.eval_episodes or spec.eval_episodes_per_task,
-        eval_every=spec.eval_every if cfg.eval_every is None else cfg.eval_every,
-    )
-    details = protocol_details(cfg)
+    device = resolve_device_name(cfg.device)
+    spec = _protocol_spec(cfg)
+    eval_episodes = cfg.eval_episodes or spec.eval_episodes_per_task
+    eval_every = spec.eval_every if cfg.eval_every is None else cfg.eval_every
+    details = spec.details(eval_episodes, eval_every)
     given = cfg.protocol_details
     if given and given != details:
         differing = sorted(k for k in set(details) | set(given) if given.get(k) != details.get(k))
         raise ConfigError(
             f"protocol_details {differing} differ from what env.protocol={cfg.env.protocol!r} implies; "
-            f"protocol_details is written by the trainer: leave it empty"
+            f"protocol_details is written when the config is resolved: leave it empty"
         )
-    return dataclasses.replace(cfg, protocol_details=details), notes
+    return dataclasses.replace(
+        cfg, device=device, eval_episodes=eval_episodes, eval_every=eval_every, protocol_details=details
+    )

@@ -58,7 +58,6 @@ from typing import Any
 import numpy as np
 
 from agents.stl_config import ResolvedSTLConfig, STLConfig, run_record
-from envs.protocols import PROTOCOLS
 from mtrl.config import ConfigError
 from mtrl.rundir import RunLease, atomic_write, check_resume, open_logs, write_json
 
@@ -80,8 +79,9 @@ class STLRun:
     """
 
     def __init__(self, settings: ResolvedSTLConfig) -> None:
+        import torch
+
         from agents.sb3 import import_sb3
-        from mtrl.device import resolve_device
 
         sb3 = import_sb3()
         self.settings, self.cfg = settings, settings.cfg
@@ -89,10 +89,10 @@ class STLRun:
         assert self.cfg.protocol is not None  # filled by resolve_stl_config
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         run_name = self.cfg.run_name or f"STL_{self.cfg.protocol}_s{self.cfg.seed}_{stamp}"
-        self.device = resolve_device(self.cfg.device)
+        self.device = torch.device(settings.device)  # resolved by resolve_stl_config
         #: The run's settings as written to ``config.yaml``.
-        self.record = run_record(settings, sb3.__version__, run_name, str(self.device))
-        self.protocol = PROTOCOLS[self.cfg.protocol]
+        self.record = run_record(settings, sb3.__version__, run_name)
+        self.protocol = settings.protocol
         self.tasks: list[str] = list(settings.tasks)
         self.run_dir = Path(self.cfg.logdir) / run_name
         self.ckpt_dir = self.run_dir / "checkpoints"

@@ -5,7 +5,8 @@
 built with :mod:`mtrl.config`'s machinery (:func:`mtrl.config.update_config`), so an unknown key or a
 badly typed value fails with the same one-line :class:`~mtrl.config.ConfigError` as the multi-task
 configs. :func:`resolve_stl_config` reads the preset, fills the benchmark, tasks and protocol from it,
-checks the task names and the device and returns a :class:`ResolvedSTLConfig`: what a run needs.
+checks the task names and the device and returns a :class:`ResolvedSTLConfig`: what a run needs, with
+the :class:`~envs.protocols.Protocol` and the device resolved once (nothing after it looks them up).
 :func:`run_record` is the ``config.yaml`` a run writes (the multi-task runs' key names where they
 exist, and their protocol stamp).
 
@@ -19,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from agents.config import EnvConfig, SACConfig, TrainConfig, protocol_details
-from envs.protocols import PROTOCOLS
+from agents.config import SACConfig, TrainConfig
+from envs.protocols import Protocol, get_protocol
 from mtrl.config import ConfigError, config_to_dict, load_config
 
 __all__ = [
@@ -127,6 +128,10 @@ class ResolvedSTLConfig:
     buffer_capacity: int
     #: Evaluation episodes per task.
     eval_episodes: int
+    #: The protocol ``cfg.protocol`` names (looked up once, here).
+    protocol: Protocol
+    #: The device ``cfg.device`` resolves to (``"auto"`` → ``"cuda"`` or ``"cpu"``), as ``torch.device`` spells it.
+    device: str
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -146,8 +151,8 @@ def resolve_stl_config(cfg: STLConfig) -> ResolvedSTLConfig:
     from mtrl.device import resolve_device
 
     preset_path = cfg.preset or str(PRESETS.get(cfg.benchmark or "MT10", PRESETS["MT10"]))
-    try:
-        preset = load_config(TrainConfig, preset_path)
+    try:  # only the preset's sac and env sections are used: read them, do not resolve a multi-task run
+        preset = load_config(TrainConfig, preset_path, resolve=False)
     except ConfigError as err:
         raise STLConfigError("preset", str(err)) from err
     if preset.env.benchmark == "toy":
@@ -177,9 +182,10 @@ def resolve_stl_config(cfg: STLConfig) -> ResolvedSTLConfig:
             None, f"{flag('resume')} needs {flag('run_name')} <the run directory's name under {flag('logdir')}>"
         )
     try:
-        resolve_device(cfg.device)
+        device = str(resolve_device(cfg.device))
     except ValueError as err:
         raise STLConfigError("device", str(err)) from err
+    spec = get_protocol(protocol)
     filled = dataclasses.replace(
         cfg,
         preset=preset_path,
@@ -193,27 +199,28 @@ def resolve_stl_config(cfg: STLConfig) -> ResolvedSTLConfig:
         sac=sac,
         benchmark_tasks=tuple(benchmark_tasks),
         buffer_capacity=cfg.buffer or preset.sac.buffer_capacity // len(benchmark_tasks),
-        eval_episodes=cfg.eval_episodes or PROTOCOLS[protocol].eval_episodes_per_task,
+        eval_episodes=cfg.eval_episodes or spec.eval_episodes_per_task,
+        protocol=spec,
+        device=device,
     )
 
 
-def run_record(settings: ResolvedSTLConfig, sb3_version: str, run_name: str, device: str) -> dict[str, Any]:
+def run_record(settings: ResolvedSTLConfig, sb3_version: str, run_name: str) -> dict[str, Any]:
     """The run's settings as written to ``config.yaml``: the multi-task runs' key names where they
-    exist, and their protocol stamp (``protocol_details`` from :func:`agents.config.protocol_details`).
+    exist, and their protocol stamp (``protocol_details``: :meth:`envs.protocols.Protocol.details` with
+    the run's evaluation episodes and the protocol's cadence, as :func:`agents.config.protocol_details`).
 
     A resumed run compares this record with the saved one, so its keys and values stay as they are."""
     cfg = settings.cfg
-    assert cfg.protocol is not None and cfg.benchmark is not None and cfg.preset is not None
+    assert cfg.benchmark is not None and cfg.preset is not None
     sac = config_to_dict(settings.sac)
-    env = EnvConfig(benchmark=cfg.benchmark, tasks=settings.benchmark_tasks, protocol=cfg.protocol)
-    stamp_cfg = TrainConfig(env=env, eval_episodes=settings.eval_episodes)
     preset = Path(cfg.preset).resolve()
     return {
         "method": "stl_sb3_sac",
         "balancer": "stl",  # group name for scripts/aggregate.py: no balancer, one SAC per task
         "env": {
             "benchmark": cfg.benchmark,
-            "protocol": PROTOCOLS[cfg.protocol].name,
+            "protocol": settings.protocol.name,
             "tasks": list(settings.tasks),
         },
         "sac": {
@@ -238,6 +245,6 @@ def run_record(settings: ResolvedSTLConfig, sb3_version: str, run_name: str, dev
         "checkpoint_replay": cfg.checkpoint_replay,
         "logdir": cfg.logdir,
         "run_name": run_name,
-        "device": device,
-        "protocol_details": protocol_details(stamp_cfg),
+        "device": settings.device,
+        "protocol_details": settings.protocol.details(settings.eval_episodes),
     }

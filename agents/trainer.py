@@ -39,7 +39,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from agents.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
-from agents.config import TrainConfig, resolve_config
+from agents.config import TrainConfig, balancer_notes
 from agents.sac import EvalAgent, build_agent
 from envs import (
     MultiTaskVecEnv,
@@ -52,7 +52,7 @@ from envs import (
     step_transitions,
 )
 from mtrl.config import ConfigError, config_to_dict, load_config, save_config
-from mtrl.device import resolve_device
+from mtrl.device import resolve_device  # re-exported (agents.trainer.resolve_device)
 from mtrl.interrupt import install_stop_handler
 from mtrl.logger import flatten_hparams
 from mtrl.replay import MultiTaskReplayBuffer
@@ -62,7 +62,8 @@ __all__ = ["Trainer", "build_envs", "final_report", "resolve_device", "summarize
 
 
 def build_envs(cfg: TrainConfig, seed: int) -> tuple[MultiTaskVecEnv, list[str]]:
-    """The training (or evaluation) vector env of ``cfg.env`` and its task names (env ``i`` = task ``i``)."""
+    """The training (or evaluation) vector env of a resolved ``cfg`` and its task names (env ``i`` =
+    task ``i``); Meta-World envs get the config's :attr:`~agents.config.TrainConfig.protocol` object."""
     if cfg.env.benchmark == "toy":
         from envs.toy import make_toy_envs
 
@@ -72,7 +73,7 @@ def build_envs(cfg: TrainConfig, seed: int) -> tuple[MultiTaskVecEnv, list[str]]
 
         envs = make_mt_envs(
             cfg.env.benchmark,
-            protocol=cfg.env.protocol,
+            protocol=cfg.protocol,
             seed=seed,
             vector_strategy=cfg.env.vector_strategy,
             tasks=cfg.env.tasks or None,
@@ -131,16 +132,19 @@ def hparam_metrics(evals: list[dict[str, Any]], protocol: Protocol) -> dict[str,
 
 
 class Trainer:
-    """Builds everything from a :class:`TrainConfig` and runs (or resumes) the loop.
+    """Builds everything from a resolved :class:`TrainConfig` and runs (or resumes) the loop.
 
-    ``Trainer(cfg).train()`` returns the results dict also written to ``results.json``. Every
-    configuration error (bad balancer hyper-parameters, unavailable device, resume mismatch) raises
+    ``Trainer(load_config(TrainConfig, ...)).train()`` returns the results dict also written to
+    ``results.json``. The config comes resolved from :func:`~mtrl.config.load_config`; a ``TrainConfig(...)``
+    built in Python is resolved here, once (:meth:`TrainConfig.resolve`). Every configuration error (bad
+    balancer hyper-parameters, unavailable device, resume mismatch) raises
     :class:`~mtrl.config.ConfigError` before the run directory or any env is created.
     """
 
     def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg, self.notes = resolve_config(cfg)
-        cfg = self.cfg
+        self.cfg = cfg = cfg if cfg.is_resolved else cfg.resolve()
+        #: Notes on automatic choices (balancers, resume), logged in the ``run/notes`` text.
+        self.notes = balancer_notes(cfg)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         name = cfg.run_name or f"{cfg.env.benchmark}_{cfg.critic_balancer}_s{cfg.seed}_{stamp}"
         self.run_dir = Path(cfg.logdir) / name
@@ -161,7 +165,7 @@ class Trainer:
                 f"run directory {str(self.run_dir)!r} already has checkpoints; pass resume=true or a new run_name"
             )
         self.cfg = cfg = dataclasses.replace(cfg, run_name=name)
-        self.device = resolve_device(cfg.device)
+        self.device = torch.device(cfg.device)  # resolved (checked against this machine) with the config
         # One writer per run directory: a second process refuses here (RunDirBusy, a ConfigError) before
         # it writes anything; released when the run ends (train()) or fails to start.
         self.lease = RunLease(self.run_dir).acquire()
@@ -184,8 +188,8 @@ class Trainer:
 
         self.envs, self.task_names = build_envs(cfg, cfg.seed)
         self.eval_envs, _ = build_envs(cfg, cfg.seed)
-        self.protocol = self.envs.protocol
-        assert cfg.eval_episodes is not None  # resolved by resolve_config
+        self.protocol = cfg.protocol  # the resolved config's protocol (that of the envs)
+        assert cfg.eval_episodes is not None  # filled by TrainConfig.resolve
         self.eval_episodes = cfg.eval_episodes
         T = self.envs.num_envs
         obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
@@ -382,5 +386,5 @@ class Trainer:
 
 
 def train_from_args(config_path: str | None, overrides: Sequence[str]) -> dict[str, Any]:
-    """``scripts/train.py`` entry: load the preset, apply overrides, train."""
+    """``scripts/train.py`` entry: load the preset, apply overrides, resolve (:func:`load_config`), train."""
     return Trainer(load_config(TrainConfig, config_path, overrides)).train()

@@ -27,7 +27,6 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from envs.protocols import Protocol as EnvProtocol
-from envs.protocols import get_protocol
 from envs.vector import MultiTaskVecEnv, step_transitions
 
 __all__ = ["EvalAgent", "EvalResult", "evaluate"]
@@ -74,7 +73,7 @@ class EvalResult(NamedTuple):
 def evaluate(
     agent: EvalAgent,
     eval_envs: MultiTaskVecEnv,
-    protocol: str | EnvProtocol | None = None,
+    protocol: EnvProtocol | None = None,
     episodes_per_task: int | None = None,
 ) -> EvalResult:
     """Evaluate ``agent`` on every task of ``eval_envs`` under ``protocol``.
@@ -83,13 +82,14 @@ def evaluate(
         agent: see :class:`EvalAgent`; act deterministically if ``protocol.deterministic_eval``.
         eval_envs: evaluation envs (built separately from the training envs; under mtrl-legacy with
             the training seed, so that they hold the training goals).
-        protocol: name or :class:`~envs.protocols.Protocol`; None = ``eval_envs.protocol``.
+        protocol: the :class:`~envs.protocols.Protocol`; None = ``eval_envs.protocol`` (the protocol
+            the envs were built for).
         episodes_per_task: None = ``protocol.eval_episodes_per_task``.
 
     Returns:
         :class:`EvalResult` with ``success_per_task (T,)`` in [0, 1].
     """
-    spec = get_protocol(eval_envs.protocol if protocol is None else protocol)
+    spec = eval_envs.protocol if protocol is None else protocol
     episodes = spec.eval_episodes_per_task if episodes_per_task is None else episodes_per_task
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes_per_task must be a positive int, got {episodes!r}")

@@ -94,7 +94,9 @@ def make_mt_envs(
 
     Args:
         benchmark: ``"MT1"``, ``"MT10"``, ``"MT25"``, ``"MT50"`` or ``"custom"`` (:mod:`envs.task_sets`).
-        protocol: ``"metaworld-v3"`` or ``"mtrl-legacy"`` (:data:`envs.protocols.PROTOCOLS`).
+        protocol: the :class:`~envs.protocols.Protocol` (what a run passes: its resolved config's
+            ``TrainConfig.protocol``), or a name from :data:`envs.protocols.PROTOCOLS`
+            (``"metaworld-v3"``, ``"mtrl-legacy"``), looked up here for callers that hold a user's name.
         seed: a non-negative int; seeds the goal sets and every sub-env (the only seed Meta-World
             honours). Under ``mtrl-legacy`` the fixed goals are drawn from it, so evaluation envs
             built with the training seed get the training goals (as mtrl did).
@@ -118,7 +120,7 @@ def make_mt_envs(
     names = resolve_tasks(benchmark, tasks)
     if vector_strategy not in VECTOR_STRATEGIES:
         raise ValueError(f"unknown vector_strategy {vector_strategy!r}; valid choices: {', '.join(VECTOR_STRATEGIES)}")
-    spec = get_protocol(protocol)
+    spec = protocol if isinstance(protocol, Protocol) else get_protocol(protocol)  # a name: the edge lookup
     if spec.reward_function_version is None:
         raise ValueError(f"protocol {spec.name!r} is not a Meta-World protocol; valid choices: {', '.join(PROTOCOLS)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

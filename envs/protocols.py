@@ -19,10 +19,29 @@ protocol into its config so results are only ever compared within one protocol
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["PROTOCOLS", "TOY_PROTOCOL", "Protocol", "get_protocol"]
+__all__ = ["GOAL_MODES", "PROTOCOLS", "TOY_PROTOCOL", "Protocol", "get_protocol"]
+
+#: How ``protocol_details`` names the goal mode (``Protocol.random_goals``) of a protocol.
+GOAL_MODES: dict[bool, str] = {True: "resampled at every reset", False: "fixed per task for the whole run"}
+
+#: ``protocol_details`` keys that hold the :class:`Protocol` field of the same name (``goals`` holds
+#: ``random_goals`` as :data:`GOAL_MODES` text; ``reported_statistic`` is derived from ``report``).
+_SAME_KEYS = (
+    "name",
+    "max_episode_steps",
+    "reward_function_version",
+    "reward_normalization",
+    "eval_episodes_per_task",
+    "deterministic_eval",
+    "evaluator",
+    "report",
+    "report_last_n",
+    "eval_every",
+)
 
 RewardVersion = Literal["v1", "v2"]
 ReportRule = Literal["final_and_last_mean", "best"]
@@ -85,6 +104,40 @@ class Protocol:
         """The headline key of :meth:`summarize`: ``"best"`` (mtrl-legacy: max over evaluations) or
         ``"final"`` (metaworld-v3, toy: the last evaluation; Meta-World+ reports final performance)."""
         return "best" if self.report == "best" else "final"
+
+    def details(self, eval_episodes: int | None = None, eval_every: int | None = None) -> dict[str, Any]:
+        """The ``protocol_details`` a run under this protocol stamps into its config and hparams.
+
+        ``eval_episodes`` / ``eval_every`` are the run's own values (None: the protocol's defaults).
+        :meth:`from_details` turns the result back into the run's :class:`Protocol`."""
+        return {
+            "name": self.name,
+            "max_episode_steps": self.max_episode_steps,
+            "goals": GOAL_MODES[self.random_goals],
+            "reward_function_version": self.reward_function_version,
+            "reward_normalization": self.reward_normalization,
+            "eval_episodes_per_task": eval_episodes or self.eval_episodes_per_task,
+            "deterministic_eval": self.deterministic_eval,
+            "evaluator": self.evaluator,
+            "report": self.report,
+            "report_last_n": self.report_last_n,
+            "reported_statistic": self.reported_statistic,
+            "eval_every": self.eval_every if eval_every is None else eval_every,
+        }
+
+    @classmethod
+    def from_details(cls, details: Mapping[str, Any]) -> Protocol:
+        """The run's protocol from its ``protocol_details`` (:meth:`details`; no registry lookup): the
+        named protocol with the run's evaluation episodes and cadence as its defaults.
+
+        Raises ValueError naming the missing keys or the unknown goal mode."""
+        missing = [key for key in (*_SAME_KEYS, "goals") if key not in details]
+        if missing:
+            raise ValueError(f"protocol_details lack {missing}: resolve the config first (mtrl.config.load_config)")
+        modes = {text: random for random, text in GOAL_MODES.items()}
+        if details["goals"] not in modes:
+            raise ValueError(f"bad protocol_details goals {details['goals']!r}; valid: {', '.join(map(repr, modes))}")
+        return cls(random_goals=modes[details["goals"]], **{key: details[key] for key in _SAME_KEYS})
 
     def summarize(self, success_history: list[float]) -> dict[str, float]:
         """Reported numbers from the mean success of every evaluation of a run, in order.
@@ -165,7 +218,13 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (METAWORLD_V3, MTRL_LEGACY)
 
 
 def get_protocol(protocol: str | Protocol) -> Protocol:
-    """Look a protocol up by name (a :class:`Protocol` is returned unchanged)."""
+    """Look a protocol up by name (a :class:`Protocol` is returned unchanged).
+
+    The one name → :class:`Protocol` lookup. A run calls it once, when its config is resolved
+    (:meth:`agents.config.TrainConfig.resolve`, :func:`agents.stl_config.resolve_stl_config`); from then
+    on the resolved config carries the protocol (``protocol_details``, :meth:`Protocol.from_details`)
+    and env builders and evaluation receive the object. Entry points that take a name from a user
+    (:func:`envs.metaworld.make_mt_envs`) look it up here at their edge."""
     if isinstance(protocol, Protocol):
         return protocol
     if not isinstance(protocol, str):

@@ -4,6 +4,12 @@ Every config is a (possibly nested) frozen dataclass whose fields carry a docume
 :func:`load_config` reads a YAML preset, applies ``key=value`` / ``section.key=value`` overrides and
 fails at start-up on an unknown key or a badly typed value, naming the key and the valid choices.
 ``typing.Literal`` fields restrict the value to the listed choices.
+
+A config class may define a resolution step, :class:`Resolvable`'s ``resolve()``: everything a run
+derives from its settings, the machine and the registries (e.g. ``agents.config.TrainConfig``: the
+balancers, the task list, the device, the protocol's evaluation defaults and details). It runs once,
+in :func:`load_config`, so the config that :func:`load_config` returns is the fully resolved one and
+nothing downstream looks those values up again.
 """
 
 from __future__ import annotations
@@ -14,13 +20,14 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 import yaml
 
 __all__ = [
     "MISSING",
     "ConfigError",
+    "Resolvable",
     "config_differences",
     "config_to_dict",
     "flatten_config",
@@ -35,6 +42,17 @@ C = TypeVar("C")
 
 class ConfigError(ValueError):
     """A bad configuration key or value; the message names the key and what is valid."""
+
+
+@runtime_checkable
+class Resolvable(Protocol):
+    """A config class with a resolution step (called by :func:`load_config`)."""
+
+    def resolve(self) -> Self:
+        """The config with every derived value filled in and checked (raise :class:`ConfigError` on a
+        bad one). Must be idempotent (resolving a resolved config, e.g. a saved ``config.yaml``, gives
+        the same config) and cheap: no files written, no envs or models built."""
+        ...
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -169,8 +187,14 @@ def update_config(cfg: C, changes: Mapping[str, Any]) -> C:
     return _build(type(cfg), _merge(config_to_dict(cfg), changes))
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = ()) -> C:
-    """Load preset ``path`` (YAML, may be None for the defaults) into ``cls`` and apply overrides."""
+def load_config(
+    cls: type[C], path: str | Path | None = None, overrides: Sequence[str] = (), *, resolve: bool = True
+) -> C:
+    """Load preset ``path`` (YAML, may be None for the defaults) into ``cls``, apply overrides and, when
+    ``cls`` is :class:`Resolvable`, resolve it: the result is the fully resolved config.
+
+    ``resolve=False`` returns the validated config as written, unresolved (to read a preset's sections
+    without running it, as ``agents.stl_config`` does)."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -183,7 +207,10 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Sequenc
             raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys to values")
         data = loaded
     data = _merge(data, parse_overrides(overrides))
-    return _build(cls, data)
+    cfg = _build(cls, data)
+    if resolve and isinstance(cfg, Resolvable):
+        return cfg.resolve()
+    return cfg
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

@@ -34,7 +34,8 @@ def resolve_device_name(name: str) -> str:
     """The device ``name`` resolves to on this machine (``"auto"`` → ``"cuda"`` or ``"cpu"``).
 
     Raises :class:`ConfigError` naming the key ``device`` and the devices valid here for a
-    malformed name or a device this machine does not have.
+    malformed name or a device this machine does not have. Called when a config is resolved
+    (``agents.config.TrainConfig.resolve``); the resolved name then goes straight to ``torch.device``.
     """
     available = ["'auto'", "'cpu'"]
     if torch.cuda.is_available():

@@ -8,7 +8,7 @@
 
 For each benchmark, in one process, with the preset's settings (``configs/{mt10,mt50}_sac.yaml``:
 3×400 ReLU trunks, 128 transitions per task, Adam 3e-4, one update per vector step) and each
-balancer resolved and built exactly as ``scripts/train.py`` does (``agents.config.resolve_config``,
+balancer resolved and built exactly as ``scripts/train.py`` does (``mtrl.config.load_config``,
 ``build_balancers``):
 
 1. **Training-loop throughput.** The post-warm-up body of ``agents.trainer.Trainer._env_step`` on
@@ -77,12 +77,11 @@ def _positive(text: str) -> int:
 # --- 1. training loop ------------------------------------------------------------------------------
 def build_agent(bench: str, balancer: str, envs: Any, device: torch.device) -> tuple[Any, Any]:
     """``(MultiTaskSAC, resolved TrainConfig)`` for ``balancer`` on ``envs``, built as the trainer builds it."""
-    from agents.config import TrainConfig, resolve_config
+    from agents.config import TrainConfig
     from agents.sac import build_agent as build_sac
     from mtrl.config import load_config
 
     cfg = load_config(TrainConfig, PRESETS[bench], [f"balancer={balancer}", f"device={device}", "progress=false"])
-    cfg, _ = resolve_config(cfg)
     return build_sac(cfg, envs, device), cfg
 
 
@@ -359,8 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     rows: list[dict[str, Any]] = []
     for bench in args.benchmarks:
-        preset = load_config(TrainConfig, PRESETS[bench])
-        envs = make_mt_envs(bench, protocol=preset.env.protocol, seed=0, vector_strategy=preset.env.vector_strategy)
+        preset = load_config(TrainConfig, PRESETS[bench], [f"device={device}"])
+        envs = make_mt_envs(bench, protocol=preset.protocol, seed=0, vector_strategy=preset.env.vector_strategy)
         T = envs.num_envs
         # The preset's capacity (1M transitions, as in a real run): sampling touches a full-size buffer.
         buffer = MultiTaskReplayBuffer(T, envs.obs_dim, envs.action_dim, preset.sac.buffer_capacity, device)

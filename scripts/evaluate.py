@@ -116,13 +116,13 @@ def evaluate_checkpoint(target: str, options: dict[str, str]) -> dict[str, Any]:
             f"evaluations are in results.json; this script evaluates multi-task checkpoints of scripts/train.py"
         )
     try:
-        cfg = load_config(TrainConfig, cfg_path)
-    except ConfigError as err:
-        raise UsageError(f"config error in {str(cfg_path)!r}: {err}") from err
-    try:
         device = resolve_device(options.get("device", "cpu"))
     except ValueError as err:
         raise UsageError(str(err)) from err
+    try:  # resolved for this machine, with this evaluation's device (not the training machine's)
+        cfg = load_config(TrainConfig, cfg_path, [f"device={device}"])
+    except ConfigError as err:
+        raise UsageError(f"config error in {str(cfg_path)!r}: {err}") from err
     try:
         state = load_checkpoint(ckpt_path, map_location=device)
     except Exception as err:  # torch.load raises several types for a file that is not a checkpoint

@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0 if argv else 2
     try:
-        cfg = load_config(TrainConfig, argv[0], argv[1:])
+        cfg = load_config(TrainConfig, argv[0], argv[1:])  # fully resolved (balancers, device, protocol), once
         trainer = Trainer(cfg)  # every start-up check raises ConfigError before any directory or env exists
     except ConfigError as err:  # one line, no traceback
         print(f"config error: {err}", file=sys.stderr)

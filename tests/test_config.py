@@ -22,6 +22,22 @@ from mtrl.config import (
 
 
 @dataclass(frozen=True)
+class WithResolution:
+    """A config with a resolution step (``mtrl.config.Resolvable``)."""
+
+    device: str = "auto"
+    calls: int = 0
+
+    def resolve(self) -> WithResolution:
+        return WithResolution(device="cpu" if self.device == "auto" else self.device, calls=self.calls + 1)
+
+
+def test_load_config_resolves_a_resolvable_class_once() -> None:
+    assert load_config(WithResolution, None, ["device=auto"]) == WithResolution(device="cpu", calls=1)
+    assert load_config(WithResolution, None, ["device=auto"], resolve=False) == WithResolution()
+
+
+@dataclass(frozen=True)
 class Inner:
     lr: float = 3e-4
     """Learning rate."""

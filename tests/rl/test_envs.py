@@ -16,7 +16,9 @@ import pytest
 
 from envs import (
     PROTOCOLS,
+    TOY_PROTOCOL,
     MultiTaskVecEnv,
+    Protocol,
     continues_episodes,
     env_state,
     evaluate,
@@ -107,6 +109,19 @@ def test_protocols_encode_the_two_published_setups() -> None:
     assert legacy_p.summarize([0.2, 0.7, 0.5]) == {"best": 0.7, "final": 0.5}
     assert v3.summarize([0.0] * 5 + [0.5] * 10) == {"final": 0.5, "last_mean": 0.5}
     assert get_protocol(v3) is v3
+
+
+def test_protocol_details_round_trip_without_a_lookup() -> None:
+    """``Protocol.details`` (a run's ``protocol_details``) → ``Protocol.from_details`` gives the protocol
+    back, with the run's evaluation episodes and cadence as its defaults."""
+    for spec in (*PROTOCOLS.values(), TOY_PROTOCOL):
+        assert Protocol.from_details(spec.details()) == spec
+    run = Protocol.from_details(PROTOCOLS["mtrl-legacy"].details(eval_episodes=5, eval_every=0))
+    assert (run.eval_episodes_per_task, run.eval_every, run.reported_statistic) == (5, 0, "best")
+    with pytest.raises(ValueError, match=r"lack \['name'\]: resolve the config first"):
+        Protocol.from_details({k: v for k, v in TOY_PROTOCOL.details().items() if k != "name"})
+    with pytest.raises(ValueError, match="goals 'sometimes'"):
+        Protocol.from_details({**TOY_PROTOCOL.details(), "goals": "sometimes"})
 
 
 def test_unknown_names_raise_with_valid_choices() -> None:

@@ -4,12 +4,23 @@ ConfigError that names the key before any directory or env is created."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
 
-from agents.config import EnvConfig, TrainConfig, build_balancers, resolve_balancers, resolve_config
+from agents.config import (
+    EnvConfig,
+    SACConfig,
+    TrainConfig,
+    balancer_notes,
+    build_balancers,
+    resolve_balancers,
+    resolve_config,
+)
 from agents.trainer import Trainer
 from mtrl.config import ConfigError, load_config
 from tests.helpers import run_script
@@ -138,3 +149,76 @@ def test_eval_overrides_are_stamped() -> None:
     cfg, _ = resolve_config(TrainConfig(eval_episodes=5, eval_every=0))
     assert cfg.eval_episodes == 5 and cfg.protocol_details["eval_episodes_per_task"] == 5
     assert cfg.eval_every == 0 and cfg.protocol_details["eval_every"] == 0
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str) -> list[tuple]:
+    """Record every call of ``module.name``, through every loaded module that imported the function."""
+    original = getattr(module, name)
+    calls: list[tuple] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    for mod in list(sys.modules.values()):
+        if getattr(mod, "__dict__", {}).get(name) is original:
+            monkeypatch.setattr(mod, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],  # the toy suite
+        ["env.benchmark=MT1", "env.tasks=[reach-v3]", "env.protocol=mtrl-legacy"],  # Meta-World: make_mt_envs
+    ],
+    ids=["toy", "MT1"],
+)
+def test_the_config_is_resolved_once_in_load_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, overrides: list[str]
+) -> None:
+    """Resolution happens in load_config; building a Trainer, training with evaluations and checkpoints,
+    and resuming the run look up neither the protocol nor the device again."""
+    import envs.protocols
+    import mtrl.device
+
+    lookups = _spy(monkeypatch, envs.protocols, "get_protocol")
+    devices = _spy(monkeypatch, mtrl.device, "resolve_device_name")
+    common = [
+        *overrides, f"logdir={tmp_path}", "run_name=once", "sac.hidden_sizes=[16]", "sac.batch_per_task=8",
+        "sac.warmup_steps=10", "eval_every=10", "eval_episodes=1", "checkpoint_every=10", "progress=false",
+    ]  # fmt: skip
+    cfg = load_config(TrainConfig, TOY, [*common, "total_steps=20"])
+    assert cfg.is_resolved and len(devices) == 1 and len(lookups) == (0 if cfg.env.benchmark == "toy" else 1)
+    lookups.clear(), devices.clear()
+    results = Trainer(cfg).train()
+    assert results["complete"] and [e["step"] for e in results["evals"]] == [10, 20]
+    assert (lookups, devices) == ([], [])
+
+    resumed_cfg = load_config(TrainConfig, TOY, [*common, "total_steps=30", "resume=true"])
+    lookups.clear(), devices.clear()
+    resumed = Trainer(resumed_cfg).train()
+    assert [e["step"] for e in resumed["evals"]] == [10, 20, 30] and resumed["protocol"] == cfg.env.protocol
+    assert (lookups, devices) == ([], [])
+
+
+def test_a_config_built_in_python_is_resolved_by_the_trainer(tmp_path: Path) -> None:
+    """``Trainer(TrainConfig(...))`` (no load_config) resolves the config itself, with the same notes as
+    :func:`resolve_config`; resolving a resolved config changes nothing and keeps its notes."""
+    direct = TrainConfig(
+        env=EnvConfig(benchmark="toy", protocol="toy"), sac=SACConfig(hidden_sizes=(16,)), balancer="imtl",
+        device="cpu", logdir=str(tmp_path), run_name="direct", progress=False,
+    )  # fmt: skip
+    assert not direct.is_resolved
+    with pytest.raises(ValueError, match="resolved config"):
+        _ = direct.protocol
+    resolved, notes = resolve_config(direct)
+    trainer = Trainer(direct)
+    try:
+        assert trainer.cfg == resolved and trainer.cfg.is_resolved and trainer.notes == notes
+    finally:
+        trainer.lease.release()
+        trainer.logger.close()
+    assert any("parameter level" in n for n in notes) and any("positive losses" in n for n in notes)
+    assert resolved.resolve() == resolved and balancer_notes(resolved.resolve()) == notes
+    assert resolved.protocol.details(resolved.eval_episodes, resolved.eval_every) == resolved.protocol_details
