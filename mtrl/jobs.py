@@ -29,9 +29,18 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
-__all__ = ["Job", "JobOutcome", "has_checkpoint", "is_finished", "pending_jobs", "progress_line", "run_jobs"]
+__all__ = [
+    "Job",
+    "JobOutcome",
+    "has_checkpoint",
+    "is_finished",
+    "pending_jobs",
+    "progress_line",
+    "raise_interrupted",
+    "run_jobs",
+]
 
 _CHECKPOINT_MARKERS = (Path("checkpoints") / "last.txt", Path("checkpoints") / "state.json", Path("checkpoint.pt"))
 
@@ -194,12 +203,18 @@ def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = Non
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     if runner.stopped.is_set():
-        stopped = [o for o in outcomes if not is_finished(o.job.run_dir)]
-        print(
-            f"interrupted: {len(stopped)} running runs stopped and saved; {len(todo) - len(outcomes)} not started. "
-            f"Run the same command again to resume.",
-            file=out,
-            flush=True,
-        )
-        raise KeyboardInterrupt
+        raise_interrupted(outcomes, len(todo), out)
     return outcomes
+
+
+def raise_interrupted(outcomes: Sequence[JobOutcome], started_or_queued: int, out: TextIO) -> NoReturn:
+    """After a stop (Ctrl-C): say how many running runs stopped and saved and how many never started, then
+    raise ``KeyboardInterrupt`` (both backends, :func:`run_jobs` and :func:`mtrl.ray_jobs.run_ray_jobs`)."""
+    stopped = [o for o in outcomes if not is_finished(o.job.run_dir)]
+    print(
+        f"interrupted: {len(stopped)} running runs stopped and saved; {started_or_queued - len(outcomes)} not "
+        f"started. Run the same command again to resume.",
+        file=out,
+        flush=True,
+    )
+    raise KeyboardInterrupt

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mtrl.interrupt import install_stop_handler
-from mtrl.jobs import Job, JobOutcome, has_checkpoint, is_finished, pending_jobs, progress_line
+from mtrl.jobs import Job, JobOutcome, has_checkpoint, is_finished, pending_jobs, progress_line, raise_interrupted
 
 if TYPE_CHECKING:
     import ray
@@ -373,12 +373,5 @@ def run_ray_jobs(
         restore()
         ray.kill(board)
     if stop.is_set():
-        stopped = [o for o in outcomes if not is_finished(o.job.run_dir)]
-        print(
-            f"interrupted: {len(stopped)} running runs stopped and saved; {len(todo) - len(outcomes)} not started. "
-            f"Run the same command again to resume.",
-            file=out,
-            flush=True,
-        )
-        raise KeyboardInterrupt
+        raise_interrupted(outcomes, len(todo), out)
     return outcomes
