@@ -8,7 +8,8 @@ Writes ``<logdir>/<run_name>/`` (config.yaml, TensorBoard events, metrics.jsonl,
 results.json). Ctrl-C saves a checkpoint and the results before exiting (also with
 env.vector_strategy=async: the env workers ignore SIGINT). Configuration errors (unknown keys, bad
 values, bad balancer hyper-parameters, an unavailable device, a resume whose config differs from the
-saved one) print one line and exit with status 2 before anything is created.
+saved one) print one line and exit with status 2 before anything is created; so does a run directory that
+another live process is training (one writer per run directory; ``MTRL_LEASE_WAIT=<s>`` waits for it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.config import TrainConfig
 from agents.trainer import Trainer, final_report
 from mtrl.config import ConfigError, load_config
+from mtrl.rundir import RunDirBusy
 
 
 def main(argv: list[str]) -> int:
@@ -30,10 +32,17 @@ def main(argv: list[str]) -> int:
     try:
         cfg = load_config(TrainConfig, argv[0], argv[1:])  # fully resolved (balancers, device, protocol), once
         trainer = Trainer(cfg)  # every start-up check raises ConfigError before any directory or env exists
+    except RunDirBusy as err:  # another process holds the run directory
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except ConfigError as err:  # one line, no traceback
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    results = trainer.train()
+    try:
+        results = trainer.train()
+    except RunDirBusy as err:  # the lease was taken over mid-run: this process stopped without writing
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     print(final_report(results))
     print(f"TensorBoard: tensorboard --logdir {Path(results['run_dir']).parent}")
     return 0

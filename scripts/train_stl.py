@@ -134,13 +134,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     from agents.stl import STLRun
     from agents.trainer import final_report
+    from mtrl.rundir import RunDirBusy
 
     try:
         run = STLRun(settings)
     except (ConfigError, ImportError) as err:  # one line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
-    results = run.train()
+    try:
+        results = run.train()
+    except RunDirBusy as err:  # the lease was taken over mid-run: this process stopped without writing
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     print(final_report(results))
     if not results["complete"]:
         run_dir = Path(results["run_dir"])

@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtrl.config import ConfigError, load_config
+from mtrl.rundir import RunDirBusy
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.trainer import VisionTrainer
 
@@ -30,6 +31,9 @@ def main(argv: list[str]) -> int:
     try:
         cfg = load_config(VisionConfig, argv[0], argv[1:])
         trainer = VisionTrainer(cfg)
+    except RunDirBusy as err:  # another process holds the run directory
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (ConfigError, ValueError) as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
@@ -40,7 +44,11 @@ def main(argv: list[str]) -> int:
         print(f"missing dependency: {err}", file=sys.stderr)
         return 2
     print(f"{trainer.run_dir}: {trainer.amp.note}", file=sys.stderr)
-    results = trainer.run()
+    try:
+        results = trainer.run()
+    except RunDirBusy as err:  # the lease was taken over mid-run: this process stopped without writing
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     summary = {k: results[k] for k in ("run", "balancer", "single_task", "steps", "selection_rule", "selected")}
     if "delta_m" in results:
         summary["delta_m"] = results["delta_m"]

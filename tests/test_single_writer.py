@@ -114,7 +114,7 @@ def test_rl_trainer_one_writer_and_a_sigkill_during_a_checkpoint_write(tmp_path:
         )  # fmt: skip
         assert second.returncode == 2, second.stderr
         last_line = second.stderr.strip().splitlines()[-1]
-        assert last_line.startswith("config error: run directory") and "is in use by" in last_line
+        assert last_line.startswith("error: run directory") and "is in use by" in last_line
         assert f"pid {killed.pid} on {socket.gethostname()}" in last_line
         assert not (run_dir / "results.json").exists()
         go.touch()
