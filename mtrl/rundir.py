@@ -278,7 +278,10 @@ class RunLease:
         return self
 
     def release(self) -> None:
-        """Stop the heartbeat and remove ``lease.json`` if this object still holds it."""
+        """Stop the heartbeat and remove ``lease.json`` if this object still holds it. A no-op in a process
+        forked from the holder (env workers): the lease is the parent's."""
+        if os.getpid() != self.pid:
+            return
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()

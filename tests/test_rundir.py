@@ -120,3 +120,15 @@ def test_check_resume_names_every_changed_key_and_what_may_change() -> None:
     message = str(err.value)
     assert "seed: the run has 0, now 1" in message and "optim.lr: the run has 0.1, now 0.2" in message
     assert message.startswith("--resume with a configuration") and "only logdir may change" in message
+
+
+def test_a_forked_child_never_releases_its_parents_lease(tmp_path: Path) -> None:
+    lease = RunLease(tmp_path).acquire()
+    pid = os.fork()
+    if pid == 0:  # the child (as an env worker would be): releasing must leave the parent's lease alone
+        lease.release()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert json.loads((tmp_path / LEASE_FILE).read_text())["token"] == lease.token
+    lease.release()
+    assert not (tmp_path / LEASE_FILE).exists()
