@@ -20,9 +20,12 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, Self, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import yaml
+
+if TYPE_CHECKING:  # typing.Self is 3.11+; the project supports 3.10 (annotations are strings at run time)
+    from typing import Self
 
 __all__ = [
     "MISSING",
