@@ -5,8 +5,9 @@ each (:func:`run_ray_jobs`): the task asks for ``num_cpus``/``num_gpus`` (fracti
 several small runs can share a GPU), runs the job's command as a child process on whichever node
 Ray chose, with its output appended to ``<run_dir>/job.log``, and returns its exit status.
 
-Fault tolerance. A run whose process exits non-zero, or whose Ray worker or node dies, is submitted
-again, up to ``retries`` more times; :meth:`Job.argv <mtrl.jobs.Job.argv>` is evaluated on the
+Fault tolerance. A run whose process exits non-zero (except 2, a configuration error, which would
+fail the same way again), or whose Ray worker or node dies, is submitted again, up to ``retries`` more
+times; :meth:`Job.argv <mtrl.jobs.Job.argv>` is evaluated on the
 worker at the start of every attempt, so a retry continues from the run's last checkpoint. Run
 directories must therefore live on storage that every node sees (the sweep's ``--root``). Retries
 are driven by this driver, not by Ray's own ``max_retries``, so that each one is reported.
@@ -27,9 +28,11 @@ are driven by this driver, not by Ray's own ``max_retries``, so that each one is
 Ctrl-C on the driver: queued runs are cancelled, and the driver writes :data:`STOP_FILE` into the
 directory of every running run; its task, which looks for the file every second, sends SIGINT to its
 trainer, which saves a checkpoint and exits; the driver waits for them and raises
-``KeyboardInterrupt``. (A file rather than a Ray call: Ray's plain ``ray.cancel`` does not interrupt
-a running task, and a task blocked in ``ray.get``/``ray.wait`` lends its CPUs and GPUs to other
-tasks, so a task polling the driver through Ray would let more runs start than the resources allow.) A
+``KeyboardInterrupt``. (A file rather than a Ray call: a task blocked in ``ray.get``/``ray.wait`` lends
+its CPUs and GPUs to other tasks, so a task polling the driver through Ray would let more runs start than
+the resources allow.) A run that had started before the driver saw it is cancelled like a queued one:
+Ray raises ``KeyboardInterrupt`` in its task, which stops its trainer the same way (SIGINT, then SIGKILL
+after two minutes) before it ends, so no trainer is left running on its own. A
 second Ctrl-C cancels the tasks by force: their workers are killed, the trainers with them (no
 checkpoint; they resume from their previous one). If the driver process itself dies, Ray ends its
 tasks the same way.
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import socket
@@ -62,6 +66,10 @@ __all__ = ["RayOptions", "add_ray_arguments", "connect", "ray_options", "run_ray
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _POLL_S = 1.0  # how often a task looks for a stop request and the driver for started tasks
+_STOP_GRACE_S = 120.0  # how long a cancelled task waits for its trainer's checkpoint before killing it
+#: Exit statuses that are not retried: 2, a configuration error (the same command fails the same way).
+#: A busy run directory (:data:`mtrl.rundir.EXIT_BUSY`) is retried: the lease frees when its holder ends.
+_NOT_RETRIED = frozenset({2})
 STOP_FILE = "job.stop"  # written into a running run's directory by a stopping driver
 _NEEDS_RAY = "running on Ray needs Ray: pip install -e '.[ray]'"
 
@@ -148,15 +156,24 @@ def connect(address: str | None) -> None:
         ray.init(address=address)
 
 
-def _prepare_child() -> None:
-    """In the child, before exec: SIGKILL when the parent (the Ray worker) dies (tied to the thread
-    that forked, which for a Ray task is the worker's main thread), and SIGINT delivered and handled
-    as usual: a Ray worker blocks and ignores SIGINT, and a child would inherit both, so the trainer
-    would never see the driver's stop."""
+def _libc() -> Any:
+    """The C library with ``prctl`` and ``signal`` ready to call; loaded in the parent, because
+    ``dlopen`` in a child forked from a multi-threaded Ray worker could hang before ``exec``."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    return libc
+
+
+def _prepare_child(libc: Any, parent: int) -> None:
+    """In the child, before exec: SIGKILL when the parent (the Ray worker) dies (tied to the thread
+    that forked, which for a Ray task is the worker's main thread) — and at once if it died before
+    ``prctl`` ran — and SIGINT delivered and handled as usual: a Ray worker blocks and ignores SIGINT,
+    and a child would inherit both, so the trainer would never see the driver's stop. Only
+    async-signal-safe calls on objects made in the parent."""
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     libc.signal(signal.SIGINT, None)  # SIG_DFL; exec keeps an ignored signal ignored (C: any thread may fork)
 
 
@@ -199,21 +216,38 @@ def _attempt(job: Job, cwd: str, key: str, attempt: int, board: Any) -> int:
         with (job.run_dir / "job.log").open("a") as out:
             out.write(f"# ray attempt {attempt} on {host}, worker pid {pid}\n$ {' '.join(argv)}\n")
             out.flush()
+            prepare = functools.partial(_prepare_child, _libc(), pid)
             child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                     start_new_session=True, preexec_fn=_prepare_child)  # fmt: skip
+                                     start_new_session=True, preexec_fn=prepare)  # fmt: skip
             out.write(f"# child pid {child.pid}\n")
             out.flush()
             stopped = False
-            while True:
-                try:
-                    return child.wait(timeout=_POLL_S)
-                except subprocess.TimeoutExpired:
-                    if not stopped and stop_file.exists():
-                        stopped = True  # the trainer saves a checkpoint and exits 0
-                        with contextlib.suppress(ProcessLookupError):
-                            child.send_signal(signal.SIGINT)
+            try:
+                while True:
+                    try:
+                        return child.wait(timeout=_POLL_S)
+                    except subprocess.TimeoutExpired:
+                        if not stopped and stop_file.exists():
+                            stopped = True  # the trainer saves a checkpoint and exits 0
+                            with contextlib.suppress(ProcessLookupError):
+                                child.send_signal(signal.SIGINT)
+            except BaseException:  # the task was cancelled (Ray raises KeyboardInterrupt in it) or failed
+                _stop_child(child)  # never leave the trainer running (and holding its run directory) alone
+                raise
     finally:
         stop_file.unlink(missing_ok=True)
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    """SIGINT the trainer (it saves a checkpoint and exits), SIGKILL it if it is not gone in
+    :data:`_STOP_GRACE_S` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        child.send_signal(signal.SIGINT)
+    try:
+        child.wait(timeout=_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 @dataclass
@@ -317,7 +351,9 @@ def run_ray_jobs(
             code = result
             if code != 0:
                 run.reasons.append(f"exit {code}")
-        if code == 0 or stop.is_set() or run.attempt > opts.retries:
+        if code == 0 or stop.is_set() or run.attempt > opts.retries or code in _NOT_RETRIED:
+            if code in _NOT_RETRIED:
+                run.reasons[-1] += " (a configuration error: not retried)"
             finish(i, code)
             return
         resume = "resumes from its checkpoint" if has_checkpoint(run.job.run_dir) else "starts afresh: no checkpoint"
@@ -352,7 +388,9 @@ def run_ray_jobs(
                 (runs[i].job.run_dir / STOP_FILE).touch()
             elif key not in running and key not in cancelled:
                 cancelled.add(key)
-                ray.cancel(ref)  # a running task ignores this (no force): only queued ones are dropped
+                # A queued task is dropped; one that started before the driver saw it gets KeyboardInterrupt
+                # from Ray and stops its trainer (SIGINT: it checkpoints) before it ends (_attempt).
+                ray.cancel(ref)
 
     for i in range(len(runs)):
         submit(i)
