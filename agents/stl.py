@@ -106,6 +106,7 @@ class STLRun:
         self.lease = RunLease(self.run_dir).acquire()
         weakref.finalize(self, self.lease.release)  # an abandoned run frees its directory
         try:
+            self._check_run_dir()  # again under the lease: a holder we waited for may have written meanwhile
             if self.cfg.resume:
                 self._load_state()
             self._write_config()
@@ -268,6 +269,7 @@ class STLRun:
 
     def _after_env_step(self, task: str, step: int) -> bool:
         """Called by SB3 after every env step of ``task``; returns False to stop its ``learn``."""
+        self.lease.check()  # stop at once if another process took the run directory over
         self.steps[task] = step
         if self._bar is not None:
             self._bar.update(1)

@@ -148,22 +148,9 @@ class Trainer:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         name = cfg.run_name or f"{cfg.env.benchmark}_{cfg.critic_balancer}_s{cfg.seed}_{stamp}"
         self.run_dir = Path(cfg.logdir) / name
-        ckpt_path: Path | None = None
-        if cfg.resume:
-            if cfg.run_name is None:
-                raise ConfigError("resume=true needs run_name=<the run directory's name under logdir>")
-            try:
-                ckpt_path = latest_checkpoint(self.run_dir)
-            except FileNotFoundError as err:
-                raise ConfigError(f"resume=true: {err}") from err
-            saved_path = self.run_dir / "config.yaml"
-            if saved_path.is_file():
-                saved = yaml.safe_load(saved_path.read_text()) or {}
-                check_resume(saved, config_to_dict(cfg), TrainConfig.RESUME_MAY_CHANGE, "resume=true")
-        elif (self.run_dir / "checkpoints").exists():
-            raise ConfigError(
-                f"run directory {str(self.run_dir)!r} already has checkpoints; pass resume=true or a new run_name"
-            )
+        if cfg.resume and cfg.run_name is None:
+            raise ConfigError("resume=true needs run_name=<the run directory's name under logdir>")
+        self._check_run_dir(cfg)  # refuse early, before waiting for or taking the lease
         self.cfg = cfg = dataclasses.replace(cfg, run_name=name)
         self.device = torch.device(cfg.device)  # resolved (checked against this machine) with the config
         # One writer per run directory: a second process refuses here (RunDirBusy, a ConfigError) before
@@ -171,12 +158,31 @@ class Trainer:
         self.lease = RunLease(self.run_dir).acquire()
         weakref.finalize(self, self.lease.release)  # an abandoned trainer frees its directory
         try:
-            if ckpt_path is not None:  # the newest checkpoint now (a holder we waited for may have saved another)
-                ckpt_path = latest_checkpoint(self.run_dir)
-            self._build(cfg, ckpt_path)
+            # Again under the lease: a holder we waited for may have written checkpoints meanwhile (a fresh
+            # start must not overwrite them; a resume continues from the newest).
+            self._build(cfg, self._check_run_dir(cfg))
         except BaseException:
             self.lease.release()
             raise
+
+    def _check_run_dir(self, cfg: TrainConfig) -> Path | None:
+        """The checkpoint a resume continues from (its saved config checked against ``cfg``), or None for a
+        fresh start, which is refused in a run directory that already has checkpoints. Reads only."""
+        if not cfg.resume:
+            if (self.run_dir / "checkpoints").exists():
+                raise ConfigError(
+                    f"run directory {str(self.run_dir)!r} already has checkpoints; pass resume=true or a new run_name"
+                )
+            return None
+        try:
+            ckpt_path = latest_checkpoint(self.run_dir)
+        except FileNotFoundError as err:
+            raise ConfigError(f"resume=true: {err}") from err
+        saved_path = self.run_dir / "config.yaml"
+        if saved_path.is_file():
+            saved = yaml.safe_load(saved_path.read_text()) or {}
+            check_resume(saved, config_to_dict(cfg), TrainConfig.RESUME_MAY_CHANGE, "resume=true")
+        return ckpt_path
 
     def _build(self, cfg: TrainConfig, ckpt_path: Path | None) -> None:
         """Everything after the lease: seeds, envs, agent, buffer, checkpoint, config.yaml, logs."""
@@ -241,6 +247,7 @@ class Trainer:
         restore_sigint = install_stop_handler(self.request_stop, lambda: self._stop)
         try:
             while self.step < cfg.total_steps and not self._stop:
+                self.lease.check()  # stop at once if another process took the run directory over
                 updates = self._env_step()
                 window_steps, window_updates = window_steps + 1, window_updates + updates
                 if self.step % cfg.log_every == 0 or self.step == cfg.total_steps:

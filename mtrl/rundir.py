@@ -10,7 +10,10 @@ writes one run directory through this module:
   and its process is gone (then at once, no need to wait for the expiry). Reading and changing
   ``lease.json`` happens under an exclusive ``flock`` of ``.lease.lock``, so two processes can never
   both take over one stale lease. A holder whose lease was taken over (it stalled for longer than the
-  expiry) notices at its next :meth:`RunLease.check` and stops before writing anything else.
+  expiry) notices at its next :meth:`RunLease.check` (the trainers call it at every step and before every
+  checkpoint) and stops; ``check`` itself re-reads the lease once the last renewal is past its expiry, so a
+  process that was stopped or suspended cannot write on the strength of an old heartbeat. Pids are compared
+  only between processes of one kernel boot and pid namespace (containers sharing a hostname do not).
 * :func:`atomic_write`, :func:`write_json`, :func:`write_text`, :func:`save_torch` — a file is written
   to a temporary name in the same folder and renamed over the target, so a kill mid-write leaves the
   previous file intact (``os.replace`` is atomic on POSIX file systems).
@@ -31,6 +34,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -44,6 +48,7 @@ from mtrl.config import ConfigError, config_differences
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, truncate_jsonl
 
 __all__ = [
+    "EXIT_BUSY",
     "LEASE_FILE",
     "LeaseHolder",
     "RunDirBusy",
@@ -51,10 +56,15 @@ __all__ = [
     "atomic_write",
     "check_resume",
     "open_logs",
+    "remove_stale_temporaries",
     "save_torch",
     "write_json",
     "write_text",
 ]
+
+#: Exit status of the training scripts when another process holds the run directory (at start, or taken over
+#: mid-run): sysexits' EX_TEMPFAIL — trying again later may work (the sweep's Ray retries do, after waiting).
+EXIT_BUSY = 75
 
 #: The lease file inside a run directory (present while a process holds the directory).
 LEASE_FILE = "lease.json"
@@ -71,10 +81,41 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         write(tmp)
+        _fsync(tmp)  # the data is on disk before the rename makes it the file (a node that loses power)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+#: What :func:`atomic_write` names its temporaries: ``.<stem>.<pid>.tmp<suffix>``.
+_TEMPORARY = re.compile(r"^\..+\.\d+\.tmp(\.[^.]+)?$")
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporaries that writers killed in mid-write left in ``run_dir`` (a checkpoint's can be
+    hundreds of MB); returns them. Only safe while holding the run directory's lease (:class:`RunLease`
+    calls it when it takes the lease)."""
+    removed = []
+    for tmp in run_dir.rglob(".*.tmp*"):
+        if tmp.is_file() and _TEMPORARY.match(tmp.name):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -139,6 +180,8 @@ class LeaseHolder:
 
     host: str
     pid: int
+    #: Boot id and pid namespace of the holder (``/proc``; "" where unknown): pids compare only within one.
+    space: str
     #: Start time of the process (``/proc/<pid>/stat``; 0 where unknown): tells a reused pid apart.
     started: int
     token: str
@@ -163,6 +206,15 @@ def _start_time(pid: int) -> int:
         return 0
 
 
+def _pid_space() -> str:
+    """This kernel boot and pid namespace, so that two containers with one hostname never compare pids."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
 def _alive_here(holder: LeaseHolder) -> bool:
     """Whether ``holder`` (a process of this host) still runs."""
     try:
@@ -177,7 +229,7 @@ def _alive_here(holder: LeaseHolder) -> bool:
 
 def _read_holder(path: Path) -> LeaseHolder | None:
     try:
-        return LeaseHolder(**json.loads(path.read_text()))
+        return LeaseHolder(**{"space": "", **json.loads(path.read_text())})
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError):
@@ -236,9 +288,12 @@ class RunLease:
             raise ConfigError(f"lease expiry must be > 0 seconds, got {self.ttl}")
         self.wait = _env_seconds("MTRL_LEASE_WAIT", 0.0) if wait is None else float(wait)
         self.host = socket.gethostname()
+        self.space = _pid_space()
         self.pid = os.getpid()
         self.token = ""
         self.lost = False
+        #: ``time.time()`` until which the last renewal that reached ``lease.json`` keeps the lease ours.
+        self._valid_until = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -289,15 +344,23 @@ class RunLease:
         atexit.unregister(self.release)
         if not self.token:
             return
-        with _exclusive(self.run_dir):
-            current = _read_holder(self.path)
-            if current is not None and current.token == self.token:
-                self.path.unlink(missing_ok=True)
+        try:
+            with _exclusive(self.run_dir):
+                current = _read_holder(self.path)
+                if current is not None and current.token == self.token:
+                    self.path.unlink(missing_ok=True)
+        except OSError:
+            pass  # the directory (or its storage) is gone: nothing left to free
         self.token = ""
 
     def check(self) -> None:
         """Raise :class:`RunDirBusy` if another process took the lease over (this one stalled past the
-        expiry): the caller must stop writing. The trainers call it before every checkpoint."""
+        expiry): the caller must stop writing. Cheap while the last renewal is fresh; past its expiry (the
+        process was stopped, suspended, or its heartbeat could not write) it renews the lease itself, under
+        the lock, and finds out whether it is still ours. The trainers call it at every step and before
+        every checkpoint and results write."""
+        if not self.lost and self.token and time.time() >= self._valid_until - self.ttl / 4:
+            self._renew()
         if self.lost:
             holder = _read_holder(self.path)
             who = holder.describe(time.time()) if holder else "another process"
@@ -315,12 +378,29 @@ class RunLease:
     # --- internals ---------------------------------------------------------------------------------
     def _record(self, token: str) -> LeaseHolder:
         now = time.time()
-        return LeaseHolder(self.host, self.pid, _start_time(self.pid), token, now, now + self.ttl)
+        return LeaseHolder(self.host, self.pid, self.space, _start_time(self.pid), token, now, now + self.ttl)
 
     def _stale(self, holder: LeaseHolder) -> bool:
         if holder.expires <= time.time():
             return True
-        return holder.host == self.host and not _alive_here(holder)
+        same_machine = holder.host == self.host and holder.space == self.space and bool(self.space)
+        return same_machine and not _alive_here(holder)
+
+    def _renew(self) -> None:
+        """Write a fresh heartbeat if ``lease.json`` still holds this object's token; mark the lease lost if
+        another process holds it (or it is gone). An I/O error leaves it as it was: the next renewal retries,
+        and ``check()`` keeps asking until the lease is renewed or found lost."""
+        try:
+            with _exclusive(self.run_dir):
+                holder = _read_holder(self.path)
+                if holder is None or holder.token != self.token:
+                    self.lost = True
+                    return
+                record = self._record(self.token)
+                write_json(self.path, asdict(record))
+                self._valid_until = record.expires
+        except OSError:
+            return
 
     def _try_take(self) -> LeaseHolder | None:
         """Take the lease if it is free or stale; else return its live holder."""
@@ -329,19 +409,15 @@ class RunLease:
             if holder is not None and not self._stale(holder):
                 return holder
             token = uuid.uuid4().hex
-            write_json(self.path, asdict(self._record(token)))
-            self.token = token
+            record = self._record(token)
+            write_json(self.path, asdict(record))
+            self.token, self._valid_until = token, record.expires
+            remove_stale_temporaries(self.run_dir)  # ours now: what killed writers left can go
             return None
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.ttl / 4):
+        while not self._stop.wait(self.ttl / 4) and not self.lost:
             try:
-                with _exclusive(self.run_dir):
-                    holder = _read_holder(self.path)
-                    if holder is None or holder.token != self.token:
-                        self.lost = True
-                        return
-                    write_json(self.path, asdict(self._record(self.token)))
-            except OSError:  # the run directory went away (or its storage): nothing left to hold
-                self.lost = True
-                return
+                self._renew()
+            except Exception:  # never let the heartbeat die silently: check() renews on its own when it is late
+                continue

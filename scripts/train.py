@@ -8,8 +8,9 @@ Writes ``<logdir>/<run_name>/`` (config.yaml, TensorBoard events, metrics.jsonl,
 results.json). Ctrl-C saves a checkpoint and the results before exiting (also with
 env.vector_strategy=async: the env workers ignore SIGINT). Configuration errors (unknown keys, bad
 values, bad balancer hyper-parameters, an unavailable device, a resume whose config differs from the
-saved one) print one line and exit with status 2 before anything is created; so does a run directory that
-another live process is training (one writer per run directory; ``MTRL_LEASE_WAIT=<s>`` waits for it).
+saved one) print one line and exit with status 2 before anything is created. A run directory that another
+live process is training prints one line naming it and exits with status 75 (one writer per run directory;
+``MTRL_LEASE_WAIT=<seconds>`` waits for it instead).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.config import TrainConfig
 from agents.trainer import Trainer, final_report
 from mtrl.config import ConfigError, load_config
-from mtrl.rundir import RunDirBusy
+from mtrl.rundir import EXIT_BUSY, RunDirBusy
 
 
 def main(argv: list[str]) -> int:
@@ -34,7 +35,7 @@ def main(argv: list[str]) -> int:
         trainer = Trainer(cfg)  # every start-up check raises ConfigError before any directory or env exists
     except RunDirBusy as err:  # another process holds the run directory
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BUSY
     except ConfigError as err:  # one line, no traceback
         print(f"config error: {err}", file=sys.stderr)
         return 2
@@ -42,7 +43,7 @@ def main(argv: list[str]) -> int:
         results = trainer.train()
     except RunDirBusy as err:  # the lease was taken over mid-run: this process stopped without writing
         print(f"error: {err}", file=sys.stderr)
-        return 3
+        return EXIT_BUSY
     print(final_report(results))
     print(f"TensorBoard: tensorboard --logdir {Path(results['run_dir']).parent}")
     return 0

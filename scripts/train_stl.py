@@ -134,10 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
     from agents.stl import STLRun
     from agents.trainer import final_report
-    from mtrl.rundir import RunDirBusy
+    from mtrl.rundir import EXIT_BUSY, RunDirBusy
 
     try:
         run = STLRun(settings)
+    except RunDirBusy as err:  # another process holds the run directory
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BUSY
     except (ConfigError, ImportError) as err:  # one line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -145,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run.train()
     except RunDirBusy as err:  # the lease was taken over mid-run: this process stopped without writing
         print(f"error: {err}", file=sys.stderr)
-        return 3
+        return EXIT_BUSY
     print(final_report(results))
     if not results["complete"]:
         run_dir = Path(results["run_dir"])

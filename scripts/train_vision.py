@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtrl.config import ConfigError, load_config
-from mtrl.rundir import RunDirBusy
+from mtrl.rundir import EXIT_BUSY, RunDirBusy
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.trainer import VisionTrainer
 
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
         trainer = VisionTrainer(cfg)
     except RunDirBusy as err:  # another process holds the run directory
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BUSY
     except (ConfigError, ValueError) as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
         results = trainer.run()
     except RunDirBusy as err:  # the lease was taken over mid-run: this process stopped without writing
         print(f"error: {err}", file=sys.stderr)
-        return 3
+        return EXIT_BUSY
     summary = {k: results[k] for k in ("run", "balancer", "single_task", "steps", "selection_rule", "selected")}
     if "delta_m" in results:
         summary["delta_m"] = results["delta_m"]

@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 
 from mtrl.config import ConfigError
-from mtrl.rundir import LEASE_FILE, RunDirBusy, RunLease, atomic_write, check_resume, write_json
+from mtrl.rundir import LEASE_FILE, RunDirBusy, RunLease, _pid_space, atomic_write, check_resume, write_json
 
 
-def _foreign_lease(run_dir: Path, expires_in: float, host: str = "other-host.example") -> None:
+def _foreign_lease(run_dir: Path, expires_in: float, host: str = "other-host.example", space: str = "") -> None:
     """A lease written by a process on another host whose heartbeat expires in ``expires_in`` seconds."""
     run_dir.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    record = {"host": host, "pid": 4242, "started": 0, "token": "f" * 32, "heartbeat": now, "expires": now + expires_in}
+    record = {"host": host, "pid": 4242, "space": space, "started": 0, "token": "f" * 32, "heartbeat": now,
+              "expires": now + expires_in}  # fmt: skip
     (run_dir / LEASE_FILE).write_text(json.dumps(record))
 
 
@@ -64,12 +65,66 @@ def test_a_live_lease_of_another_host_is_respected_and_an_expired_one_taken_over
 
 
 def test_a_dead_holder_on_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
-    _foreign_lease(tmp_path, expires_in=3600, host=socket.gethostname())
+    _foreign_lease(tmp_path, expires_in=3600, host=socket.gethostname(), space=_pid_space())
     record = json.loads((tmp_path / LEASE_FILE).read_text())
     record["pid"] = _dead_pid()
     (tmp_path / LEASE_FILE).write_text(json.dumps(record))
     with RunLease(tmp_path, wait=0) as lease:
         assert lease.held
+
+
+def test_pids_of_another_pid_namespace_with_this_hostname_are_not_compared(tmp_path: Path) -> None:
+    """A container with this hostname but its own pids: its holder's pid means nothing here, so only the
+    expiry frees its lease."""
+    _foreign_lease(tmp_path, expires_in=30, host=socket.gethostname(), space="other-boot:4026531836")
+    record = json.loads((tmp_path / LEASE_FILE).read_text())
+    record["pid"] = _dead_pid()
+    (tmp_path / LEASE_FILE).write_text(json.dumps(record))
+    with pytest.raises(RunDirBusy, match="is in use by"):
+        RunLease(tmp_path, wait=0).acquire()
+
+
+def test_a_stopped_holder_finds_out_at_its_next_check_without_its_heartbeat(tmp_path: Path) -> None:
+    """A holder that was stopped past its expiry (SIGSTOP, a suspended VM) cannot write on an old heartbeat:
+    check() re-reads the lease once the last renewal has expired, even before the heartbeat thread runs."""
+    lease = RunLease(tmp_path, ttl=30).acquire()
+    lease._stop.set()  # the heartbeat thread stays asleep, as in a stopped process
+    lease._valid_until = time.time() - 1  # ... whose last renewal has expired
+    _foreign_lease(tmp_path, expires_in=30)  # meanwhile another process took the directory over
+    with pytest.raises(RunDirBusy, match="lost the lease"):
+        lease.check()
+    lease.release()
+
+
+def test_a_transient_io_error_of_the_heartbeat_does_not_lose_the_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mtrl.rundir as rundir
+
+    lease = RunLease(tmp_path, ttl=0.4).acquire()
+    real, failures = rundir.write_json, [0]
+
+    def flaky(path: Path, data: object) -> Path:
+        if failures[0] < 2:
+            failures[0] += 1
+            raise OSError(116, "Stale file handle")
+        return real(path, data)
+
+    monkeypatch.setattr(rundir, "write_json", flaky)
+    time.sleep(0.5)  # two failed renewals, then a good one
+    lease.check()
+    assert failures[0] == 2 and lease.held
+    lease.release()
+
+
+def test_killed_writers_temporaries_are_removed_when_the_lease_is_taken(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    torn = tmp_path / "checkpoints" / ".step_000000100.4242.tmp.pt"
+    torn.write_bytes(b"half a checkpoint")
+    kept = tmp_path / "checkpoints" / "step_000000050.pt"
+    kept.write_bytes(b"a checkpoint")
+    with RunLease(tmp_path):
+        assert not torn.exists() and kept.exists()
 
 
 def test_the_heartbeat_renews_and_a_lost_lease_stops_the_holder(tmp_path: Path) -> None:

@@ -112,7 +112,7 @@ def test_rl_trainer_one_writer_and_a_sigkill_during_a_checkpoint_write(tmp_path:
             [sys.executable, *_train(tmp_path / "runs", "killed", "resume=true")],
             env=_env(), capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-        assert second.returncode == 2, second.stderr
+        assert second.returncode == 75, second.stderr  # EXIT_BUSY
         last_line = second.stderr.strip().splitlines()[-1]
         assert last_line.startswith("error: run directory") and "is in use by" in last_line
         assert f"pid {killed.pid} on {socket.gethostname()}" in last_line
@@ -132,6 +132,7 @@ def test_rl_trainer_one_writer_and_a_sigkill_during_a_checkpoint_write(tmp_path:
     assert reference.wait(timeout=180) == 0
     assert _results(run_dir) == _results(tmp_path / "runs" / "reference")
     assert not (run_dir / LEASE_FILE).exists()
+    assert not list((run_dir / "checkpoints").glob(".step_*.tmp.pt"))  # the torn temporary went with the takeover
 
 
 VISION = [str(ROOT / "scripts" / "train_vision.py"), str(ROOT / "configs" / "vision" / "synthetic.yaml"),
@@ -200,3 +201,32 @@ def test_single_task_reference_one_writer_and_a_sigkill_during_a_model_write(tmp
     results = json.loads((logdir / "killed" / "results.json").read_text())
     assert results["complete"] is True and results["steps"] == 90
     assert not (logdir / "killed" / LEASE_FILE).exists()
+
+
+def test_a_fresh_start_that_waited_for_the_lease_never_overwrites_what_the_holder_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder writes its first checkpoint while a fresh start (same run directory, MTRL_LEASE_WAIT) waits:
+    once the lease frees, the fresh start must refuse as it would have had it started later, not train over it."""
+    import threading
+
+    from agents.config import TrainConfig
+    from agents.trainer import Trainer
+    from mtrl.config import ConfigError, load_config
+    from mtrl.rundir import RunLease
+
+    run_dir = tmp_path / "race"
+    holder = RunLease(run_dir).acquire()
+
+    def holder_checkpoints_then_ends() -> None:
+        time.sleep(0.5)
+        (run_dir / "checkpoints").mkdir()
+        (run_dir / "checkpoints" / "last.txt").write_text("step_000000050.pt")
+        holder.release()
+
+    threading.Thread(target=holder_checkpoints_then_ends).start()
+    monkeypatch.setenv("MTRL_LEASE_WAIT", "30")
+    cfg = load_config(TrainConfig, TOY, [f"logdir={tmp_path}", "run_name=race", *SETTINGS])
+    with pytest.raises(ConfigError, match="already has checkpoints"):
+        Trainer(cfg)
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / LEASE_FILE).exists()

@@ -150,6 +150,7 @@ class VisionTrainer:
         self.lease = RunLease(self.run_dir).acquire()
         weakref.finalize(self, self.lease.release)  # an abandoned trainer frees its directory
         try:
+            resume_from = resume_checkpoint(self.run_dir, cfg)  # again under the lease (a holder we waited for)
             if resume_from is not None:
                 self.load_checkpoint(resume_from)
             save_run_config(self.run_dir, cfg)
@@ -220,6 +221,7 @@ class VisionTrainer:
         while self.step < end:
             epoch, offset = divmod(self.step, self.steps_per_epoch)
             for batch in self.loaders.epoch(epoch, offset):
+                self.lease.check()  # stop at once if another process took the run directory over
                 log = (self.step + 1) % self.cfg.log_every == 0 or self.step + 1 == end
                 losses, report = self.train_step(batch, log)
                 bar.update(1)
