@@ -196,3 +196,35 @@ def test_ctrl_c_on_the_driver_lets_the_running_run_save_and_cancels_the_queued_o
     assert "stopped before its end" in err
     assert sum((tmp_path / f"j{i}" / "checkpoints" / "last.txt").is_file() for i in range(3)) == 1
     assert sum(p.exists() for p in started) == 1
+
+
+def test_a_configuration_error_is_not_retried(cluster: str, tmp_path: Path) -> None:
+    log = io.StringIO()
+    outcomes = run_ray_jobs([_stand_in(tmp_path / "bad", code=2)], RayOptions(retries=2), stream=log)
+    assert [(o.returncode, o.attempts) for o in outcomes] == [(2, 1)]
+    assert "exit 2 (a configuration error: not retried)" in log.getvalue()
+
+
+def test_a_task_cancelled_after_it_started_stops_its_trainer(cluster: str, tmp_path: Path) -> None:
+    """Ray raises KeyboardInterrupt in a cancelled running task: the task must stop its child, which would
+    otherwise go on running (in its own session, its worker alive) and keep the run directory."""
+    from mtrl.ray_jobs import _attempt, _Board
+
+    run_dir = tmp_path / "slow"
+    job = Job("slow", run_dir, (sys.executable, "-c", "import time; time.sleep(120)"))
+    board = ray.remote(num_cpus=0)(_Board).remote()
+    ref = ray.remote(_attempt).options(num_cpus=1, max_retries=0).remote(job, os.getcwd(), "0.1", 1, board)
+    deadline = time.time() + 60
+    while "# child pid" not in ((run_dir / "job.log").read_text() if (run_dir / "job.log").exists() else ""):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    child = int(re.findall(r"# child pid (\d+)", (run_dir / "job.log").read_text())[0])
+    ray.cancel(ref)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(ref, timeout=60)
+    for _ in range(100):  # SIGINT ends the stand-in at once (a trainer would checkpoint first)
+        if not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the child {child} of the cancelled task is still running")
