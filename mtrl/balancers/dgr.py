@@ -6,7 +6,6 @@ Learning", ECCV 2024, arXiv 2409.16651; official code Sinseokwon/LearningUnivfor
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
@@ -14,6 +13,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from mtrl.balancers._dummy_heads import default_initialised_copy, fresh_values, head_tensors, placed
 from mtrl.balancers.base import Balancer
 
 __all__ = ["DGR", "default_initialised_copy"]
@@ -148,13 +148,13 @@ class DGR(Balancer):
     def dummy_heads(self, heads: Sequence[nn.Module]) -> list[list[Tensor]]:
         """The ``N_d`` dummy sets for ``heads`` (created on first use): per set, the parameters (requiring
         grad) then the buffers of default-initialised copies of ``heads``, on the real tensors' devices."""
-        head_params, head_buffers = _head_tensors(heads)
+        head_params, head_buffers = head_tensors(heads)
         if not head_params:
             raise ValueError("dgr needs task-specific parameters (heads) to copy into dummy heads; got none")
         real = head_params + head_buffers
         if self.dummies is None:
             gen = torch.Generator().manual_seed(self.seed)
-            self.dummies = [_fresh_values(heads, gen) for _ in range(self.num_dummy)]
+            self.dummies = [fresh_values(heads, gen) for _ in range(self.num_dummy)]
         shapes = [tuple(t.shape) for t in real]
         for n, dummy_set in enumerate(self.dummies):
             if [tuple(d.shape) for d in dummy_set] != shapes:
@@ -163,7 +163,7 @@ class DGR(Balancer):
                     f"parameters and buffers have {shapes}"
                 )
             pairs = enumerate(zip(dummy_set, real, strict=True))
-            self.dummies[n] = [_placed(d, r, grad=i < len(head_params)) for i, (d, r) in pairs]
+            self.dummies[n] = [placed(d, r, grad=i < len(head_params)) for i, (d, r) in pairs]
         return self.dummies
 
     def regularizer_gradient(
@@ -177,7 +177,7 @@ class DGR(Balancer):
         with ``values`` the task parameters, the heads' replaced by a dummy set (``heads``: the modules
         whose parameters are among ``task_params``)."""
         params = list(shared_params)
-        head_params, head_buffers = _head_tensors(heads)
+        head_params, head_buffers = head_tensors(heads)
         position = {id(p): i for i, p in enumerate(task_params)}
         outside = [tuple(p.shape) for p in head_params if id(p) not in position]
         if outside:
@@ -271,52 +271,3 @@ class DGR(Balancer):
 
     def extra_repr(self) -> str:
         return f"base={self.base!r}, lam={self.lam}, num_dummy={self.num_dummy}, mode={self.mode!r}, eps={self.eps}"
-
-
-def _head_tensors(heads: Sequence[nn.Module]) -> tuple[list[Tensor], list[Tensor]]:
-    """``(parameters, buffers)`` of ``heads``, flat, in ``heads`` order."""
-    if isinstance(heads, nn.Module) or not all(isinstance(h, nn.Module) for h in heads):
-        raise TypeError("dgr: heads must be a sequence of nn.Module (the task-head modules), e.g. [model.heads]")
-    return [p for h in heads for p in h.parameters()], [b for h in heads for b in h.buffers()]
-
-
-def default_initialised_copy(module: nn.Module) -> nn.Module:
-    """A CPU deep copy of ``module`` with PyTorch's default initialisation, drawn from the global CPU
-    generator: every submodule that owns parameters or buffers is reset by its ``reset_parameters()``.
-
-    Raises ``ValueError`` for a submodule that owns parameters or buffers but has no ``reset_parameters``
-    (its default initialisation is unknown)."""
-    fresh = copy.deepcopy(module).cpu()
-    for sub in fresh.modules():
-        owns = any(True for _ in sub.parameters(recurse=False)) or any(True for _ in sub.buffers(recurse=False))
-        if not owns:
-            continue
-        reset = getattr(sub, "reset_parameters", None)
-        if not callable(reset):
-            raise ValueError(
-                f"dgr: head submodule {type(sub).__name__} owns parameters or buffers but has no reset_parameters(), "
-                "so its default initialisation is unknown; give it one (or make it part of the shared parameters)"
-            )
-        with torch.no_grad():
-            reset()
-    return fresh
-
-
-def _fresh_values(heads: Sequence[nn.Module], gen: torch.Generator) -> list[Tensor]:
-    """One dummy set on the CPU: the parameters then the buffers of default-initialised copies of ``heads``,
-    drawn from ``gen`` (through the global CPU generator, whose state is restored afterwards)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.set_state(gen.get_state())
-        copies = [default_initialised_copy(h) for h in heads]
-        gen.set_state(torch.default_generator.get_state())
-    params = [p.detach() for c in copies for p in c.parameters()]
-    buffers = [b.detach() for c in copies for b in c.buffers()]
-    return params + buffers
-
-
-def _placed(value: Tensor, real: Tensor, grad: bool) -> Tensor:
-    """``value`` on ``real``'s device, dtype and memory layout (a copy only when they differ); parameters
-    require grad."""
-    if value.device != real.device or value.dtype != real.dtype or value.stride() != real.stride():
-        value = torch.empty_like(real).copy_(value)
-    return value.requires_grad_(True) if grad and not value.requires_grad else value
