@@ -176,6 +176,11 @@ def collect(s: ABSettings, sides: Sequence[str] | None = None) -> ABData:
     return data
 
 
+def _steps(step: int) -> str:
+    """A checkpoint's column header: ``"20k"``, ``"2.5k"``, ``"150"``."""
+    return f"{step / 1000:g}k" if step >= 1000 else str(step)
+
+
 def _fmt(x: Interval, metric: str) -> str:
     return x.format(2) if metric == "success" else f"{x.point:,.0f} [{x.low:,.0f}, {x.high:,.0f}]"
 
@@ -214,7 +219,7 @@ def report(data: ABData, reps: int = 2000) -> str:
     for metric in METRICS:
         scores = {side: arr[metric] for side, arr in data.scores.items()}
         lines += [f"### {metric}: IQM and mean over seeds × tasks, 95% stratified-bootstrap CI", ""]
-        header = "| side | statistic | " + " | ".join(f"{c // 1000}k" for c in s.checkpoints) + " | AUC |"
+        header = "| side | statistic | " + " | ".join(_steps(c) for c in s.checkpoints) + " | AUC |"
         lines += [header, "|---|---|" + "---|" * (len(s.checkpoints) + 1)]
         for statistic in ("iqm", "mean"):
             curves = curve_estimates(scores, statistic, reps=reps)
@@ -224,7 +229,7 @@ def report(data: ABData, reps: int = 2000) -> str:
                 lines.append(f"| {side} | {statistic.upper() if statistic == 'iqm' else statistic} | "
                              + " | ".join(cells) + " |")  # fmt: skip
         lines += ["", f"Per task, mean ± std over seeds ({metric}):", ""]
-        lines += ["| task | side | " + " | ".join(f"{c // 1000}k" for c in s.checkpoints) + " |",
+        lines += ["| task | side | " + " | ".join(_steps(c) for c in s.checkpoints) + " |",
                   "|---|---|" + "---|" * len(s.checkpoints)]  # fmt: skip
         for j, task in enumerate(s.tasks):
             for side, arr in scores.items():
