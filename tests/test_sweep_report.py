@@ -216,7 +216,11 @@ def _vision_run(root: Path, balancer: str, seed: int, miou: float, abs_err: floa
     ``VisionTrainer.results`` and ``delta_m`` from the trainer's own ``delta_m``."""
     run_dir = root / f"{balancer}_s{seed}"
     run_dir.mkdir(parents=True)
-    evals = [{"step": 50, "seg/miou": miou, "depth/abs_err": abs_err}]
+    # Two evaluations: at step 25 every metric is 10% worse than the baseline, at 50 the given values.
+    evals = [
+        {"step": 25, "seg/miou": 0.45, "depth/abs_err": 0.22},
+        {"step": 50, "seg/miou": miou, "depth/abs_err": abs_err},
+    ]
     history = [{k: v for k, v in e.items() if k != "step"} for e in evals]
     delta = dataclasses.asdict(delta_m(history, BASE, k=1))
     cfg = {"data": {"name": "synthetic"}, "balancer": {"name": balancer, "hparams": {}}, "seed": seed, "last_k": 1}
@@ -263,6 +267,22 @@ def test_vision_sweep_reports_delta_m_lower_is_better(tmp_path: Path) -> None:
     table = text[text.index("| | ew | nash_mtl |") :].split("\n\n")[0].splitlines()
     labels = ["Δm% metric-weighted", "Δm% task-weighted", "seg/miou", "depth/abs_err"]
     assert [row.split(" | ")[0].strip("| ") for row in table[2:]] == labels
+
+
+def test_vision_sample_efficiency_is_delta_m_of_every_evaluation_against_the_stored_baseline(tmp_path: Path) -> None:
+    final = [_vision_run(tmp_path, "ew", s, 0.45, 0.22 + s / 100) for s in range(3)]
+    sweep = load_sweep(tmp_path)
+    steps, curves = sample_efficiency(sweep, reps=REPS)
+    assert list(steps) == [25, 50]
+    early, late = curves["ew"]
+    assert early.point == pytest.approx(10.0)  # 100·r_m = +10% on both metrics at step 25
+    scores = [r[k] for r in final for k in ("seg/miou", "depth/abs_err")]
+    assert late.point == pytest.approx(stats.trim_mean(scores, 0.25))
+    results = json.loads((tmp_path / "ew_s0" / "results.json").read_text())
+    del results["delta_m"]["baseline_values"]  # a run written before the baseline values were stored
+    (tmp_path / "ew_s0" / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ValueError, match=r"no delta_m\.baseline_values"):
+        sample_efficiency(load_sweep(tmp_path), reps=REPS)
 
 
 def test_vision_without_baseline_and_mixed_kinds_are_refused(tmp_path: Path) -> None:

@@ -99,8 +99,8 @@ def plot_learning_curves(
 
 
 def write_sweep_plots(report: SweepReport, out_dir: str | Path, seed: int = 0) -> list[Path]:
-    """``profiles.png`` (performance profiles) and, for RL sweeps, ``sample_efficiency.png`` (IQM over the
-    evaluation steps) in ``out_dir``, with the report's bootstrap settings; returns the files written."""
+    """``profiles.png`` (performance profiles) and ``sample_efficiency.png`` (IQM over the evaluation steps: RL
+    success, vision Δm% per metric) in ``out_dir``, with the report's bootstrap settings; returns the files written."""
     out = Path(out_dir)
     sweep = report.sweep
     matrices = {g: s.scores for g, s in report.groups.items()}
@@ -113,8 +113,10 @@ def write_sweep_plots(report: SweepReport, out_dir: str | Path, seed: int = 0) -
         taus, xlabel = np.linspace(0.0, 1.0, 41), rf"{sweep.statistic} success per task ($\tau$)"
     profiles = performance_profiles(matrices, taus, reps=report.reps, confidence=report.confidence, seed=seed)
     written = [plot_performance_profiles(profiles, taus, out / "profiles.png", xlabel)]
+    steps, curves = sample_efficiency(sweep, "iqm", reps=report.reps, confidence=report.confidence, seed=seed)
     if sweep.kind == "rl":
-        steps, curves = sample_efficiency(sweep, "iqm", reps=report.reps, confidence=report.confidence, seed=seed)
         ylabel = f"IQM success over runs × tasks ({100 * report.confidence:g}% CI)"
-        written.append(plot_sample_efficiency(steps, curves, out / "sample_efficiency.png", ylabel))
+    else:
+        ylabel = f"IQM of 100·r_m over runs × metrics, % (lower is better; {100 * report.confidence:g}% CI)"
+    written.append(plot_sample_efficiency(steps, curves, out / "sample_efficiency.png", ylabel))
     return written

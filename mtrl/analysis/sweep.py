@@ -15,7 +15,7 @@
 :func:`sweep_report` computes, per group, rliable's IQM, mean, median (and, for RL, optimality gap
 to success 1.0) with stratified-bootstrap intervals (runs resampled within each task or metric), and
 the probability of improvement of named pairs; :func:`report_markdown` writes it as Markdown;
-:func:`sample_efficiency` gives the IQM over the evaluation steps of RL runs.
+:func:`sample_efficiency` gives the IQM over the evaluation steps (RL: success; vision: Δm% per metric).
 """
 
 from __future__ import annotations
@@ -340,22 +340,47 @@ def report_markdown(report: SweepReport) -> str:
 def sample_efficiency(
     sweep: Sweep, statistic: str = "iqm", reps: int = 2000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[np.ndarray, dict[str, list[Interval]]]:
-    """RL sweeps: the evaluation steps every run logged and, per group, ``statistic`` (default IQM) of the
-    per-task success over runs × tasks at each of them, with its stratified-bootstrap interval. The
-    evaluations are read from each run's ``results.json`` (:func:`~mtrl.analysis.core.run_history`)."""
-    if sweep.kind != "rl":
-        raise ValueError("sample-efficiency curves need per-task success over training: RL sweeps only")
+    """The evaluation steps every run logged and, per group, ``statistic`` (default IQM) over runs × tasks at
+    each of them, with its stratified-bootstrap interval. RL: per-task success, read from each run's
+    ``results.json`` (:func:`~mtrl.analysis.core.run_history`). Vision: ``100·r_m`` of every evaluation against
+    the run's Δm baseline (``delta_m.baseline_values``), lower is better; a vision run written before its
+    results stored the baseline values raises ``ValueError``."""
     groups = group_scores(sweep)
-    histories = {g: [run_history(p, finished_only=False) or {} for p in s.paths] for g, s in groups.items()}
+    if sweep.kind == "rl":
+        histories = {g: [run_history(p, finished_only=False) or {} for p in s.paths] for g, s in groups.items()}
+    else:
+        by_path = {run.path: run.results for run in sweep.runs}
+        histories = {g: [_vision_history(p, by_path[p], s.tasks) for p in s.paths] for g, s in groups.items()}
     step_sets = [set(h[t]) for hs in histories.values() for h in hs for t in h]
     steps = sorted(set.intersection(*step_sets)) if step_sets else []
     if not steps:
         raise ValueError(f"the runs under {sweep.root} share no evaluation step; aggregate runs with one eval_every")
+    key = "success" if sweep.kind == "rl" else "drop"
     curves = {
-        g: np.asarray([[[h[t][k]["success"] for k in steps] for t in groups[g].tasks] for h in hs], dtype=np.float64)
+        g: np.asarray([[[h[t][k][key] for k in steps] for t in groups[g].tasks] for h in hs], dtype=np.float64)
         for g, hs in histories.items()
     }
     return np.asarray(steps), curve_estimates(curves, statistic, reps=reps, confidence=confidence, seed=seed)
+
+
+def _vision_history(
+    path: Path, results: Mapping[str, Any], metrics: Sequence[str]
+) -> dict[str, dict[int, dict[str, float]]]:
+    """``{metric: {step: {"drop": 100·r_m}}}`` of every evaluation of a vision run against its Δm baseline."""
+    from mtrl.vision.delta import relative_drops
+
+    baseline = results["delta_m"].get("baseline_values")
+    if not baseline:
+        raise ValueError(
+            f"{path}/results.json has no delta_m.baseline_values (written before they were stored): train the run "
+            "again (or resume it to its end) for Δm% over training"
+        )
+    out: dict[str, dict[int, dict[str, float]]] = {m: {} for m in metrics}
+    for evaluation in results["evals"]:
+        drops = relative_drops({m: evaluation[m] for m in metrics}, {m: baseline[m] for m in metrics})
+        for m in metrics:
+            out[m][int(evaluation["step"])] = {"drop": 100.0 * drops[m]}
+    return out
 
 
 def result_keys(records: Sequence[RunRecord]) -> list[str]:

@@ -142,6 +142,8 @@ class DeltaResult:
     selection: str
     values: dict[str, float]
     relative: dict[str, float] = field(default_factory=dict)
+    #: the baseline's values of the metrics that enter Δm (what any other evaluation can be compared with)
+    baseline_values: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -151,6 +153,7 @@ class DeltaResult:
             "selection": self.selection,
             "values": dict(self.values),
             "relative_drop": dict(self.relative),
+            "baseline_values": dict(self.baseline_values),
         }
 
 
@@ -177,4 +180,5 @@ def delta_m(
     selection = (
         f"mean of the last {used} of {len(history)} evaluations (k={k}); never the best evaluation on the test set"
     )
-    return DeltaResult(metric_weighted, task_weighted, baseline.name, selection, values, relative)
+    used_baseline = {key: float(baseline.values[key]) for key in relative}
+    return DeltaResult(metric_weighted, task_weighted, baseline.name, selection, values, relative, used_baseline)
