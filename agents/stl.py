@@ -59,7 +59,7 @@ import numpy as np
 
 from agents.stl_config import ResolvedSTLConfig, STLConfig, run_record
 from mtrl.config import ConfigError
-from mtrl.rundir import RunLease, atomic_write, check_resume, open_logs, write_json
+from mtrl.rundir import RunLease, atomic_write, check_resume, open_logs, recheck, write_json
 
 __all__ = ["STATE_FORMAT", "STLRun"]
 
@@ -106,7 +106,7 @@ class STLRun:
         self.lease = RunLease(self.run_dir).acquire()
         weakref.finalize(self, self.lease.release)  # an abandoned run frees its directory
         try:
-            self._check_run_dir()  # again under the lease: a holder we waited for may have written meanwhile
+            recheck(self._check_run_dir)  # again under the lease: a holder we waited for may have written meanwhile
             if self.cfg.resume:
                 self._load_state()
             self._write_config()
@@ -123,6 +123,17 @@ class STLRun:
         self._bar: Any = None
 
     # --- public ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Give the run directory back (its lease) without training, e.g. to build another trainer on it in
+        this process; ``train()`` takes it again. Also what leaving a ``with`` block does."""
+        self.lease.release()
+
+    def __enter__(self) -> STLRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def request_stop(self) -> None:
         """Stop at the next environment step, save and write the results (what Ctrl-C does)."""
         self._stop = True
@@ -372,10 +383,11 @@ class STLRun:
                     f"start it without --resume"
                 )
             saved_cfg = yaml.safe_load((self.run_dir / "config.yaml").read_text()) or {}
-            check_resume(saved_cfg, self.record, STLConfig.RESUME_MAY_CHANGE, "--resume")
+            check_resume(saved_cfg, self.record, STLConfig.RESUME_MAY_CHANGE, "--resume", self.run_dir / "config.yaml")
         elif (self.ckpt_dir / "state.json").exists():
             raise ConfigError(
-                f"run directory {str(self.run_dir)!r} already has checkpoints; pass --resume or a new --run-name"
+                f"run directory {str(self.run_dir)!r} already has checkpoints; pass --resume to continue it, a new "
+                "--run-name, or delete the directory to start over"
             )
 
     def _write_config(self) -> None:

@@ -56,7 +56,7 @@ from mtrl.device import resolve_device  # re-exported (agents.trainer.resolve_de
 from mtrl.interrupt import install_stop_handler
 from mtrl.logger import flatten_hparams
 from mtrl.replay import MultiTaskReplayBuffer
-from mtrl.rundir import RunLease, check_resume, open_logs, write_json
+from mtrl.rundir import RunLease, check_resume, open_logs, recheck, write_json
 
 __all__ = ["Trainer", "build_envs", "final_report", "resolve_device", "summarize", "train_from_args"]
 
@@ -160,7 +160,7 @@ class Trainer:
         try:
             # Again under the lease: a holder we waited for may have written checkpoints meanwhile (a fresh
             # start must not overwrite them; a resume continues from the newest).
-            self._build(cfg, self._check_run_dir(cfg))
+            self._build(cfg, recheck(lambda: self._check_run_dir(cfg)))
         except BaseException:
             self.lease.release()
             raise
@@ -171,7 +171,8 @@ class Trainer:
         if not cfg.resume:
             if (self.run_dir / "checkpoints").exists():
                 raise ConfigError(
-                    f"run directory {str(self.run_dir)!r} already has checkpoints; pass resume=true or a new run_name"
+                    f"run directory {str(self.run_dir)!r} already has checkpoints; pass resume=true to continue it, "
+                    "a new run_name, or delete the directory to start over"
                 )
             return None
         try:
@@ -181,7 +182,7 @@ class Trainer:
         saved_path = self.run_dir / "config.yaml"
         if saved_path.is_file():
             saved = yaml.safe_load(saved_path.read_text()) or {}
-            check_resume(saved, config_to_dict(cfg), TrainConfig.RESUME_MAY_CHANGE, "resume=true")
+            check_resume(saved, config_to_dict(cfg), TrainConfig.RESUME_MAY_CHANGE, "resume=true", saved_path)
         return ckpt_path
 
     def _build(self, cfg: TrainConfig, ckpt_path: Path | None) -> None:
@@ -285,6 +286,17 @@ class Trainer:
             return self._finish()
         finally:
             self.lease.release()
+
+    def close(self) -> None:
+        """Give the run directory back (its lease) without training, e.g. to build another trainer on it in
+        this process; ``train()`` takes it again. Also what leaving a ``with`` block does."""
+        self.lease.release()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def request_stop(self) -> None:
         """Ask the loop to stop cleanly after the current vector step (what the first Ctrl-C does)."""

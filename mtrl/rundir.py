@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mtrl.config import ConfigError, config_differences
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, truncate_jsonl
@@ -56,11 +56,14 @@ __all__ = [
     "atomic_write",
     "check_resume",
     "open_logs",
+    "recheck",
     "remove_stale_temporaries",
     "save_torch",
     "write_json",
     "write_text",
 ]
+
+T = TypeVar("T")
 
 #: Exit status of the training scripts when another process holds the run directory (at start, or taken over
 #: mid-run): sysexits' EX_TEMPFAIL — trying again later may work (the sweep's Ray retries do, after waiting).
@@ -136,16 +139,20 @@ def save_torch(obj: Any, path: str | Path) -> Path:
 
 
 # --- resume check and logs ---------------------------------------------------------------------------
-def check_resume(saved: Mapping[str, Any], new: Mapping[str, Any], may_change: frozenset[str], flag: str) -> None:
+def check_resume(
+    saved: Mapping[str, Any], new: Mapping[str, Any], may_change: frozenset[str], flag: str, source: Path | None = None
+) -> None:
     """Raise :class:`~mtrl.config.ConfigError` (one line) if the configuration ``new`` of a resume differs
     from the run's saved configuration ``saved`` at any dotted key outside ``may_change``.
 
-    ``flag`` is how the user asked to resume (``"resume=true"``, ``"--resume"``), named in the message."""
+    ``flag`` is how the user asked to resume (``"resume=true"``, ``"--resume"``) and ``source`` the saved
+    ``config.yaml``, both named in the message."""
     changed = config_differences(saved, new, may_change)
     if changed:
         details = "; ".join(f"{key}: the run has {old!r}, now {now!r}" for key, old, now in changed)
+        where = f" {source}" if source is not None else ""
         raise ConfigError(
-            f"{flag} with a configuration that differs from the run's config.yaml ({details}); only "
+            f"{flag} with a configuration that differs from the run's config.yaml{where} ({details}); only "
             f"{', '.join(sorted(may_change))} may change on resume (start a new run directory otherwise)"
         )
 
@@ -171,7 +178,23 @@ def open_logs(run_dir: Path, resumed_at: int | None, cut: bool = True) -> Logger
 
 # --- the lease ---------------------------------------------------------------------------------------
 class RunDirBusy(ConfigError):
-    """Another live process holds the run directory's lease."""
+    """Another live process holds the run directory's lease (or held it while this one waited and changed
+    the directory meanwhile): trying again later may work (:data:`EXIT_BUSY`)."""
+
+
+def recheck(check: Callable[[], T]) -> T:
+    """Run a run-directory check (resume or fresh start) again once the lease is taken. It passed before the
+    lease, so a failure now comes from what the previous holder wrote while this process waited for it: it
+    is raised as :class:`RunDirBusy` (retryable — a sweep's next attempt sees the new state and resumes)."""
+    try:
+        return check()
+    except RunDirBusy:
+        raise
+    except ConfigError as err:
+        raise RunDirBusy(
+            f"{err} (written by the run directory's previous holder while this process waited for its lease; "
+            "start it again)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -319,6 +342,11 @@ class RunLease:
                 break
             if time.monotonic() >= deadline:
                 waited = f" after waiting {self.wait:.0f} s" if self.wait else ""
+                if holder.pid == self.pid and holder.host == self.host and holder.space == self.space:
+                    raise RunDirBusy(
+                        f"run directory {str(self.run_dir)!r} is held by this process: an earlier trainer on it is "
+                        "still open; let its train()/run() finish or call its close() first"
+                    )
                 raise RunDirBusy(
                     f"run directory {str(self.run_dir)!r} is in use by {holder.describe(time.time())}{waited}; "
                     f"wait for that run to end or stop it (a dead holder's lease expires after at most "

@@ -97,6 +97,8 @@ def parse_options(items: list[str]) -> dict[str, str]:
 
 def evaluate_checkpoint(target: str, options: dict[str, str]) -> dict[str, Any]:
     """Load the checkpoint that ``target`` names, evaluate it and return the table (see module doc)."""
+    import dataclasses
+
     import yaml
 
     from agents.checkpoint import load_checkpoint
@@ -120,9 +122,16 @@ def evaluate_checkpoint(target: str, options: dict[str, str]) -> dict[str, Any]:
     except ValueError as err:
         raise UsageError(str(err)) from err
     try:  # resolved for this machine, with this evaluation's device (not the training machine's)
-        cfg = load_config(TrainConfig, cfg_path, [f"device={device}"])
+        saved = load_config(TrainConfig, cfg_path, [f"device={device}"], resolve=False)
+        cfg = dataclasses.replace(saved, protocol_details={}).resolve()
     except ConfigError as err:
         raise UsageError(f"config error in {str(cfg_path)!r}: {err}") from err
+    if saved.protocol_details and saved.protocol_details != cfg.protocol_details:
+        # The protocol's definition changed since the run was trained: evaluate under the run's own protocol.
+        changed = sorted(k for k in cfg.protocol_details if saved.protocol_details.get(k) != cfg.protocol_details[k])
+        print(f"note: {cfg.env.protocol!r} now differs from the run's saved protocol_details in {changed}; "
+              "evaluating under the saved ones", file=sys.stderr)  # fmt: skip
+        cfg = dataclasses.replace(cfg, protocol_details=saved.protocol_details)
     try:
         state = load_checkpoint(ckpt_path, map_location=device)
     except Exception as err:  # torch.load raises several types for a file that is not a checkpoint

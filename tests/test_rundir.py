@@ -33,16 +33,24 @@ def _dead_pid() -> int:
 
 
 def test_a_second_holder_is_refused_with_one_line_naming_the_first(tmp_path: Path) -> None:
-    with RunLease(tmp_path / "run") as first:
-        assert first.held and (tmp_path / "run" / LEASE_FILE).is_file()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mtrl.rundir import RunLease; "
+         "RunLease(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(tmp_path / "run")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(RunDirBusy) as err:
             RunLease(tmp_path / "run", wait=0).acquire()
         message = str(err.value)
         assert "\n" not in message and isinstance(err.value, ConfigError)
-        assert f"pid {os.getpid()} on {socket.gethostname()}" in message and "is in use" in message
-    assert not (tmp_path / "run" / LEASE_FILE).exists()  # released
-    with RunLease(tmp_path / "run", wait=0) as again:  # free again
+        assert f"pid {holder.pid} on {socket.gethostname()}" in message and "is in use" in message
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLease(tmp_path / "run", wait=0) as again:  # its holder is gone: taken over at once
         assert again.held
+    assert not (tmp_path / "run" / LEASE_FILE).exists()  # released
 
 
 def test_a_waiting_acquirer_gets_the_lease_when_the_holder_releases(tmp_path: Path) -> None:
@@ -187,3 +195,21 @@ def test_a_forked_child_never_releases_its_parents_lease(tmp_path: Path) -> None
     assert json.loads((tmp_path / LEASE_FILE).read_text())["token"] == lease.token
     lease.release()
     assert not (tmp_path / LEASE_FILE).exists()
+
+
+def test_a_second_trainer_in_the_same_process_is_told_to_close_the_first(tmp_path: Path) -> None:
+    from mtrl.config import update_config
+    from mtrl.vision.config import VisionConfig
+    from mtrl.vision.trainer import VisionTrainer
+
+    changes = {"data": {"name": "synthetic", "size": [32, 40], "batch_size": 4, "eval_batch_size": 8,
+                        "train_length": 8, "val_length": 4}, "model": {"name": "small", "width": 8},
+               "optim": {"steps": 2}, "logdir": str(tmp_path), "run_name": "twice", "progress": False}  # fmt: skip
+    cfg = update_config(VisionConfig(), changes)
+    first = VisionTrainer(cfg)
+    with pytest.raises(RunDirBusy, match=r"held by this process: .*call its close\(\) first"):
+        VisionTrainer(cfg)
+    first.close()
+    with VisionTrainer(update_config(cfg, {"optim": {"steps": 3}})) as second:
+        assert second.total_steps == 3
+    assert not (tmp_path / "twice" / LEASE_FILE).exists()

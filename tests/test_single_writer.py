@@ -212,8 +212,8 @@ def test_a_fresh_start_that_waited_for_the_lease_never_overwrites_what_the_holde
 
     from agents.config import TrainConfig
     from agents.trainer import Trainer
-    from mtrl.config import ConfigError, load_config
-    from mtrl.rundir import RunLease
+    from mtrl.config import load_config
+    from mtrl.rundir import RunDirBusy, RunLease
 
     run_dir = tmp_path / "race"
     holder = RunLease(run_dir).acquire()
@@ -227,6 +227,6 @@ def test_a_fresh_start_that_waited_for_the_lease_never_overwrites_what_the_holde
     threading.Thread(target=holder_checkpoints_then_ends).start()
     monkeypatch.setenv("MTRL_LEASE_WAIT", "30")
     cfg = load_config(TrainConfig, TOY, [f"logdir={tmp_path}", "run_name=race", *SETTINGS])
-    with pytest.raises(ConfigError, match="already has checkpoints"):
-        Trainer(cfg)
+    with pytest.raises(RunDirBusy, match=r"already has checkpoints.*while this process waited"):
+        Trainer(cfg)  # retryable (exit 75): a sweep's next attempt resumes what the holder wrote
     assert not (run_dir / "config.yaml").exists() and not (run_dir / LEASE_FILE).exists()

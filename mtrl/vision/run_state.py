@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from mtrl.config import ConfigError, config_to_dict, load_config, save_config
+from mtrl.config import config_to_dict, load_config, save_config
 from mtrl.rundir import check_resume, save_torch, write_json
 from mtrl.vision.config import VisionConfig
 
@@ -77,21 +77,15 @@ def check_resume_config(run_dir: Path, cfg: VisionConfig) -> None:
     saved = run_dir / CONFIG
     if saved.is_file():
         old = config_to_dict(load_config(VisionConfig, saved))
-        check_resume(old, config_to_dict(cfg), VisionConfig.RESUME_MAY_CHANGE, "resume=true")
+        check_resume(old, config_to_dict(cfg), VisionConfig.RESUME_MAY_CHANGE, "resume=true", saved)
 
 
 def resume_checkpoint(run_dir: Path, cfg: VisionConfig) -> Path | None:
     """The checkpoint to continue from (``resume=true`` and one exists; its configuration checked by
-    :func:`check_resume_config`), or None for a run that starts from scratch, which is refused
-    (:class:`~mtrl.config.ConfigError`) in a run directory that already has a checkpoint. Reads only."""
+    :func:`check_resume_config`), or None for a run that starts from scratch (over an earlier checkpoint too:
+    a vision run started without ``resume=true`` trains again from the start). Reads only."""
     path = run_dir / CHECKPOINT
-    if not cfg.resume:
-        if path.is_file():
-            raise ConfigError(
-                f"run directory {str(run_dir)!r} already has a checkpoint; pass resume=true or a new run_name"
-            )
-        return None
-    if not path.is_file():
+    if not (cfg.resume and path.is_file()):
         return None
     check_resume_config(run_dir, cfg)
     return path

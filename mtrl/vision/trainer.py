@@ -43,7 +43,7 @@ from mtrl.balancers import make_balancer
 from mtrl.config import ConfigError, config_to_dict
 from mtrl.device import resolve_device
 from mtrl.engine import BalanceReport, core_balancer
-from mtrl.rundir import RunLease, open_logs
+from mtrl.rundir import RunLease, open_logs, recheck
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.baseline import baseline_delta_m, load_baseline
 from mtrl.vision.config import VisionConfig
@@ -146,11 +146,18 @@ class VisionTrainer:
         if cfg.baseline:
             load_baseline(cfg)  # fail before training, not after: missing files, other data, another last_k
         resume_from = resume_checkpoint(self.run_dir, cfg)
+        had_checkpoint = self.checkpoint_path.is_file()
         # One writer per run directory (mtrl.rundir): a second process refuses here, before writing anything.
         self.lease = RunLease(self.run_dir).acquire()
         weakref.finalize(self, self.lease.release)  # an abandoned trainer frees its directory
         try:
-            resume_from = resume_checkpoint(self.run_dir, cfg)  # again under the lease (a holder we waited for)
+
+            def again() -> Path | None:  # under the lease: a holder we waited for may have checkpointed meanwhile
+                if not cfg.resume and not had_checkpoint and self.checkpoint_path.is_file():
+                    raise ConfigError(f"run directory {str(self.run_dir)!r} got a checkpoint; pass resume=true")
+                return resume_checkpoint(self.run_dir, cfg)
+
+            resume_from = recheck(again)
             if resume_from is not None:
                 self.load_checkpoint(resume_from)
             save_run_config(self.run_dir, cfg)
@@ -159,6 +166,17 @@ class VisionTrainer:
         except BaseException:
             self.lease.release()
             raise
+
+    def close(self) -> None:
+        """Give the run directory back (its lease) without training, e.g. to build another trainer on it in
+        this process; ``run()`` takes it again. Also what leaving a ``with`` block does."""
+        self.lease.release()
+
+    def __enter__(self) -> VisionTrainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _to_device(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         return to_device(batch, self.task_names, self.device, self.channels_last)

@@ -141,3 +141,23 @@ def test_cli_missing_checkpoint_exits_2_without_traceback(tmp_path: Path) -> Non
     proc = run_script("evaluate", str(tmp_path), "episodes=3")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: no checkpoint in")
+
+
+def test_a_run_is_evaluated_under_its_saved_protocol_after_the_definition_changed(
+    evaluate_script: ModuleType, toy_run: tuple[Path, dict], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A saved run whose protocol_details no longer match the protocol's definition in the code (it changed
+    since the run was trained) is still evaluated, under the run's own details, with a note."""
+    import shutil
+
+    import yaml
+
+    run_dir = tmp_path / "toy"
+    shutil.copytree(toy_run[0], run_dir)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["protocol_details"]["report_last_n"] = 7
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    code, _, err = _run(evaluate_script, [str(run_dir), f"out={tmp_path / 'e.json'}"], capsys)
+    assert code == 0, err
+    assert "differs from the run's saved protocol_details in ['report_last_n']; evaluating under the saved" in err
+    assert json.loads((tmp_path / "e.json").read_text())["success"] == toy_run[1]["summary"]["final"]["success"]
