@@ -59,14 +59,14 @@ import numpy as np
 
 from agents.stl_config import ResolvedSTLConfig, STLConfig, run_record
 from mtrl.config import ConfigError
-from mtrl.rundir import RunLease, atomic_write, check_resume, open_logs, recheck, write_json
+from mtrl.rundir import LeasedRun, RunLease, atomic_write, check_resume, open_logs, recheck, write_json
 
 __all__ = ["STATE_FORMAT", "STLRun"]
 
 #: Version of ``checkpoints/state.json``.
 STATE_FORMAT = 1
 
-class STLRun:
+class STLRun(LeasedRun):
     """One run: a SAC per task, trained in rounds, logged and checkpointed in the multi-task layout.
 
     ``STLRun(settings).train()`` returns the results dict also written to ``results.json``.
@@ -123,17 +123,6 @@ class STLRun:
         self._bar: Any = None
 
     # --- public ------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Give the run directory back (its lease) without training, e.g. to build another trainer on it in
-        this process; ``train()`` takes it again. Also what leaving a ``with`` block does."""
-        self.lease.release()
-
-    def __enter__(self) -> STLRun:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def request_stop(self) -> None:
         """Stop at the next environment step, save and write the results (what Ctrl-C does)."""
         self._stop = True

@@ -56,7 +56,7 @@ from mtrl.device import resolve_device  # re-exported (agents.trainer.resolve_de
 from mtrl.interrupt import install_stop_handler
 from mtrl.logger import flatten_hparams
 from mtrl.replay import MultiTaskReplayBuffer
-from mtrl.rundir import RunLease, check_resume, open_logs, recheck, write_json
+from mtrl.rundir import LeasedRun, RunLease, check_resume, open_logs, recheck, write_json
 
 __all__ = ["Trainer", "build_envs", "final_report", "resolve_device", "summarize", "train_from_args"]
 
@@ -131,7 +131,7 @@ def hparam_metrics(evals: list[dict[str, Any]], protocol: Protocol) -> dict[str,
     return out
 
 
-class Trainer:
+class Trainer(LeasedRun):
     """Builds everything from a resolved :class:`TrainConfig` and runs (or resumes) the loop.
 
     ``Trainer(load_config(TrainConfig, ...)).train()`` returns the results dict also written to
@@ -286,17 +286,6 @@ class Trainer:
             return self._finish()
         finally:
             self.lease.release()
-
-    def close(self) -> None:
-        """Give the run directory back (its lease) without training, e.g. to build another trainer on it in
-        this process; ``train()`` takes it again. Also what leaving a ``with`` block does."""
-        self.lease.release()
-
-    def __enter__(self) -> Trainer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def request_stop(self) -> None:
         """Ask the loop to stop cleanly after the current vector step (what the first Ctrl-C does)."""

@@ -51,6 +51,7 @@ __all__ = [
     "EXIT_BUSY",
     "LEASE_FILE",
     "LeaseHolder",
+    "LeasedRun",
     "RunDirBusy",
     "RunLease",
     "atomic_write",
@@ -449,3 +450,25 @@ class RunLease:
                 self._renew()
             except Exception:  # never let the heartbeat die silently: check() renews on its own when it is late
                 continue
+
+
+_R = TypeVar("_R", bound="LeasedRun")
+
+
+class LeasedRun:
+    """What a trainer that holds its run directory through ``self.lease`` (a :class:`RunLease`) offers its
+    users: ``close()`` gives the directory back without training (e.g. to build another trainer on it in this
+    process; training takes it again), and the trainer is a context manager that closes on exit."""
+
+    lease: RunLease
+
+    def close(self) -> None:
+        """Give the run directory back (release its lease); training takes it again."""
+        self.lease.release()
+
+    def __enter__(self: _R) -> _R:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

@@ -43,7 +43,7 @@ from mtrl.balancers import make_balancer
 from mtrl.config import ConfigError, config_to_dict
 from mtrl.device import resolve_device
 from mtrl.engine import BalanceReport, core_balancer
-from mtrl.rundir import RunLease, open_logs, recheck
+from mtrl.rundir import LeasedRun, RunLease, open_logs, recheck
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.baseline import baseline_delta_m, load_baseline
 from mtrl.vision.config import VisionConfig
@@ -68,7 +68,7 @@ from mtrl.vision.visualize import task_panels
 __all__ = ["VisionTrainer", "train"]
 
 
-class VisionTrainer:
+class VisionTrainer(LeasedRun):
     """Builds data, model, balancer, engine, optimizer and logger from a :class:`VisionConfig`; :meth:`run` trains.
 
     Configuration problems (incompatible balancer/strategy/model/amp choices, data options a data set does
@@ -166,17 +166,6 @@ class VisionTrainer:
         except BaseException:
             self.lease.release()
             raise
-
-    def close(self) -> None:
-        """Give the run directory back (its lease) without training, e.g. to build another trainer on it in
-        this process; ``run()`` takes it again. Also what leaving a ``with`` block does."""
-        self.lease.release()
-
-    def __enter__(self) -> VisionTrainer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _to_device(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         return to_device(batch, self.task_names, self.device, self.channels_last)
