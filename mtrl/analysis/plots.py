@@ -49,7 +49,11 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def plot_performance_profiles(
-    profiles: Mapping[str, tuple[np.ndarray, np.ndarray]], taus: np.ndarray, path: str | Path, xlabel: str
+    profiles: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    taus: np.ndarray,
+    path: str | Path,
+    xlabel: str,
+    strata: str = "tasks",
 ) -> Path:
     """Draw :func:`~mtrl.analysis.core.performance_profiles` output (``{group: (profile, (2, taus) band)}``)."""
     plt, plot_utils = _pyplot(), _plot_utils()
@@ -60,7 +64,7 @@ def plot_performance_profiles(
         performance_profile_cis={g: ci for g, (_, ci) in profiles.items()},
         ax=ax,
         xlabel=xlabel,
-        ylabel=r"fraction of runs × tasks with score $> \tau$",
+        ylabel=rf"fraction of runs × {strata} with score $> \tau$",
         labelsize="medium",
         ticklabelsize="small",
     )
@@ -69,7 +73,7 @@ def plot_performance_profiles(
 
 
 def plot_sample_efficiency(
-    steps: np.ndarray, curves: Mapping[str, list[Interval]], path: str | Path, ylabel: str
+    steps: np.ndarray, curves: Mapping[str, list[Interval]], path: str | Path, ylabel: str, xlabel: str = "step"
 ) -> Path:
     """Draw :func:`~mtrl.analysis.sweep.sample_efficiency` output: a point estimate with its band per group."""
     plt, plot_utils = _pyplot(), _plot_utils()
@@ -77,7 +81,7 @@ def plot_sample_efficiency(
     points = {g: np.array([c.point for c in cs]) for g, cs in curves.items()}
     bands = {g: np.array([[c.low for c in cs], [c.high for c in cs]]) for g, cs in curves.items()}
     plot_utils.plot_sample_efficiency_curve(
-        steps, points, bands, ax=ax, xlabel="step (per task)", ylabel=ylabel, labelsize="medium", ticklabelsize="small"
+        steps, points, bands, ax=ax, xlabel=xlabel, ylabel=ylabel, labelsize="medium", ticklabelsize="small"
     )
     ax.legend(fontsize="small")
     return _save(fig, Path(path))
@@ -112,11 +116,12 @@ def write_sweep_plots(report: SweepReport, out_dir: str | Path, seed: int = 0) -
     else:
         taus, xlabel = np.linspace(0.0, 1.0, 41), rf"{sweep.statistic} success per task ($\tau$)"
     profiles = performance_profiles(matrices, taus, reps=report.reps, confidence=report.confidence, seed=seed)
-    written = [plot_performance_profiles(profiles, taus, out / "profiles.png", xlabel)]
+    strata = "metrics" if sweep.lower_is_better else "tasks"
+    written = [plot_performance_profiles(profiles, taus, out / "profiles.png", xlabel, strata)]
     steps, curves = sample_efficiency(sweep, "iqm", reps=report.reps, confidence=report.confidence, seed=seed)
     if sweep.kind == "rl":
-        ylabel = f"IQM success over runs × tasks ({100 * report.confidence:g}% CI)"
+        ylabel, xlabel = f"IQM success over runs × tasks ({100 * report.confidence:g}% CI)", "step (per task)"
     else:
-        ylabel = f"IQM of 100·r_m over runs × metrics, % (lower is better; {100 * report.confidence:g}% CI)"
-    written.append(plot_sample_efficiency(steps, curves, out / "sample_efficiency.png", ylabel))
+        ylabel, xlabel = "IQM of 100·r_m, % (lower is better)", "training step"
+    written.append(plot_sample_efficiency(steps, curves, out / "sample_efficiency.png", ylabel, xlabel))
     return written
