@@ -50,7 +50,6 @@ import json
 import math
 import sys
 import time
-import weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -59,7 +58,7 @@ import numpy as np
 
 from agents.stl_config import ResolvedSTLConfig, STLConfig, run_record
 from mtrl.config import ConfigError
-from mtrl.rundir import LeasedRun, RunLease, atomic_write, check_resume, open_logs, recheck, write_json
+from mtrl.rundir import LeasedRun, atomic_write, check_resume, open_logs, recheck, write_json
 
 __all__ = ["STATE_FORMAT", "STLRun"]
 
@@ -103,17 +102,13 @@ class STLRun(LeasedRun):
         self.mean_logged: set[int] = set()
         self._check_run_dir()
         # One writer per run directory: a second process refuses here (RunDirBusy), before writing anything.
-        self.lease = RunLease(self.run_dir).acquire()
-        weakref.finalize(self, self.lease.release)  # an abandoned run frees its directory
-        try:
+        self._take_run_dir(self.run_dir)
+        with self._released_on_error():
             recheck(self._check_run_dir)  # again under the lease: a holder we waited for may have written meanwhile
             if self.cfg.resume:
                 self._load_state()
             self._write_config()
             self.logger = self._open_logs()
-        except BaseException:
-            self.lease.release()
-            raise
         self.models: dict[str, Any] = {}
         self.eval_envs: dict[str, Any] = {}
         self.pending_train: dict[int, dict[str, dict[str, float]]] = {}
@@ -129,11 +124,8 @@ class STLRun(LeasedRun):
 
     def train(self) -> dict[str, Any]:
         """Train every task to ``steps`` in rounds; returns (and writes) the results."""
-        self.lease.acquire()  # held since __init__; taken again if this run already finished once
-        try:
+        with self._holding_run_dir():  # held since __init__; taken again if this run already finished once
             return self._train()
-        finally:
-            self.lease.release()
 
     def _train(self) -> dict[str, Any]:
         from tqdm.auto import tqdm

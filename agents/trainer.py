@@ -26,7 +26,6 @@ import math
 import random
 import sys
 import time
-import weakref
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,7 +55,7 @@ from mtrl.device import resolve_device  # re-exported (agents.trainer.resolve_de
 from mtrl.interrupt import install_stop_handler
 from mtrl.logger import flatten_hparams
 from mtrl.replay import MultiTaskReplayBuffer
-from mtrl.rundir import LeasedRun, RunLease, check_resume, open_logs, recheck, write_json
+from mtrl.rundir import LeasedRun, check_resume, open_logs, recheck, write_json
 
 __all__ = ["Trainer", "build_envs", "final_report", "resolve_device", "summarize", "train_from_args"]
 
@@ -155,15 +154,11 @@ class Trainer(LeasedRun):
         self.device = torch.device(cfg.device)  # resolved (checked against this machine) with the config
         # One writer per run directory: a second process refuses here (RunDirBusy, a ConfigError) before
         # it writes anything; released when the run ends (train()) or fails to start.
-        self.lease = RunLease(self.run_dir).acquire()
-        weakref.finalize(self, self.lease.release)  # an abandoned trainer frees its directory
-        try:
+        self._take_run_dir(self.run_dir)
+        with self._released_on_error():
             # Again under the lease: a holder we waited for may have written checkpoints meanwhile (a fresh
             # start must not overwrite them; a resume continues from the newest).
             self._build(cfg, recheck(lambda: self._check_run_dir(cfg)))
-        except BaseException:
-            self.lease.release()
-            raise
 
     def _check_run_dir(self, cfg: TrainConfig) -> Path | None:
         """The checkpoint a resume continues from (its saved config checked against ``cfg``), or None for a
@@ -238,8 +233,11 @@ class Trainer(LeasedRun):
     def train(self) -> dict[str, Any]:
         """Run to ``total_steps``. Ctrl-C (SIGINT) stops at the end of the current vector step, saves a
         checkpoint and the results, and returns; a second Ctrl-C aborts at once."""
+        with self._holding_run_dir():  # held since __init__; taken again if this trainer already finished once
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         cfg = self.cfg
-        self.lease.acquire()  # held since __init__; taken again if this trainer already finished once
         bar = tqdm(total=cfg.total_steps, initial=self.step, disable=not cfg.progress, unit="step")
         postfix: dict[str, str] = {"success": self._latest_success()}
         # perf/* window: env steps and updates only (evaluation and checkpoint time is left out).
@@ -275,17 +273,11 @@ class Trainer(LeasedRun):
                 if not (self.evals and self.evals[-1]["step"] == self.step):  # a finished run resumed: no re-eval
                     self._evaluate()
                 self.save()
-        except BaseException:
-            self.lease.release()  # a crash: the next process takes over at once (this pid is gone or done)
-            raise
         finally:
             bar.close()
             self.logger.flush()
             restore_sigint()
-        try:
-            return self._finish()
-        finally:
-            self.lease.release()
+        return self._finish()
 
     def request_stop(self) -> None:
         """Ask the loop to stop cleanly after the current vector step (what the first Ctrl-C does)."""

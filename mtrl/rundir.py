@@ -39,6 +39,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -314,6 +315,7 @@ class RunLease:
         self.host = socket.gethostname()
         self.space = _pid_space()
         self.pid = os.getpid()
+        self.started = _start_time(self.pid)
         self.token = ""
         self.lost = False
         #: ``time.time()`` until which the last renewal that reached ``lease.json`` keeps the lease ours.
@@ -407,7 +409,7 @@ class RunLease:
     # --- internals ---------------------------------------------------------------------------------
     def _record(self, token: str) -> LeaseHolder:
         now = time.time()
-        return LeaseHolder(self.host, self.pid, self.space, _start_time(self.pid), token, now, now + self.ttl)
+        return LeaseHolder(self.host, self.pid, self.space, self.started, token, now, now + self.ttl)
 
     def _stale(self, holder: LeaseHolder) -> bool:
         if holder.expires <= time.time():
@@ -456,11 +458,39 @@ _R = TypeVar("_R", bound="LeasedRun")
 
 
 class LeasedRun:
-    """What a trainer that holds its run directory through ``self.lease`` (a :class:`RunLease`) offers its
-    users: ``close()`` gives the directory back without training (e.g. to build another trainer on it in this
-    process; training takes it again), and the trainer is a context manager that closes on exit."""
+    """A trainer that holds its run directory through ``self.lease`` (a :class:`RunLease`): the one lease
+    lifecycle of the three trainers. The trainer takes the directory when it is built
+    (:meth:`_take_run_dir`), gives it back if building fails (:meth:`_released_on_error`) and holds it for
+    each training call (:meth:`_holding_run_dir`, released when the call ends, however it ends). Its users
+    get ``close()``, which gives the directory back without training (e.g. to build another trainer on it in
+    this process; training takes it again), and a context manager that closes on exit."""
 
     lease: RunLease
+
+    def _take_run_dir(self, run_dir: Path) -> None:
+        """Take ``run_dir``'s lease (a second process or trainer refuses here, before anything is written);
+        an abandoned trainer frees it when it is garbage-collected."""
+        self.lease = RunLease(run_dir).acquire()
+        weakref.finalize(self, self.lease.release)
+
+    @contextlib.contextmanager
+    def _released_on_error(self) -> Iterator[None]:
+        """Give the lease back if the block raises (a trainer that fails to start)."""
+        try:
+            yield
+        except BaseException:
+            self.lease.release()
+            raise
+
+    @contextlib.contextmanager
+    def _holding_run_dir(self) -> Iterator[None]:
+        """Hold the lease for one training call: taken again if it was given back, released when the call
+        ends (finished, stopped or crashed: the next process takes over at once)."""
+        self.lease.acquire()
+        try:
+            yield
+        finally:
+            self.lease.release()
 
     def close(self) -> None:
         """Give the run directory back (release its lease); training takes it again."""

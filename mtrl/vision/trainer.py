@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import random
 import time
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from mtrl.balancers import make_balancer
 from mtrl.config import ConfigError, config_to_dict
 from mtrl.device import resolve_device
 from mtrl.engine import BalanceReport, core_balancer
-from mtrl.rundir import LeasedRun, RunLease, open_logs, recheck
+from mtrl.rundir import LeasedRun, open_logs, recheck
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.baseline import baseline_delta_m, load_baseline
 from mtrl.vision.config import VisionConfig
@@ -148,9 +147,8 @@ class VisionTrainer(LeasedRun):
         resume_from = resume_checkpoint(self.run_dir, cfg)
         had_checkpoint = self.checkpoint_path.is_file()
         # One writer per run directory (mtrl.rundir): a second process refuses here, before writing anything.
-        self.lease = RunLease(self.run_dir).acquire()
-        weakref.finalize(self, self.lease.release)  # an abandoned trainer frees its directory
-        try:
+        self._take_run_dir(self.run_dir)
+        with self._released_on_error():
 
             def again() -> Path | None:  # under the lease: a holder we waited for may have checkpointed meanwhile
                 if not cfg.resume and not had_checkpoint and self.checkpoint_path.is_file():
@@ -163,9 +161,6 @@ class VisionTrainer(LeasedRun):
             save_run_config(self.run_dir, cfg)
             self.logger = open_logs(self.run_dir, self.step if resume_from is not None else None)
             self.logger.text("amp", self.amp.note, self.step)
-        except BaseException:
-            self.lease.release()
-            raise
 
     def _to_device(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         return to_device(batch, self.task_names, self.device, self.channels_last)
@@ -212,11 +207,8 @@ class VisionTrainer(LeasedRun):
     def run(self, stop_at: int | None = None) -> dict[str, Any]:
         """Train to ``total_steps`` (or stop after ``stop_at`` steps, checkpointed, to simulate an interruption);
         returns the results record (also written to ``results.json`` when training completed)."""
-        self.lease.acquire()  # held since __init__; taken again if this trainer already ran once
-        try:
+        with self._holding_run_dir():  # held since __init__; taken again if this trainer already ran once
             return self._run(stop_at)
-        finally:
-            self.lease.release()
 
     def _run(self, stop_at: int | None) -> dict[str, Any]:
         from tqdm.auto import tqdm
