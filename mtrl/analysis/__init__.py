@@ -34,6 +34,7 @@ from mtrl.analysis.core import (
     summarize,
     task_scores,
     task_table,
+    unfinished_note,
 )
 from mtrl.analysis.sweep import (
     GroupScores,
@@ -78,4 +79,5 @@ __all__ = [
     "sweep_report",
     "task_scores",
     "task_table",
+    "unfinished_note",
 ]

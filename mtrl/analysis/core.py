@@ -56,6 +56,7 @@ __all__ = [
     "summarize",
     "task_scores",
     "task_table",
+    "unfinished_note",
 ]
 
 
@@ -126,6 +127,14 @@ def run_files(root: str | Path) -> list[tuple[Path, dict[str, Any], dict[str, An
     return runs
 
 
+def unfinished_note(path: Path, results: Mapping[str, Any]) -> str | None:
+    """The note that skips a run whose ``results.json`` says ``"complete": false`` (interrupted, not
+    finished), or None for a finished run."""
+    if results.get("complete") is False:
+        return f'{path}: unfinished ("complete": false); resume it to include it'
+    return None
+
+
 def find_runs(
     root: str | Path, group_keys: Sequence[str] = ("balancer",), skipped: list[str] | None = None
 ) -> list[RunRecord]:
@@ -135,8 +144,9 @@ def find_runs(
     finished) are left out and a note naming each is appended to it."""
     records = []
     for path, cfg, results in run_files(root):
-        if skipped is not None and results.get("complete") is False:
-            skipped.append(f'{path}: unfinished ("complete": false); resume it to include it')
+        note = unfinished_note(path, results)
+        if skipped is not None and note is not None:
+            skipped.append(note)
             continue
         records.append(
             RunRecord(

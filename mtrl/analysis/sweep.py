@@ -39,6 +39,7 @@ from mtrl.analysis.core import (
     probability_of_improvement,
     run_files,
     run_history,
+    unfinished_note,
 )
 
 __all__ = [
@@ -154,9 +155,9 @@ def load_sweep(root: str | Path, group_keys: Sequence[str] = ("balancer",)) -> S
     runs: list[tuple[str, SweepRun]] = []
     skipped: list[str] = []
     for path, cfg, results in run_files(root):
-        kind = _kind(results)
-        if results.get("complete") is False:
-            skipped.append(f'{path}: unfinished ("complete": false); resume it to include it')
+        kind, note = _kind(results), unfinished_note(path, results)
+        if note is not None:
+            skipped.append(note)
         elif kind is None:
             skipped.append(f"{path}: results.json of neither an RL nor a vision run")
         elif kind == "rl" and not results["summary"].get("num_evals"):
