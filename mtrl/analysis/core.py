@@ -280,6 +280,19 @@ def _seeded(seed: int) -> Iterator[None]:
         np.random.set_state(saved)
 
 
+def _bootstrap(
+    data: Mapping[str, Any], statistic: Callable[..., np.ndarray], reps: int, confidence: float, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """rliable's ``get_interval_estimates`` of ``statistic`` on every entry of ``data`` (a score matrix, or a
+    pair of them), seeded: ``(points, intervals)`` by key, intervals ``(2, ...)`` with the lower bounds first."""
+    library, _ = _rliable()
+    with _seeded(seed):
+        points, intervals = library.get_interval_estimates(
+            data, statistic, reps=reps, confidence_interval_size=confidence, random_state=np.random.RandomState(seed)
+        )
+    return points, intervals
+
+
 def interval_estimates(
     scores: Mapping[str, np.ndarray],
     statistics: Sequence[str] = ("iqm", "mean"),
@@ -296,16 +309,8 @@ def interval_estimates(
         confidence: interval coverage.
         seed: seeds the bootstrap (the same scores always give the same intervals).
     """
-    library, _ = _rliable()
     data = _scores(scores, 2)
-    with _seeded(seed):
-        points, intervals = library.get_interval_estimates(
-            data,
-            _aggregate(statistics),
-            reps=reps,
-            confidence_interval_size=confidence,
-            random_state=np.random.RandomState(seed),
-        )
+    points, intervals = _bootstrap(data, _aggregate(statistics), reps, confidence, seed)
     return {
         group: {
             name: Interval(float(points[group][i]), float(intervals[group][0, i]), float(intervals[group][1, i]))
@@ -357,7 +362,7 @@ def probability_of_improvement(
         confidence: interval coverage.
         seed: seeds the bootstrap.
     """
-    library, metrics = _rliable()
+    _, metrics = _rliable()
     data = _scores(scores, 2)
     sign = -1.0 if lower_is_better else 1.0
     pair_data: dict[str, list[np.ndarray]] = {}
@@ -370,14 +375,11 @@ def probability_of_improvement(
                 f"{x!r} has {data[x].shape[1]} tasks, {y!r} {data[y].shape[1]}: compare groups of one suite"
             )
         pair_data[f"{x}\0{y}"] = [sign * data[x], sign * data[y]]
-    with _seeded(seed):
-        points, intervals = library.get_interval_estimates(
-            pair_data,
-            lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
-            reps=reps,
-            confidence_interval_size=confidence,
-            random_state=np.random.RandomState(seed),
-        )
+
+    def improvement(x_scores: np.ndarray, y_scores: np.ndarray) -> np.ndarray:
+        return np.array([metrics.probability_of_improvement(x_scores, y_scores)])
+
+    points, intervals = _bootstrap(pair_data, improvement, reps, confidence, seed)
     return {
         (x, y): Interval(
             float(points[f"{x}\0{y}"][0]), float(intervals[f"{x}\0{y}"][0, 0]), float(intervals[f"{x}\0{y}"][1, 0])
@@ -396,17 +398,9 @@ def performance_profiles(
     """Score distributions (rliable's performance profiles): per group, the fraction of its run × task
     scores above each threshold ``tau`` ``(len(taus),)`` and its stratified-bootstrap interval
     ``(2, len(taus))`` (lower bounds first)."""
-    library, _ = _rliable()
     data = _scores(scores, 2)
     tau_arr = np.asarray(taus, dtype=np.float64)
-    with _seeded(seed):
-        profiles, cis = library.get_interval_estimates(
-            data,
-            lambda m: np.array([np.mean(m > t) for t in tau_arr]),
-            reps=reps,
-            confidence_interval_size=confidence,
-            random_state=np.random.RandomState(seed),
-        )
+    profiles, cis = _bootstrap(data, lambda m: np.array([np.mean(m > t) for t in tau_arr]), reps, confidence, seed)
     return {group: (np.asarray(profiles[group]), np.asarray(cis[group])) for group in data}
 
 
