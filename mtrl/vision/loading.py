@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -22,13 +21,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from mtrl.config import ConfigError
 from mtrl.vision.config import DataConfig, VisionConfig
 from mtrl.vision.data import DATASETS, make_dataset
+from mtrl.vision.seeds import mix_seed
 
-__all__ = ["CachedDataset", "EpochSampler", "Loaders", "make_datasets", "make_loaders", "mix_seed", "to_device"]
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (numpy's SeedSequence hashing)."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+__all__ = ["CachedDataset", "EpochSampler", "Loaders", "make_datasets", "make_loaders", "to_device"]
 
 
 class EpochSampler(Sampler[int]):

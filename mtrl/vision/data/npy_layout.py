@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mtrl.vision.data.augment import DEFAULT_SCALES, augment_sample
+from mtrl.vision.seeds import mix_seed
 from mtrl.vision.tasks import TaskSpec
 
 __all__ = ["SPLITS", "NpyLayoutDataset"]
@@ -175,11 +176,6 @@ class NpyLayoutDataset(Dataset[dict[str, Tensor]]):
                 data = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
                 sample[spec.name] = data.permute(2, 0, 1).contiguous()
         if self.augment:
-            generator = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch, index))
+            generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, index))
             sample = augment_sample(sample, self.tasks, generator, self.scales)
         return sample
-
-
-def _mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (numpy's SeedSequence hashing)."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
