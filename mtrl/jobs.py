@@ -40,6 +40,7 @@ __all__ = [
     "progress_line",
     "raise_interrupted",
     "run_jobs",
+    "unfinished_jobs",
 ]
 
 _CHECKPOINT_MARKERS = (Path("checkpoints") / "last.txt", Path("checkpoints") / "state.json", Path("checkpoint.pt"))
@@ -101,6 +102,15 @@ class JobOutcome:
 def pending_jobs(jobs: Sequence[Job]) -> list[Job]:
     """The jobs whose run is not finished, in the given order."""
     return [job for job in jobs if not is_finished(job.run_dir)]
+
+
+def unfinished_jobs(jobs: Sequence[Job], out: TextIO) -> list[Job]:
+    """:func:`pending_jobs`, saying on ``out`` how many runs were skipped as finished (both backends)."""
+    todo = pending_jobs(jobs)
+    skipped = len(jobs) - len(todo)
+    if skipped:
+        print(f"{skipped} of {len(jobs)} runs already finished: skipped", file=out, flush=True)
+    return todo
 
 
 def progress_line(done: int, total: int, running: int, failed: int, name: str, status: str) -> str:
@@ -168,10 +178,7 @@ def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = Non
     then ``KeyboardInterrupt`` is raised.
     """
     out = stream if stream is not None else sys.stderr
-    todo = pending_jobs(jobs)
-    skipped = len(jobs) - len(todo)
-    if skipped:
-        print(f"{skipped} of {len(jobs)} runs already finished: skipped", file=out, flush=True)
+    todo = unfinished_jobs(jobs, out)
     outcomes: list[JobOutcome] = []
     runner = _Runner()
 

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from mtrl.interrupt import install_stop_handler
-from mtrl.jobs import Job, JobOutcome, has_checkpoint, is_finished, pending_jobs, progress_line, raise_interrupted
+from mtrl.jobs import Job, JobOutcome, has_checkpoint, is_finished, progress_line, raise_interrupted, unfinished_jobs
 
 if TYPE_CHECKING:
     import ray
@@ -286,10 +286,7 @@ def run_ray_jobs(
 
     opts = options if options is not None else RayOptions()
     out = stream if stream is not None else sys.stderr
-    todo = pending_jobs(jobs)
-    skipped = len(jobs) - len(todo)
-    if skipped:
-        print(f"{skipped} of {len(jobs)} runs already finished: skipped", file=out, flush=True)
+    todo = unfinished_jobs(jobs, out)
     if not todo:
         return []
     connect(opts.address)
