@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import yaml
 
+from mtrl.atomic import write_text
+
 if TYPE_CHECKING:  # typing.Self is 3.11+; the project supports 3.10 (annotations are strings at run time)
     from typing import Self
 
@@ -154,9 +156,75 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)  # type: ignore[no-any-return]
 
 
+class _DuplicateKey(Exception):
+    """A mapping key written twice in one YAML document (plain YAML keeps the last value silently)."""
+
+    def __init__(self, key: Any, lines: tuple[int, int]) -> None:
+        super().__init__(f"key {key!r} is set twice (lines {lines[0]} and {lines[1]}): keep one")
+        self.key = key
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (merge keys ``<<`` excepted)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in lines:
+                raise _DuplicateKey(key, (lines[key], line))
+            if isinstance(key, typing.Hashable):
+                lines[key] = line
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-untyped-call,no-any-return]
+
+
+def _parse_yaml(text: str) -> Any:
+    """One YAML document; raises ``yaml.YAMLError`` (bad syntax) or :class:`_DuplicateKey`."""
+    return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: plain data only
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line: what PyYAML found wrong and where (``line L, column C`` of the text it parsed)."""
+    problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(problem)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds; :class:`ConfigError` naming the file when it is missing,
+    unreadable, not valid YAML, empty, not a mapping, or sets a key twice."""
+    name = str(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {name!r} does not exist; presets live in configs/ (e.g. configs/mt10_sac.yaml)")
+    try:
+        loaded = _parse_yaml(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file {name!r} ({err}); pass a YAML preset") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {name!r} is not valid YAML: {_yaml_problem(err)}") from None
+    except _DuplicateKey as err:
+        raise ConfigError(f"config file {name!r}: {err}") from None
+    if loaded is None:
+        raise ConfigError(
+            f"config file {name!r} is empty: name a preset of configs/ (e.g. configs/mt10_sac.yaml), or write {{}} "
+            "in it to run with every default"
+        )
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {name!r} must hold a mapping of keys to values")
+    return loaded
+
+
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
-    """Turn ``["a.b=1", "c=[1, 2]"]`` into a nested dict; values are parsed as YAML scalars/lists."""
+    """Turn ``["a.b=1", "c=[1, 2]"]`` into a nested dict; values are parsed as YAML scalars/lists.
+
+    Raises :class:`ConfigError` for an item without ``=``, a value that is not valid YAML, and a key given
+    twice (``seed=1 seed=2``) or both whole and in part (``sac={lr: 1} sac.lr=2``): the last one would
+    silently win."""
     nested: dict[str, Any] = {}
+    given: dict[str, str] = {}  # dotted key -> the override that set it
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"bad override {item!r}: expected key=value (e.g. seed=1 or sac.batch_per_task=64)")
@@ -164,13 +232,24 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         key = key.strip()
         if not key:
             raise ConfigError(f"bad override {item!r}: empty key")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        for other, earlier in given.items():
+            if other == key or other.startswith(f"{key}.") or key.startswith(f"{other}."):
+                what = f"{key!r} twice" if other == key else f"both {other!r} and {key!r}"
+                raise ConfigError(f"overrides {earlier!r} and {item!r} set {what}: keep one")
+        given[key] = item
+        try:
+            value = _parse_yaml(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"bad override {item!r}: the value is not valid YAML ({_yaml_problem(err)}); e.g. "
+                "sac.hidden_sizes=[64,64] (quote the whole item in the shell)"
+            ) from None
+        except _DuplicateKey as err:
+            raise ConfigError(f"bad override {item!r}: key {err.key!r} is set twice: keep one") from None
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
         node[parts[-1]] = value
     return nested
 
@@ -200,15 +279,7 @@ def load_config(
     without running it, as ``agents.stl_config`` does)."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(
-                f"config file {str(p)!r} does not exist; presets live in configs/ (e.g. configs/mt10_sac.yaml)"
-            )
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping of keys to values")
-        data = loaded
+        data = _read_config_file(Path(path))
     data = _merge(data, parse_overrides(overrides))
     cfg = _build(cls, data)
     if resolve and isinstance(cfg, Resolvable):
@@ -218,8 +289,6 @@ def load_config(
 
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically: a kill mid-write leaves the previous file)."""
-    from mtrl.rundir import write_text  # mtrl.rundir imports this module
-
     write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 

@@ -117,17 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ResolvedSTLConfig:
-    """The flags as a resolved ``STLConfig``; a bad value exits with status 2 and a message naming it
-    and what is valid."""
+    """The flags as a resolved ``STLConfig``; a bad value (or an unreadable ``--preset``) exits with status 2
+    and one line naming it and what is valid."""
     p = build_parser()
     args = p.parse_args(argv)
     try:
         cfg = update_config(STLConfig(), vars(args))  # the flags are the config's fields
         return resolve_stl_config(cfg)
     except STLConfigError as err:
-        p.error(f"argument {err}" if err.key is not None else str(err))
+        message = f"argument {err}" if err.key is not None else str(err)
     except ConfigError as err:
-        p.error(str(err))
+        message = str(err)
+    p.exit(2, f"{p.prog}: error: {message}\n")  # one line: the usage is for flags argparse itself rejects
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,118 @@
+"""Bad input gives one line naming the file, key or index, exit status 2, at start-up: YAML files and overrides
+(syntax errors, duplicate keys, empty files) in every training script, vision data sets checked in full (with
+their check cache), sweeps validated before any job starts, aggregate.py on crashed runs and truncated
+results.json, evaluate.py's out= location."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from mtrl.config import ConfigError, load_config, parse_overrides
+from tests.helpers import load_script
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = str(ROOT / "configs" / "toy_sac.yaml")
+VISION = str(ROOT / "configs" / "vision" / "synthetic.yaml")
+
+
+def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The captured stderr, asserted to be one line."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _tree(root: Path) -> list[Path]:
+    return sorted(root.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def train() -> ModuleType:
+    return load_script("train")
+
+
+@pytest.fixture(scope="module")
+def train_vision() -> ModuleType:
+    return load_script("train_vision")
+
+
+@pytest.fixture(scope="module")
+def train_stl() -> ModuleType:
+    return load_script("train_stl")
+
+
+# --- YAML files and overrides -------------------------------------------------------------------------------
+BAD_FILES = {
+    "syntax": ("sac:\n  lr: [0.1\nseed: 1\n", r"is not valid YAML: expected ',' or '\]'.* at line \d+, column \d+"),
+    "duplicate": ("seed: 1\nsac:\n  lr: 0.1\n  lr: 0.2\n", r"key 'lr' is set twice \(lines 3 and 4\): keep one"),
+    "empty": ("# only a comment\n", r"is empty: name a preset of configs/.*or write \{\} in it"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+@pytest.mark.parametrize("script", ["train", "train_vision"])
+def test_a_bad_config_file_is_one_line_naming_it(
+    case: str, script: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text, message = BAD_FILES[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    before = _tree(tmp_path)
+    code = request.getfixturevalue(script).main([str(path), f"logdir={tmp_path / 'runs'}"])
+    assert code == 2
+    line = _one_line(capsys)
+    assert str(path) in line
+    assert re.search(message, line), line
+    assert _tree(tmp_path) == before  # nothing created
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_a_bad_preset_of_train_stl_is_one_line_naming_it(
+    case: str, train_stl: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_FILES[case][0])
+    with pytest.raises(SystemExit) as exc:
+        train_stl.main(["--preset", str(path), "--logdir", str(tmp_path / "runs")])
+    assert exc.value.code == 2
+    line = _one_line(capsys)
+    assert line.startswith("train_stl.py: error: argument --preset:") and str(path) in line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["sac.hidden_sizes=[64,"], r"bad override 'sac.hidden_sizes=\[64,': the value is not valid YAML"),
+        (["seed=1", "seed=2"], r"overrides 'seed=1' and 'seed=2' set 'seed' twice: keep one"),
+        (["sac.lr=0.1", "sac={lr: 0.2}"], r"overrides 'sac.lr=0.1' and 'sac=\{lr: 0.2\}' set both 'sac.lr' and 'sac'"),
+        (["sac={lr: 0.1, lr: 0.2}"], r"key 'lr' is set twice"),
+    ],
+)
+def test_bad_overrides_are_one_line_naming_them(
+    overrides: list[str], message: str, train: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_overrides(overrides)
+    assert train.main([TOY, f"logdir={tmp_path}", *overrides]) == 2
+    assert re.search(message, _one_line(capsys))
+    assert _tree(tmp_path) == []
+
+
+@dataclass(frozen=True)
+class _Sections:
+    a: dict[str, Any] = field(default_factory=dict)
+    b: dict[str, Any] = field(default_factory=dict)
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    """``<<: *anchor`` then an explicit key is YAML's way to override a merged value, not a duplicate."""
+    path = tmp_path / "merge.yaml"
+    path.write_text("a: &base {lr: 0.1, gamma: 0.9}\nb:\n  <<: *base\n  lr: 0.2\n")
+    assert load_config(_Sections, path).b == {"lr": 0.2, "gamma": 0.9}
