@@ -25,15 +25,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+from mtrl.config import ConfigError
+
 __all__ = [
     "Job",
     "JobOutcome",
+    "check_jobs",
     "has_checkpoint",
     "is_finished",
     "pending_jobs",
@@ -102,6 +105,17 @@ class JobOutcome:
 def pending_jobs(jobs: Sequence[Job]) -> list[Job]:
     """The jobs whose run is not finished, in the given order."""
     return [job for job in jobs if not is_finished(job.run_dir)]
+
+
+def check_jobs(jobs: Sequence[Job], check: Callable[[Job], object]) -> None:
+    """Call ``check`` on every job before any starts (e.g. load each job's configuration), so that a bad value
+    stops the whole sweep with nothing launched; the first :class:`~mtrl.config.ConfigError` (or ``ValueError``)
+    is raised again as a ``ConfigError`` naming the job."""
+    for job in jobs:
+        try:
+            check(job)
+        except ValueError as err:  # ConfigError is a ValueError
+            raise ConfigError(f"run {job.name}: {err}") from err
 
 
 def unfinished_jobs(jobs: Sequence[Job], out: TextIO) -> list[Job]:

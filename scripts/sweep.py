@@ -19,21 +19,31 @@ With ``--ray`` or ``--ray-address`` (the ``ray`` extra) every run is a Ray task 
 ``--num-cpus``/``--num-gpus``; a run that fails or loses its worker or node is retried up to
 ``--retries`` times from its checkpoint (:mod:`mtrl.ray_jobs`), so ``--root`` must be on storage
 that every node of the cluster sees.
+Before any run starts, every run's configuration is read as its script will read it (preset, overrides,
+balancer names; :func:`config_check`): a bad value stops the sweep with one line naming the run and the key,
+exit status 2, with nothing launched. Overrides may also follow the ``--seeds``/``--balancers`` lists
+(``--seeds 0 1 total_steps=100``).
 Aggregate afterwards with ``scripts/aggregate.py ROOT``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtrl.jobs import Job, has_checkpoint, pending_jobs, run_jobs
+from mtrl.config import ConfigError, load_config
+from mtrl.jobs import Job, check_jobs, has_checkpoint, pending_jobs, run_jobs
 from mtrl.ray_jobs import add_ray_arguments, ray_options, run_ray_jobs
 
-__all__ = ["has_checkpoint", "run_commands", "sweep_jobs"]
+__all__ = ["config_check", "has_checkpoint", "run_commands", "split_list_overrides", "sweep_jobs"]
+
+#: options whose values are lists (``nargs="+"``): an override written after them belongs to the runs.
+LIST_OPTIONS = ("--balancers", "--seeds")
 
 
 def parse_vary(items: list[str]) -> list[tuple[str, list[str]]]:
@@ -82,6 +92,57 @@ def run_commands(
     return [job.argv() for job in pending_jobs(sweep_jobs(root, script, config, balancers, seeds, extra))]
 
 
+def split_list_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(argv without them, overrides)``: every ``key=value`` that follows a list option (``--seeds 0 1
+    total_steps=100``) is taken out, since no balancer name or seed holds ``=``: it is an override of the runs,
+    not a value of the list (argparse would read it as one)."""
+    kept: list[str] = []
+    overrides: list[str] = []
+    in_list = False
+    for item in argv:
+        if item.startswith("-"):
+            in_list = item in LIST_OPTIONS
+        elif in_list and "=" in item:
+            overrides.append(item)
+            continue
+        kept.append(item)
+    return kept, overrides
+
+
+def config_check(script: str, on_ray: bool = False) -> Callable[[Job], object] | None:
+    """How a run of ``script`` reads its configuration at start-up, for :func:`mtrl.jobs.check_jobs` to try on
+    every run before any starts (nothing is created): ``scripts/train.py``'s ``TrainConfig``, resolved (its
+    balancers built, protocol looked up; the device only for local runs, since a Ray worker is another
+    machine), ``scripts/train_vision.py``'s ``VisionConfig`` and its balancer's name and hyper-parameter
+    names. None for another script (its runs are not checked)."""
+    name = Path(script).name
+    if name == "train.py":
+        from agents.config import TrainConfig
+
+        def check_rl(job: Job) -> object:
+            cfg = load_config(TrainConfig, job.argv()[2], job.argv()[3:], resolve=not on_ray)
+            return dataclasses.replace(cfg, device="cpu").resolve() if on_ray else cfg
+
+        return check_rl
+    if name == "train_vision.py":
+        from mtrl.balancers import balancer_hparams
+        from mtrl.vision.config import VisionConfig
+
+        def check_vision(job: Job) -> object:
+            cfg = load_config(VisionConfig, job.argv()[2], job.argv()[3:])
+            if cfg.single_task is None:
+                valid = balancer_hparams(cfg.balancer.name)  # ValueError naming the valid balancers
+                unknown = sorted(set(cfg.balancer.hparams) - set(valid))
+                if unknown:
+                    raise ConfigError(
+                        f"unknown balancer.hparams {unknown} for balancer {cfg.balancer.name!r}; valid: {sorted(valid)}"
+                    )
+            return cfg
+
+        return check_vision
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("script", help="scripts/train.py or scripts/train_vision.py")
@@ -96,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         "--vary", action="append", default=[], help="KEY=V1,V2,... also sweep a config key (repeatable)"
     )
     add_ray_arguments(parser)
-    args, extra = parser.parse_known_args(argv)
+    rest, list_overrides = split_list_overrides(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(rest)
+    extra += list_overrides
 
     try:
         vary = parse_vary(args.vary)
@@ -106,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     if ray is not None and args.jobs is not None:
         parser.error("--jobs is for local runs: on Ray, --num-cpus/--num-gpus and the cluster set how many run at once")
     jobs = pending_jobs(sweep_jobs(Path(args.root), args.script, args.config, args.balancers, args.seeds, extra, vary))
+    check = config_check(args.script, on_ray=ray is not None)
+    try:  # every run's configuration, before any run starts
+        if check is not None:
+            check_jobs(jobs, check)
+    except ConfigError as err:
+        print(f"sweep.py: config error: {err}", file=sys.stderr)
+        return 2
     if not jobs:
         print("every run of the sweep has results.json already")
         return 0

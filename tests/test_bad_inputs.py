@@ -116,3 +116,57 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
     path = tmp_path / "merge.yaml"
     path.write_text("a: &base {lr: 0.1, gamma: 0.9}\nb:\n  <<: *base\n  lr: 0.2\n")
     assert load_config(_Sections, path).b == {"lr": 0.2, "gamma": 0.9}
+
+
+# --- sweeps: every run's configuration is checked before any run starts ---------------------------------------
+@pytest.fixture(scope="module")
+def sweep() -> ModuleType:
+    return load_script("sweep")
+
+
+@pytest.mark.parametrize(
+    ("script", "preset", "args", "message"),
+    [
+        ("train.py", TOY, ["--balancers", "ew", "nope"], r"run nope/seed0: bad value 'nope' for 'balancer'"),
+        ("train.py", TOY, ["--balancers", "ew", "--vary", "sac.nope=1,2"], r"run ew/nope=1/seed0: unknown config key"),
+        ("train.py", TOY, ["--balancers", "ew", "seed=4"], r"overrides 'seed=0' and 'seed=4' set 'seed' twice"),
+        ("train_vision.py", VISION, ["--balancers", "ew", "nope"], r"run nope/seed0: unknown balancer 'nope'"),
+        (
+            "train_vision.py",
+            VISION,
+            ["--balancers", "pcgrad", "balancer.hparams={x: 1}"],
+            r"unknown balancer.hparams \['x'\] for balancer 'pcgrad'; valid: \['seed'\]",
+        ),
+    ],
+)
+def test_a_sweep_with_a_bad_run_launches_nothing(
+    script: str,
+    preset: str,
+    args: list[str],
+    message: str,
+    sweep: ModuleType,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = tmp_path / "sweep"
+    argv = [str(ROOT / "scripts" / script), preset, "--seeds", "0", "1", "--root", str(root), *args]
+    assert sweep.main(argv) == 2
+    line = _one_line(capsys)
+    assert line.startswith("sweep.py: config error: run ") and re.search(message, line), line
+    assert not root.exists()  # no run directory, no job log: nothing launched
+
+
+def test_overrides_may_follow_the_seeds_list(
+    sweep: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--seeds 0 total_steps=100`` is seed 0 and an override, not an invalid seed."""
+    argv = ["--balancers", "ew", "pcgrad", "total_steps=100", "--seeds", "0", "1", "eval_every=50", "--root", "r"]
+    assert sweep.split_list_overrides(argv) == (
+        ["--balancers", "ew", "pcgrad", "--seeds", "0", "1", "--root", "r"],
+        ["total_steps=100", "eval_every=50"],
+    )
+    root = tmp_path / "sweep"
+    argv = [str(ROOT / "scripts" / "train.py"), TOY, "--balancers", "ew", "--root", str(root), "--seeds", "0"]
+    assert sweep.main([*argv, "total_steps=ten"]) == 2  # reaches the runs' configuration, named there
+    assert "run ew/seed0: bad value 'ten' for 'total_steps'" in _one_line(capsys)
+    assert not root.exists()
