@@ -14,9 +14,10 @@ writes one run directory through this module:
   checkpoint) and stops; ``check`` itself re-reads the lease once the last renewal is past its expiry, so a
   process that was stopped or suspended cannot write on the strength of an old heartbeat. Pids are compared
   only between processes of one kernel boot and pid namespace (containers sharing a hostname do not).
-* :func:`atomic_write`, :func:`write_json`, :func:`write_text`, :func:`save_torch` — a file is written
-  to a temporary name in the same folder and renamed over the target, so a kill mid-write leaves the
-  previous file intact (``os.replace`` is atomic on POSIX file systems).
+* :func:`atomic_write`, :func:`write_json`, :func:`write_text`, :func:`save_torch`,
+  :func:`remove_stale_temporaries` — re-exported from :mod:`mtrl.atomic`, where the atomic files live (a
+  kill mid-write leaves the previous file intact). They sit in a module of their own so that
+  :mod:`mtrl.config` can save ``config.yaml`` atomically without importing this module, which imports it.
 * :func:`check_resume` — refuses a resume whose configuration differs from the run's ``config.yaml``
   outside the keys the config class allows (its ``RESUME_MAY_CHANGE``).
 * :func:`open_logs` — the TensorBoard and ``metrics.jsonl`` writers: a fresh run starts clean, a
@@ -34,7 +35,6 @@ import atexit
 import contextlib
 import json
 import os
-import re
 import socket
 import threading
 import time
@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mtrl.atomic import atomic_write, remove_stale_temporaries, save_torch, write_json, write_text
 from mtrl.config import ConfigError, config_differences
 from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, truncate_jsonl
 
@@ -75,69 +76,6 @@ EXIT_BUSY = 75
 LEASE_FILE = "lease.json"
 _LOCK_FILE = ".lease.lock"
 _DEFAULT_TTL = 60.0
-
-
-# --- atomic files ------------------------------------------------------------------------------------
-def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary path beside ``path`` (same suffix, so writers that insist on
-    one — SB3's ``.zip`` — are happy), then rename it over ``path``. Returns ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        _fsync(tmp)  # the data is on disk before the rename makes it the file (a node that loses power)
-        os.replace(tmp, path)
-        _fsync(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a directory; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-#: What :func:`atomic_write` names its temporaries: ``.<stem>.<pid>.tmp<suffix>``.
-_TEMPORARY = re.compile(r"^\..+\.\d+\.tmp(\.[^.]+)?$")
-
-
-def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """Delete the temporaries that writers killed in mid-write left in ``run_dir`` (a checkpoint's can be
-    hundreds of MB); returns them. Only safe while holding the run directory's lease (:class:`RunLease`
-    calls it when it takes the lease)."""
-    removed = []
-    for tmp in run_dir.rglob(".*.tmp*"):
-        if tmp.is_file() and _TEMPORARY.match(tmp.name):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON to ``path`` atomically (``results.json``, ``state.json``)."""
-    return write_text(path, json.dumps(data, indent=2))
-
-
-def save_torch(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj, path)`` atomically (checkpoints)."""
-    import torch
-
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 # --- resume check and logs ---------------------------------------------------------------------------

@@ -43,9 +43,9 @@ SETTINGS = [
 #: temporary file whole, cuts it to half and SIGKILLs the process before the rename: a kill in mid-write.
 KILL_DURING_WRITE = """
 import fnmatch, os, runpy, signal, sys, time
-import mtrl.rundir as rundir
+import mtrl.atomic as atomic, mtrl.rundir as rundir
 pattern, nth, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-real, seen = rundir.atomic_write, [0]
+real, seen = atomic.atomic_write, [0]
 def atomic_write(path, write):
     if not fnmatch.fnmatch(os.path.basename(str(path)), pattern):
         return real(path, write)
@@ -60,7 +60,7 @@ def atomic_write(path, write):
             handle.truncate(os.path.getsize(tmp) // 2)
         os.kill(os.getpid(), signal.SIGKILL)
     return real(path, killed)
-rundir.atomic_write = atomic_write
+atomic.atomic_write = rundir.atomic_write = atomic_write  # the writers' module and its re-export
 sys.argv = sys.argv[4:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """

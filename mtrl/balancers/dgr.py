@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mtrl.balancers._dummy_heads import default_initialised_copy, fresh_values, head_tensors, placed
+from mtrl.balancers._plain import PLAIN_BALANCERS, build_balancer
 from mtrl.balancers.base import Balancer
 
 __all__ = ["DGR", "default_initialised_copy"]
@@ -104,11 +105,9 @@ class DGR(Balancer):
                 raise ValueError(f"dgr: base balancer has num_tasks={base.num_tasks}, expected {num_tasks}")
             self.base = base
         elif isinstance(base, str):
-            from mtrl.balancers.registry import make_balancer  # lazy: the registry imports this module
-
             if base == "dgr":
                 raise ValueError("dgr: base cannot be 'dgr' itself; pick any other registry key, e.g. 'ew'")
-            self.base = make_balancer(base, num_tasks, **(base_hparams or {}))
+            self.base = build_balancer(PLAIN_BALANCERS, base, num_tasks, **(base_hparams or {}))
         else:
             raise TypeError(f"dgr: base must be a registry key (str) or a Balancer, got {type(base).__name__}")
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam >= 0:
