@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import yaml
 
-from mtrl.atomic import write_text
-
 if TYPE_CHECKING:  # typing.Self is 3.11+; the project supports 3.10 (annotations are strings at run time)
     from typing import Self
 
@@ -40,6 +38,7 @@ __all__ = [
     "parse_overrides",
     "save_config",
     "update_config",
+    "yaml_problem",
 ]
 
 C = TypeVar("C")
@@ -186,7 +185,7 @@ def _parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: plain data only
 
 
-def _yaml_problem(err: yaml.YAMLError) -> str:
+def yaml_problem(err: yaml.YAMLError) -> str:
     """One line: what PyYAML found wrong and where (``line L, column C`` of the text it parsed)."""
     problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
     mark = getattr(err, "problem_mark", None)
@@ -204,7 +203,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config file {name!r} ({err}); pass a YAML preset") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {name!r} is not valid YAML: {_yaml_problem(err)}") from None
+        raise ConfigError(f"config file {name!r} is not valid YAML: {yaml_problem(err)}") from None
     except _DuplicateKey as err:
         raise ConfigError(f"config file {name!r}: {err}") from None
     if loaded is None:
@@ -241,7 +240,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
             value = _parse_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(
-                f"bad override {item!r}: the value is not valid YAML ({_yaml_problem(err)}); e.g. "
+                f"bad override {item!r}: the value is not valid YAML ({yaml_problem(err)}); e.g. "
                 "sac.hidden_sizes=[64,64] (quote the whole item in the shell)"
             ) from None
         except _DuplicateKey as err:
@@ -289,6 +288,8 @@ def load_config(
 
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically: a kill mid-write leaves the previous file)."""
+    from mtrl.rundir import write_text  # mtrl.rundir imports this module
+
     write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 

@@ -13,7 +13,9 @@ as ``summary.reported_statistic`` says) and its per-task success, or each vision
 baseline (lower is better), and gives per group IQM, mean, median and (RL) optimality gap with
 stratified-bootstrap intervals, tasks as strata; the headline and per-task table; with ``--compare X Y``
 the probability that X beats Y. ``--plots DIR`` writes performance profiles and (RL) the IQM over
-training steps. Unfinished runs are skipped with a note; a root mixing protocols is refused.
+training steps. Unfinished runs, crashed runs (no ``results.json``) and runs whose ``config.yaml`` or
+``results.json`` cannot be read (a truncated write) are skipped, each named with the reason (exit status 1
+only when no run is left); a root mixing protocols is refused.
 ``--metrics [KEY ...]`` prints mean ± std over seeds of results.json keys instead (all result keys
 when none is named, configuration fields never); ``--curve TAG --plot PNG`` draws a metrics.jsonl tag.
 """

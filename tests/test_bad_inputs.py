@@ -5,6 +5,7 @@ results.json, evaluate.py's out= location."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,3 +171,65 @@ def test_overrides_may_follow_the_seeds_list(
     assert sweep.main([*argv, "total_steps=ten"]) == 2  # reaches the runs' configuration, named there
     assert "run ew/seed0: bad value 'ten' for 'total_steps'" in _one_line(capsys)
     assert not root.exists()
+
+
+# --- aggregate.py: crashed runs and unreadable files are skipped, named, with the reason ----------------------
+@pytest.fixture(scope="module")
+def aggregate() -> ModuleType:
+    return load_script("aggregate")
+
+
+def _broken_runs(root: Path) -> dict[str, Path]:
+    """Next to the good runs: a crashed run (config.yaml, metrics.jsonl, no results.json), a run whose
+    results.json was cut mid-write, and one whose config.yaml was."""
+    crashed, truncated, bad_cfg = root / "ew" / "seed7", root / "ew" / "seed8", root / "ew" / "seed9"
+    for run in (crashed, truncated, bad_cfg):
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text("balancer: ew\nseed: 7\n")
+    (crashed / "metrics.jsonl").write_text('{"step": 10, "eval/success_mean": 0.1}\n')
+    (truncated / "results.json").write_text('{"summary": {"num_evals": 3, "reported_')
+    (bad_cfg / "config.yaml").write_text("balancer: [ew\n")
+    (bad_cfg / "results.json").write_text("{}")
+    return {"crashed": crashed, "truncated": truncated / "results.json", "bad_cfg": bad_cfg / "config.yaml"}
+
+
+def test_aggregate_report_lists_crashed_and_truncated_runs_as_skipped(
+    aggregate: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("rliable")
+    from tests.test_sweep_report import _rl_run
+
+    for seed in (0, 1):
+        _rl_run(tmp_path, "ew", seed, [[0.5, 0.5, 0.2, 0.1]])
+    bad = _broken_runs(tmp_path)
+    assert aggregate.main([str(tmp_path), "--reps", "50"]) == 0
+    report = capsys.readouterr().out
+    assert "| ew | 2 |" in report and "Skipped 3 run(s):" in report
+    assert f"- {bad['crashed']}: no results.json (crashed, or still running)" in report
+    assert f"- {bad['truncated']}: unreadable (Unterminated string" in report
+    assert f"- {bad['bad_cfg']}: unreadable (expected ',' or ']'" in report
+
+
+def test_aggregate_metrics_skip_bad_runs_and_fail_in_one_line_when_none_is_left(
+    aggregate: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _broken_runs(tmp_path)
+    assert aggregate.main([str(tmp_path)]) == 1  # nothing valid: one line naming a skipped run and why
+    line = _one_line(capsys)
+    assert line.startswith(f"aggregate.py: no finished runs (config.yaml + results.json) under {tmp_path} (3 skipped")
+    good = tmp_path / "ew" / "seed0"
+    good.mkdir()
+    (good / "config.yaml").write_text("balancer: ew\nseed: 0\n")
+    (good / "results.json").write_text('{"steps": 40, "final": 0.5}')
+    assert aggregate.main([str(tmp_path), "--metrics", "final"]) == 0
+    out, err = capsys.readouterr()
+    assert "| ew | 0.500 ± 0.000 (n=1) |" in out
+    with pytest.raises(json.JSONDecodeError) as decode:
+        json.loads(bad["truncated"].read_text())
+    json_error = str(decode.value)
+    assert err.splitlines() == [
+        f"skipped {bad['crashed']}: no results.json (crashed, or still running); resume it to include it",
+        f"skipped {bad['truncated']}: unreadable ({json_error}; a truncated write?); run or resume it again",
+        f"skipped {bad['bad_cfg']}: unreadable (expected ',' or ']', but got '<stream end>' at line 2, column 1; "
+        "a truncated write?); run or resume it again",
+    ]

@@ -36,6 +36,8 @@ import numpy as np
 import yaml
 from scipy import stats
 
+from mtrl.config import yaml_problem
+
 __all__ = [
     "STATISTICS",
     "Interval",
@@ -112,19 +114,47 @@ def group_name(cfg: Mapping[str, Any], group_keys: Sequence[str]) -> str:
     return ",".join(parts) or "run"
 
 
-def run_files(root: str | Path) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
-    """``(run directory, config, results)`` of every directory under ``root`` holding ``config.yaml``
-    and ``results.json``, in path order."""
+def run_files(root: str | Path, skipped: list[str] | None = None) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
+    """``(run directory, config, results)`` of every directory under ``root`` holding ``config.yaml``, in path
+    order.
+
+    A run directory without ``results.json`` (the run crashed, or is still running) is left out; one whose
+    ``config.yaml`` or ``results.json`` cannot be read (a truncated write, not YAML/JSON, not a mapping) is left
+    out with a note naming the file and why when ``skipped`` is a list (crashed runs get a note too), and raises
+    ``ValueError`` naming it otherwise."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"run root {str(root)!r} does not exist; pass the folder holding the run directories")
     runs = []
     for cfg_path in sorted(root.rglob("config.yaml")):
         res_path = cfg_path.parent / "results.json"
-        if res_path.is_file():
-            cfg = yaml.safe_load(cfg_path.read_text()) or {}
-            runs.append((cfg_path.parent, cfg, json.loads(res_path.read_text())))
+        if not res_path.is_file():
+            if skipped is not None:
+                skipped.append(
+                    f"{cfg_path.parent}: no results.json (crashed, or still running); resume it to include it"
+                )
+            continue
+        try:
+            cfg, results = _read_mapping(cfg_path), _read_mapping(res_path)
+        except ValueError as err:
+            if skipped is None:
+                raise
+            skipped.append(str(err))
+            continue
+        runs.append((cfg_path.parent, cfg, results))
     return runs
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """The mapping a run's ``config.yaml`` or ``results.json`` holds; ``ValueError`` naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
+        detail = yaml_problem(err) if isinstance(err, yaml.YAMLError) else str(err)
+        raise ValueError(f"{path}: unreadable ({detail}; a truncated write?); run or resume it again") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: holds {type(data).__name__}, not a mapping; run or resume it again")
+    return data
 
 
 def unfinished_note(path: Path, results: Mapping[str, Any]) -> str | None:
@@ -141,9 +171,10 @@ def find_runs(
     """Every directory under ``root`` holding ``config.yaml`` and ``results.json``.
 
     With a ``skipped`` list, runs whose ``results.json`` says ``"complete": false`` (interrupted, not
-    finished) are left out and a note naming each is appended to it."""
+    finished), runs without ``results.json`` (crashed) and runs whose files cannot be read are left out and a
+    note naming each and why is appended to it (:func:`run_files`)."""
     records = []
-    for path, cfg, results in run_files(root):
+    for path, cfg, results in run_files(root, skipped):
         note = unfinished_note(path, results)
         if skipped is not None and note is not None:
             skipped.append(note)

@@ -147,14 +147,15 @@ def _protocol(kind: str, results: Mapping[str, Any]) -> str:
 def load_sweep(root: str | Path, group_keys: Sequence[str] = ("balancer",)) -> Sweep:
     """The finished runs under ``root``, grouped by the config keys ``group_keys``.
 
-    Runs whose ``results.json`` says ``"complete": false``, RL runs without an evaluation and files of
-    neither kind are skipped with a note. Raises ``ValueError`` (one line naming the fix) when nothing is
-    left, when RL and vision runs or several protocols (vision: data sets or Δm baselines) are mixed, or
-    when vision runs have no Δm."""
+    Runs whose ``results.json`` says ``"complete": false``, runs without ``results.json`` (crashed), runs
+    whose ``config.yaml`` or ``results.json`` cannot be read (a truncated write), RL runs without an
+    evaluation and files of neither kind are skipped with a note. Raises ``ValueError`` (one line naming the
+    fix) when nothing is left, when RL and vision runs or several protocols (vision: data sets or Δm
+    baselines) are mixed, or when vision runs have no Δm."""
     root = Path(root)
     runs: list[tuple[str, SweepRun]] = []
     skipped: list[str] = []
-    for path, cfg, results in run_files(root):
+    for path, cfg, results in run_files(root, skipped):
         kind, note = _kind(results), unfinished_note(path, results)
         if note is not None:
             skipped.append(note)
