@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import yaml
 
+from mtrl.atomic import write_text
+
 if TYPE_CHECKING:  # typing.Self is 3.11+; the project supports 3.10 (annotations are strings at run time)
     from typing import Self
 
@@ -288,8 +290,6 @@ def load_config(
 
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically: a kill mid-write leaves the previous file)."""
-    from mtrl.rundir import write_text  # mtrl.rundir imports this module
-
     write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
