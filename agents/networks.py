@@ -111,12 +111,16 @@ class Actor(nn.Module):
         hidden: Sequence[int],
         task_input: TaskInputMode = "none",
         embedding_dim: int = 16,
+        *,
+        layer_norm: bool = False,
+        skip: bool = False,
     ) -> None:
         super().__init__()
         self.num_tasks = num_tasks
         self.action_dim = action_dim
         self.task_input = TaskInput(num_tasks, task_input, embedding_dim)
-        self.net = MultiTaskMLP(num_tasks, obs_dim + self.task_input.extra_features, hidden, 2 * action_dim)
+        in_features = obs_dim + self.task_input.extra_features
+        self.net = MultiTaskMLP(num_tasks, in_features, hidden, 2 * action_dim, layer_norm=layer_norm, skip=skip)
 
     def _input(self, obs_TNO: Tensor) -> Tensor:
         return self.task_input(obs_TNO)
@@ -163,8 +167,9 @@ class Actor(nn.Module):
 class TwinCritic(nn.Module):
     """Two independent Q-networks ``Q_k(s, a)``, each a shared trunk + per-task scalar heads.
 
-    The only ``nn.Linear`` layers are the two trunks (the heads are :class:`~mtrl.nn.BatchedLinear`),
-    so ``LinearCapture(critic, T)`` hooks exactly the shared parameters.
+    The only ``nn.Linear`` (and ``nn.LayerNorm``, with ``layer_norm``) layers are the two trunks (the
+    heads are :class:`~mtrl.nn.BatchedLinear`), so ``LinearCapture(critic, T)`` hooks exactly the
+    shared parameters. ``layer_norm`` / ``skip``: trunks as :class:`~mtrl.nn.VanillaMLP`.
     """
 
     def __init__(
@@ -175,14 +180,17 @@ class TwinCritic(nn.Module):
         hidden: Sequence[int],
         task_input: TaskInputMode = "none",
         embedding_dim: int = 16,
+        *,
+        layer_norm: bool = False,
+        skip: bool = False,
     ) -> None:
         super().__init__()
         # one task input per Q-network: the twin critics stay independent (an embedding is not shared)
         self.input1 = TaskInput(num_tasks, task_input, embedding_dim)
         self.input2 = TaskInput(num_tasks, task_input, embedding_dim)
         in_features = obs_dim + action_dim + self.input1.extra_features
-        self.q1 = MultiTaskMLP(num_tasks, in_features, hidden, 1)
-        self.q2 = MultiTaskMLP(num_tasks, in_features, hidden, 1)
+        self.q1 = MultiTaskMLP(num_tasks, in_features, hidden, 1, layer_norm=layer_norm, skip=skip)
+        self.q2 = MultiTaskMLP(num_tasks, in_features, hidden, 1, layer_norm=layer_norm, skip=skip)
 
     def forward(self, obs_TNO: Tensor, action_TNA: Tensor) -> tuple[Tensor, Tensor]:
         """``(q1 (T, n), q2 (T, n))``."""

@@ -115,9 +115,12 @@ class MultiTaskSAC:
         self.action_scale_A = ((high - low) / 2).to(self.device)
         self.action_bias_A = ((high + low) / 2).to(self.device)
 
-        hidden, task_input, dim = cfg.hidden_sizes, cfg.task_input, cfg.task_embedding_dim
-        self.actor = Actor(num_tasks, obs_dim, action_dim, hidden, task_input, dim).to(self.device)
-        self.critic = TwinCritic(num_tasks, obs_dim, action_dim, hidden, task_input, dim).to(self.device)
+        task_input, dim = cfg.task_input, cfg.task_embedding_dim
+        trunk = {"layer_norm": cfg.layer_norm, "skip": cfg.skip_connections}
+        self.actor = Actor(num_tasks, obs_dim, action_dim, cfg.actor_widths, task_input, dim, **trunk).to(self.device)
+        self.critic = TwinCritic(num_tasks, obs_dim, action_dim, cfg.critic_widths, task_input, dim, **trunk).to(
+            self.device
+        )
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha_T = torch.full(
             (num_tasks,), math.log(cfg.init_temperature), device=self.device, requires_grad=True

@@ -9,6 +9,7 @@ onto ``stable_baselines3.SAC`` argument by argument:
 ``SACConfig``            stable-baselines3 ``SAC``
 ======================== ===========================================================================
 ``hidden_sizes``         ``policy_kwargs.net_arch`` (ReLU MLPs, separate actor and twin critics)
+``*_hidden_sizes``       ``policy_kwargs.net_arch = {pi, qf}`` (actor, critic widths when they differ)
 ``lr``                   ``learning_rate`` (actor, critics **and** temperature: SB3 has one rate)
 ``batch_per_task``       ``batch_size``
 ``buffer_capacity``      ``buffer_size`` (unless a per-task capacity is given)
@@ -89,7 +90,16 @@ def reference_differences(sac: SACConfig) -> list[str]:
         out.append(f"temperature lr {sac.alpha_lr} != network lr {sac.lr}: SB3 uses {sac.lr} for both")
     if sac.grad_clip is not None:
         out.append(f"grad_clip={sac.grad_clip}: SB3's SAC does not clip gradients")
+    if sac.layer_norm or sac.skip_connections:
+        out.append("layer_norm/skip_connections: SB3's MlpPolicy has plain Linear-ReLU networks")
     return out
+
+
+def _net_arch(sac: SACConfig) -> list[int] | dict[str, list[int]]:
+    """SB3's ``net_arch``: one list for both networks, or ``{pi, qf}`` when their widths differ."""
+    if sac.actor_widths == sac.critic_widths:
+        return list(sac.actor_widths)
+    return {"pi": list(sac.actor_widths), "qf": list(sac.critic_widths)}
 
 
 def make_sb3_sac(
@@ -118,7 +128,7 @@ def make_sb3_sac(
         gradient_steps=sac.updates_per_step,
         ent_coef=f"auto_{sac.init_temperature}",
         target_entropy="auto",  # −|A|, as our agent
-        policy_kwargs={"net_arch": list(sac.hidden_sizes)},  # ReLU, SB3's SAC default activation
+        policy_kwargs={"net_arch": _net_arch(sac)},  # ReLU, SB3's SAC default activation
         seed=seed,
         device=device,
         verbose=verbose,

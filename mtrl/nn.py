@@ -6,19 +6,26 @@ multi-task env). Per-task heads are one batched weight ``(T, in, out)`` applied 
 ``torch.baddbmm``: no Python loop over heads, and the cost grows with ``T`` only through that matmul.
 
 ``MultiTaskMLP.shared_parameters()`` / ``task_parameters()`` tell the gradient engine which
-parameters are shared and which are task-specific; the trunk's ``nn.Linear`` layers are what the
-engine's task-partitioned strategy hooks.
+parameters are shared and which are task-specific; the trunk's ``nn.Linear`` (and ``nn.LayerNorm``)
+layers are what the engine's task-partitioned strategy hooks.
+
+A trunk is a plain ``Linear → act`` stack (:func:`mlp`), or, with LayerNorm or skip connections,
+:class:`VanillaMLP`, the torso of Meta-World+'s vanilla MLP (see there); :func:`trunk` picks.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BatchedLinear", "MultiTaskMLP", "mlp"]
+__all__ = ["LAYER_NORM_EPS", "BatchedLinear", "MultiTaskMLP", "VanillaMLP", "mlp", "trunk"]
+
+#: ``ε`` of :class:`VanillaMLP`'s LayerNorms: flax ``nn.LayerNorm``'s default (torch's is 1e-5).
+LAYER_NORM_EPS = 1e-6
 
 
 class BatchedLinear(nn.Module):
@@ -65,19 +72,102 @@ def mlp(in_features: int, hidden: Sequence[int], activation: type[nn.Module] = n
     return nn.Sequential(*layers)
 
 
+class VanillaMLP(nn.Module):
+    """An MLP torso with optional LayerNorm and skip connections, as Meta-World+'s vanilla MLP defines them.
+
+    Mirrors ``MLP.__call__`` of ``metaworld_algorithms/nn/base.py`` (rainx0r/metaworld-algorithms,
+    commit 30c9991) without its output layer (the caller's heads), for hidden widths ``h_0 … h_{L-1}``::
+
+        for i in range(L):
+            if layer_norm and i > 0:  x ← LN_i(x)            # the input itself is not normalised
+            y ← act(W_i x + b_i)
+            x ← x + y   if skip and width(x) == h_i   else   y  # x: the (normalised) layer input
+        if layer_norm:  x ← LN_out(x)                         # before the output layer
+
+    So with both options the skip adds the *normalised* input, and the first layer gets a skip only
+    when the input width equals ``h_0``. The reference has one width for every layer; here the widths
+    may differ, and "widths match" is checked per layer. LayerNorms have a learned scale (init 1) and
+    bias (init 0) and ``ε = 1e-6`` (flax's default, :data:`LAYER_NORM_EPS`). Each LayerNorm acts on
+    one row at a time, so rows of different tasks never mix (what the engine's ``task_partitioned``
+    strategy needs; it hooks the LayerNorms as well as the linear layers).
+
+    Shapes: ``(..., in_features) -> (..., hidden[-1])``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        activation: type[nn.Module] = nn.ReLU,
+        *,
+        layer_norm: bool = False,
+        skip: bool = False,
+    ) -> None:
+        super().__init__()
+        if not hidden:
+            raise ValueError("VanillaMLP needs at least one hidden layer")
+        widths = [in_features, *hidden]
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
+        #: ``norms[i-1]`` normalises the input of layer ``i >= 1``; ``norms[-1]`` the output (when ``layer_norm``)
+        self.norms = nn.ModuleList(nn.LayerNorm(h, eps=LAYER_NORM_EPS) for h in hidden) if layer_norm else None
+        #: per layer: whether its (normalised) input is added to its activated output
+        self.skips = tuple(skip and a == b for a, b in itertools.pairwise(widths))
+        self.activation = activation()
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, linear in enumerate(self.linears):
+            if self.norms is not None and i > 0:
+                x = self.norms[i - 1](x)
+            y = self.activation(linear(x))
+            x = x + y if self.skips[i] else y
+        if self.norms is not None:
+            x = self.norms[-1](x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"layer_norm={self.norms is not None}, skips={list(self.skips)}"
+
+
+def trunk(
+    in_features: int,
+    hidden: Sequence[int],
+    activation: type[nn.Module] = nn.ReLU,
+    *,
+    layer_norm: bool = False,
+    skip: bool = False,
+) -> nn.Module:
+    """The shared trunk: :func:`mlp` (``Linear → act`` only, as before these options existed: same
+    modules, parameter names and initialisation draws) unless ``layer_norm`` or ``skip`` asks for
+    :class:`VanillaMLP`."""
+    if layer_norm or skip:
+        return VanillaMLP(in_features, hidden, activation, layer_norm=layer_norm, skip=skip)
+    return mlp(in_features, hidden, activation)
+
+
 class MultiTaskMLP(nn.Module):
     """Shared MLP trunk followed by batched per-task output heads.
 
     ``forward(x (T, n, in)) -> (T, n, out)``. With ``hidden=(400, 400, 400)`` this is the 3×400 ReLU
     network of the multi-task SAC references, with the output layer made task-specific (multi-head).
+    ``layer_norm`` / ``skip``: the trunk is a :class:`VanillaMLP` with those options (the last
+    LayerNorm, before the heads, is part of the trunk: :meth:`features` is what the heads read).
     """
 
-    def __init__(self, num_tasks: int, in_features: int, hidden: Sequence[int], out_features: int) -> None:
+    def __init__(
+        self,
+        num_tasks: int,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        *,
+        layer_norm: bool = False,
+        skip: bool = False,
+    ) -> None:
         super().__init__()
         if not hidden:
             raise ValueError("MultiTaskMLP needs at least one hidden layer (the shared trunk)")
         self.num_tasks = num_tasks
-        self.trunk = mlp(in_features, hidden)
+        self.trunk = trunk(in_features, hidden, layer_norm=layer_norm, skip=skip)
         self.heads = BatchedLinear(num_tasks, hidden[-1], out_features)
 
     def features(self, x_TNI: Tensor) -> Tensor:

@@ -5,32 +5,74 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from mtrl.balancers._linalg import Array
 from mtrl.balancers._qp import min_norm_simplex
 from mtrl.balancers.base import GradientBalancer, check_jacobian
 
-__all__ = ["TaskTensioner", "edm_direction"]
+__all__ = ["COINCIDE_TOL", "TaskTensioner", "coinciding_groups", "edm_direction"]
 
 _STATE_KEYS = ("norm_buffer", "prev_window_sum", "steps")
+
+
+#: Unit directions with ``1 − u_s·u_t ≤ COINCIDE_TOL`` count as one direction in the EDM step (see
+#: :func:`edm_direction`): far above the rounding of a float64 cosine of two equal directions (``~eps·log P``
+#: with blocked sums, at most ``~P·eps``: 1.4e-11 at P = 1e5) and above the 1e-12 stopping tolerance of
+#: :func:`mtrl.balancers._qp.min_norm_simplex` (so the solver never meets a pair it cannot tell apart), and
+#: an angle of at most 1.4e-5 rad, which no training step distinguishes.
+COINCIDE_TOL = 1e-10
+
+
+def coinciding_groups(cos: Array, tol: float = COINCIDE_TOL) -> Array:
+    """Membership ``M (T, K)`` of the classes of tasks whose unit directions coincide, ``M_tA = 1/|A|`` for
+    ``t ∈ A``, from the cosines ``cos (T, T)``: ``s ~ t`` when ``1 − cos_st ≤ tol``, closed transitively (the
+    connected components, so the classes do not depend on the task order). Columns follow the smallest
+    member; ``K = T`` gives the identity."""
+    num_tasks = cos.shape[0]
+    near = (1.0 - 0.5 * (cos + cos.T)) <= tol
+    label = np.arange(num_tasks)
+    for _ in range(num_tasks):  # propagate the smallest index along edges until stable
+        updated = np.where(near, label[None, :], num_tasks).min(axis=1)
+        updated = np.minimum(updated, label)
+        if bool((updated == label).all()):
+            break
+        label = updated
+    roots = np.unique(label)
+    member = (label[:, None] == roots[None, :]).astype(np.float64)
+    return np.asarray(member / member.sum(axis=0), dtype=np.float64)
 
 
 def edm_direction(jac64: Tensor) -> tuple[Tensor, Tensor]:
     """EDM central direction ``d*`` (Katrutsa et al., arXiv 2007.06937) of non-zero rows ``jac64 (T, P)``.
 
-    ``n_t = ‖g_t‖``, ``u_t = g_t / n_t``, ``c = argmin_{c ∈ Δ} ‖Σ c_t u_t‖²`` (the MGDA sub-problem on the
-    unit gradients, solved exactly by :func:`mtrl.balancers._qp.min_norm_simplex`),
-    ``γ = 1 / Σ_t c_t / n_t``, ``d* = γ Σ_t c_t u_t = Σ_t w_t g_t`` with ``w_t = γ c_t / n_t`` (``Σ w = 1``).
-    Returns ``(d* (P,), w (T,))`` in the dtype and on the device of ``jac64``; every row must be non-zero.
+    ``n_t = ‖g_t‖``, ``u_t = g_t / n_t``, ``c = argmin_{c ∈ Δ, c_s = c_t for s ~ t} ‖Σ c_t u_t‖²`` (the MGDA
+    sub-problem on the unit gradients, solved exactly by :func:`mtrl.balancers._qp.min_norm_simplex` on the
+    classes' mean directions), ``γ = 1 / Σ_t c_t / n_t``, ``d* = γ Σ_t c_t u_t = Σ_t w_t g_t`` with
+    ``w_t = γ c_t / n_t`` (``Σ w = 1``). Returns ``(d* (P,), w (T,))`` in the dtype and on the device of
+    ``jac64``; every row must be non-zero.
 
-    When unit directions repeat, ``c`` is not unique and ``γ`` (so ``d*``) depends on the optimal ``c``
-    chosen: Wolfe's textbook path (``guess=False``: from the first smallest vertex, adding one vertex
-    at a time) picks it, as this class always has.
+    ``s ~ t``: the unit directions coincide, ``1 − u_s·u_t ≤ COINCIDE_TOL`` (1e-10), closed transitively
+    (:func:`coinciding_groups`). Where no two directions coincide this is the paper's ``c``. Where they do,
+    the plain problem's optimal ``c`` is not unique (only each class's total is fixed), and ``γ``, so ``d*``,
+    depends on how a class's weight is split between members of different norms; the canonical choice is the
+    equal split, which is the optimum of least ``‖c‖`` (whenever the distinct directions' optimum is unique).
+    It is the continuous one: for two distinct directions the minimiser is always ``c = (½, ½)`` (the
+    midpoint of two unit vectors), so as they merge ``d*`` tends to ``γ u`` with ``γ`` the harmonic mean of
+    the two norms, never to one of the gradients. The choice is permutation-equivariant and does not depend
+    on rounding (a solver's tie-break on exactly equal directions does: the first smallest vertex, decided
+    by the ``1e-16`` rounding of ``u_t·u_t``).
     """
     norms_T = jac64.norm(dim=1)
     gram_unit = ((jac64 @ jac64.T) / (norms_T[:, None] * norms_T[None, :])).cpu().numpy()  # u_s · u_t (T, T)
-    c_T = torch.as_tensor(min_norm_simplex(gram_unit, guess=False), dtype=jac64.dtype, device=jac64.device)
+    member = coinciding_groups(gram_unit)
+    if member.shape[1] == member.shape[0]:  # all distinct: the plain problem
+        c = min_norm_simplex(gram_unit, guess=False)
+    else:  # one vertex per class at the mean direction, then the equal split
+        c = member @ min_norm_simplex(member.T @ gram_unit @ member, guess=False)
+    c_T = torch.as_tensor(c, dtype=jac64.dtype, device=jac64.device)
     gamma = 1.0 / (c_T / norms_T).sum()
     w_T = gamma * c_T / norms_T
     return w_T @ jac64, w_T
@@ -41,8 +83,8 @@ class TaskTensioner(GradientBalancer):
 
     Update rule at call ``k`` with rows ``g_t`` of ``J`` and losses ``L_t``:
 
-    1. EDM: ``u_t = g_t/‖g_t‖``, ``c = argmin_{c ∈ Δ} ‖Σ c_t u_t‖²`` (solved exactly),
-       ``d* = Σ_t c_t u_t / Σ_t (c_t/‖g_t‖)``.
+    1. EDM: ``u_t = g_t/‖g_t‖``, ``c = argmin_{c ∈ Δ, c_s = c_t for s ~ t} ‖Σ c_t u_t‖²`` (solved exactly;
+       ``s ~ t``: coinciding unit directions, ``1 − u_s·u_t ≤ 1e-10``), ``d* = Σ_t c_t u_t / Σ_t (c_t/‖g_t‖)``.
     2. Push ``‖g_t‖`` into a circular buffer of the last ``K = window`` norms; once full,
        ``S_t(k) = Σ buffer_t``. From the ``(K+1)``-th call on (when ``S_t(k−1)`` exists):
        ``δ_t = S_t(k)/S_t(k−1) + log10 L_t``, ``c_t = max(0, α σ(e (δ_t − 1)) + 1 − α)`` (σ logistic,
@@ -53,6 +95,13 @@ class TaskTensioner(GradientBalancer):
 
     Otherwise (the first ``K`` calls) ``d = d*``.
 
+    Where unit gradients coincide (repeated or rank-1 gradients), the paper's ``c`` is not unique and ``d*``
+    depends on how a class of coinciding directions shares its weight (up to the ratio of their norms); the
+    constraint ``c_s = c_t`` picks the equal split, the optimum of least ``‖c‖`` and the limit of distinct
+    directions for ``T = 2``, so ``d*`` depends neither on the task order nor on rounding
+    (:func:`edm_direction`). The direction check of step 3 runs in task order, as in the official code: when
+    it moves ``v`` for more than one task, the result depends on the task order (not on rounding).
+
     Paper: Nakamura, Grassi & Wolf, "Leveraging convergence behavior to balance conflicting tasks in
     multi-task learning", Neurocomputing 511:43–53 (2022), arXiv 2204.06698; the rule is that of the
     official code (tiemink/MTL_TaskTensioner ``history_directions.py``), restated as CDTT in Gama &
@@ -60,7 +109,8 @@ class TaskTensioner(GradientBalancer):
 
     Note: differences from the official code: the EDM min-norm problem is solved exactly (Wolfe's
     active-set method, :func:`mtrl.balancers._qp.min_norm_simplex`) instead of by Frank–Wolfe (at most
-    250 iterations, stopping at 1e-5, as also isl-org/MultiObjectiveOptimization);
+    250 iterations, stopping at 1e-5, as also isl-org/MultiObjectiveOptimization), with coinciding
+    directions' weight split equally (the official solver's split follows its iterations);
     a task with a zero gradient makes the shared direction zero for that step and leaves the state
     untouched (as Gama's port; the official code divides by zero); a zero ``g_t − d*`` contributes no
     tension (official: NaN); ``T = 1`` returns the plain gradient (official: unsupported). The tension

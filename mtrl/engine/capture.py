@@ -1,4 +1,4 @@
-"""Forward hooks on a trunk's ``nn.Linear`` layers for the task-partitioned strategy.
+"""Forward hooks on a trunk's ``nn.Linear`` (and ``nn.LayerNorm``) layers for the task-partitioned strategy.
 
 When every row of the batch belongs to one task (rows ``t*n:(t+1)*n`` are task ``t``: stratified
 replay batches, task-grouped ``(T, n, ·)`` tensors) and no layer mixes rows, the gradient of task
@@ -7,8 +7,13 @@ replay batches, task-grouped ``(T, n, ·)`` tensors) and no layer mixes rows, th
     ∂S_t/∂W = δ_tᵀ X_t   (out, in)        ∂S_t/∂b = Σ_rows δ_t   (out,)
 
 over that task's rows only, because the other tasks' terms do not depend on those rows. So one
-ordinary backward to the layer outputs gives every task's gradient at once. This module records the
-``(X, y)`` pairs; :mod:`mtrl.engine.strategies` turns them into ``J``.
+ordinary backward to the layer outputs gives every task's gradient at once. A LayerNorm over the last
+dimension, ``y = x̂ ⊙ γ + β`` with ``x̂`` the row normalised on its own, is the same kind of layer::
+
+    ∂S_t/∂γ = Σ_rows δ_t ⊙ X̂_t   (features,)   ∂S_t/∂β = Σ_rows δ_t   (features,)
+
+(``X̂`` recomputed from the recorded input). This module records the ``(X, y)`` pairs;
+:mod:`mtrl.engine.strategies` turns them into ``J``.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ class LinearCall:
     buffers could not reuse their memory).
     """
 
-    layer: nn.Linear
+    layer: nn.Linear | nn.LayerNorm
     inputs: Tensor
     output: Any  # GradientEdge, or the output Tensor on torch < 2.2
     input_version: int  # ``inputs._version`` at record time: a later in-place edit of x would corrupt ``J``
@@ -67,8 +72,16 @@ def _edge_target(output: Tensor) -> Tensor | None:
     return None
 
 
+def _hooked(module: nn.Module) -> bool:
+    """An ``nn.Linear``, or an ``nn.LayerNorm`` over the last dimension with a learned scale."""
+    if isinstance(module, nn.Linear):
+        return True
+    return isinstance(module, nn.LayerNorm) and module.weight is not None and len(module.normalized_shape) == 1
+
+
 class LinearCapture:
-    """Record inputs and outputs of every ``nn.Linear`` inside ``module`` during one forward.
+    """Record inputs and outputs of every ``nn.Linear`` (and affine ``nn.LayerNorm`` over the last
+    dimension) inside ``module`` during one forward.
 
     >>> capture = LinearCapture(net.trunk, num_tasks=T)
     >>> with capture.record():
@@ -96,7 +109,9 @@ class LinearCapture:
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         if not isinstance(num_tasks, int) or num_tasks < 1:
             raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
-        self.layers: list[nn.Linear] = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        self.layers: list[nn.Linear | nn.LayerNorm] = [
+            m for m in module.modules() if isinstance(m, (nn.Linear, nn.LayerNorm)) and _hooked(m)
+        ]
         if not self.layers:
             raise ValueError(f"LinearCapture found no nn.Linear layer inside {type(module).__name__}")
         self.num_tasks = num_tasks
@@ -116,7 +131,7 @@ class LinearCapture:
     def _hook(self, layer: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
         if not torch.is_grad_enabled() or not isinstance(output, Tensor) or not output.requires_grad:
             return
-        assert isinstance(layer, nn.Linear)
+        assert isinstance(layer, (nn.Linear, nn.LayerNorm))
         inputs = args[0].detach()  # shares the version counter of args[0]
         target = _edge_target(output)
         if _get_gradient_edge is not None and target is not None:

@@ -9,8 +9,8 @@ matrix (only Jacobian aggregators ask for it, via :func:`concat_blocks`). Strate
   (``is_grads_batched=True``, the mechanism of torchjd's autojac), in chunks of
   ``chunk_size`` rows; falls back to :func:`reference_blocks` where vmap cannot run the graph.
 * :func:`partitioned_blocks`: one ordinary backward to the outputs of the hooked ``nn.Linear``
-  layers; per task ``∂S_t/∂W = δ_tᵀ X_t`` by one ``bmm`` over ``(T, n, ·)`` (see
-  :mod:`mtrl.engine.capture`).
+  layers; per task ``∂S_t/∂W = δ_tᵀ X_t`` by one ``bmm`` over ``(T, n, ·)`` (hooked ``nn.LayerNorm``:
+  ``∂S_t/∂γ = Σ_rows δ_t ⊙ X̂_t``; see :mod:`mtrl.engine.capture`).
 
 Shapes: ``S (T,)``; a block ``(T, numel(p))``; ``w (T,)``; ``d`` per parameter ``p.shape``.
 """
@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from mtrl.engine.capture import LinearCall, LinearCapture
 
@@ -164,9 +165,11 @@ def partitioned_blocks(
     if uncovered:
         raise ValueError(
             f"task_partitioned: shared parameters with shapes {uncovered} are not the weight/bias of an nn.Linear "
-            f"hooked by the capture; capture the module holding all shared parameters, or use strategy='batched'"
+            f"or nn.LayerNorm hooked by the capture; capture the module holding all shared parameters, or use "
+            f"strategy='batched'"
         )
     wanted = {owner[id(p)][0] for p in params}
+    layers = {id(layer): layer for layer in capture.layers}
     calls: list[LinearCall] = [c for c in capture.calls if id(c.layer) in wanted]
     for c in calls:
         if c.inputs._version != c.input_version:
@@ -210,7 +213,14 @@ def partitioned_blocks(
                 d_TNO = d_TNO.to(p.dtype)
             pair = cache[layer_id] = (x_TNI, d_TNO)
         x_TNI, d_TNO = pair
-        if is_weight:
+        layer = layers[layer_id]
+        if isinstance(layer, nn.LayerNorm):
+            if is_weight:  # ∂S_t/∂γ = Σ_rows δ_t ⊙ x̂_t, x̂ the input row normalised without affine
+                x_hat = F.layer_norm(x_TNI, layer.normalized_shape, None, None, layer.eps)
+                blocks.append((d_TNO * x_hat).sum(dim=1))  # (T, features)
+            else:
+                blocks.append(d_TNO.sum(dim=1))
+        elif is_weight:
             out_TOI = (
                 None if workspace is None else workspace.buffer(layer_id, (T, d_TNO.shape[2], x_TNI.shape[2]), x_TNI)
             )

@@ -17,7 +17,7 @@ from mtrl.balancers.base import GradientBalancer
 from mtrl.balancers.graddrop import GradDrop
 from mtrl.balancers.gradnorm import GradNorm
 from mtrl.balancers.task_tensioner import TaskTensioner, edm_direction
-from tests.balancers.zoo import PINNED_JAC, PINNED_LOSSES, full_rank, zoo
+from tests.balancers.zoo import PINNED_JAC, PINNED_LOSSES, full_rank, repeated_directions, zoo
 
 NAMES = ("gradnorm", "graddrop", "task_tensioner")
 ZOO = zoo()
@@ -264,6 +264,71 @@ def test_edm_direction_matches_independent_solution() -> None:
     # T = 2, equal norms: d* is the mean of the two gradients (Gama & Grassi 2025, Prop. 4).
     pair = torch.tensor([[3.0, 4.0, 0.0], [0.0, -5.0, 0.0]], dtype=torch.float64)
     torch.testing.assert_close(edm_direction(pair)[0], pair.mean(dim=0))
+
+
+def _tie_cases() -> dict[str, tuple[Tensor, Tensor | None]]:
+    """Jacobians whose EDM simplex weights ``c`` are not unique (coinciding unit directions of different
+    norms), with the expected ``d*`` where it has a closed form (``None``: compared with itself only)."""
+    g, h = full_rank(2, 16, seed=31)
+    scales = torch.tensor([0.5, 1.0, 2.0, 5.0], dtype=torch.float64)
+    harmonic = len(scales) / float((1.0 / scales).sum())
+    return {
+        # two identical gradients: c = (½, ½) whatever split, d* = g
+        "identical_T2": (torch.stack([g, g]), g),
+        # one direction, norms 1 and 3: d* = γ u with γ the harmonic mean of the norms, 1.5
+        "same_direction_T2": (torch.stack([g, 3 * g]), 1.5 * g),
+        # rank 1, positive multiples: d* = harmonic mean of the multiples times g
+        "rank1_positive_T4": (scales[:, None] * g, harmonic * g),
+        # rank 1, both signs: the origin is in the hull, d* = 0
+        "rank1_signed_T4": (torch.tensor([0.5, -1.0, 2.0, -5.0], dtype=torch.float64)[:, None] * g, 0 * g),
+        # a coinciding pair next to a distinct gradient
+        "pair_and_other_T3": (torch.stack([g, 3 * g, h]), None),
+        # three directions, each repeated twice with norms over 1e-2 … 1e2
+        "repeated_T6": (repeated_directions(6, 16, 3, seed=33), None),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_tie_cases()))
+def test_edm_direction_at_ties_does_not_depend_on_rounding_or_task_order(case: str) -> None:
+    """Where unit directions coincide the EDM ``c`` is not unique; ``edm_direction`` splits a class of
+    coinciding directions' weight equally, so ``d*`` and ``w`` do not move when the rows are perturbed at
+    the 1e-15 relative level (as a different CPU's rounding does) and the tasks reordered. A solver's
+    tie-break moves ``d*`` by ``O(‖J‖)`` here (its scale ``γ`` switches between the norms, up to 10×).
+    Tolerance 1e-12 relative to ``‖J‖``: the perturbation moves the canonical ``d*`` by ~1e-15 and float64
+    rounding of these ``T ≤ 6`` sums adds ~1e-15, so a 1000× margin."""
+    jac, expected = _tie_cases()[case]
+    T, scale = jac.shape[0], float(jac.norm())
+    d_ref, w_ref = edm_direction(jac)
+    if expected is not None:
+        torch.testing.assert_close(d_ref, expected, rtol=0, atol=1e-12 * scale)
+    torch.testing.assert_close(w_ref @ jac, d_ref, rtol=0, atol=1e-12 * scale)
+    g = torch.Generator().manual_seed(7)
+    for draw in range(8):
+        noise = 1e-15 * torch.randn(jac.shape, generator=g, dtype=torch.float64)
+        perm = torch.randperm(T, generator=g)
+        d, w = edm_direction((jac * (1.0 + noise))[perm])
+        what = f"{case}, draw {draw}, order {perm.tolist()}"
+        torch.testing.assert_close(d, d_ref, rtol=0, atol=1e-12 * scale, msg=what)
+        torch.testing.assert_close(w, w_ref[perm], rtol=0, atol=1e-12, msg=what)
+
+
+def test_task_tensioner_at_ties_does_not_depend_on_rounding() -> None:
+    """The whole method over EDM and tension steps (window 2) on a coinciding pair next to a distinct
+    gradient: rows perturbed at the 1e-15 relative level give the same ``d`` to 1e-12 of its scale
+    (``‖J‖`` plus the ``T`` unit tensions)."""
+    jac, _ = _tie_cases()["pair_and_other_T3"]
+    g = torch.Generator().manual_seed(8)
+    losses = torch.tensor([1.0, 0.9, 1.1], dtype=torch.float64)
+    sequence = [(jac * (1.0 + 0.5 * k), losses ** (k + 1)) for k in range(5)]
+    reference = TaskTensioner(3, window=2)
+    d_ref = [reference.aggregate(j, losses) for j, losses in sequence]
+    for draw in range(4):
+        tensioner = TaskTensioner(3, window=2)
+        for k, (j, losses) in enumerate(sequence):
+            noisy = j * (1.0 + 1e-15 * torch.randn(j.shape, generator=g, dtype=torch.float64))
+            d = tensioner.aggregate(noisy, losses)
+            atol = 1e-12 * (float(j.norm()) + 3.0)
+            torch.testing.assert_close(d, d_ref[k], rtol=0, atol=atol, msg=f"draw {draw}, call {k}")
 
 
 def _numpy_task_tensioner(
