@@ -9,7 +9,8 @@ from its folder or the folder above (``<run>/checkpoints/step_*.pt``); ``config=
 explicitly. Evaluates on a freshly built env of the run's benchmark, protocol and seed (so
 mtrl-legacy's fixed goals are the training goals) with the deterministic policy, ``episodes``
 episodes per task (default: the run's ``eval_episodes``, else the protocol's). Prints the table and
-writes it as JSON to ``out`` (default ``<run dir>/eval_<step>.json``): ``checkpoint``, ``step``,
+writes it as JSON to ``out`` (default ``<run dir>/eval_<step>.json``; its missing folders are created, and a
+path that cannot be written, e.g. below a file, is refused before anything is evaluated): ``checkpoint``, ``step``,
 ``benchmark``, ``protocol``, ``episodes``, ``success_mean``, ``success`` and ``return`` per task.
 
 Every usage problem (missing or unreadable checkpoint, no config, bad option) prints one line
@@ -19,6 +20,7 @@ naming it and the fix, and exits with status 2.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -92,7 +94,26 @@ def parse_options(items: list[str]) -> dict[str, str]:
         text = options["episodes"]
         if not re.fullmatch(r"\d+", text.strip()) or int(text) < 1:
             raise UsageError(f"bad value {text!r} for episodes: expected a positive integer (e.g. episodes=10)")
+    if "out" in options:
+        check_out(options["out"])
     return options
+
+
+def check_out(text: str) -> Path:
+    """The file ``out=`` names, checked before anything is evaluated: not a folder, and below a writable
+    folder (missing folders on the way are created when the table is written; nothing is created here)."""
+    out = Path(text)
+    if not text.strip() or out.is_dir():
+        raise UsageError(f"out={text!r} is not a file path: pass out=<file>.json (e.g. out=runs/eval/table.json)")
+    existing = out.parent
+    while not existing.exists():  # the nearest folder on the way that exists (".", "/" at the latest)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot write out={text!r}: {str(existing)!r} is a file, not a folder: pass another path")
+    blocking = out if out.exists() else existing  # what the write needs to change
+    if not os.access(blocking, os.W_OK):
+        raise UsageError(f"cannot write out={text!r}: {str(blocking)!r} is not writable: pass another path")
+    return out
 
 
 def evaluate_checkpoint(target: str, options: dict[str, str]) -> dict[str, Any]:
@@ -190,6 +211,7 @@ def main(argv: list[str]) -> int:
         ckpt = Path(table["checkpoint"])
         out = Path(options["out"]) if "out" in options else Path(table["config"]).parent / f"eval_{table['step']}.json"
         try:
+            out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(table, indent=2))
         except OSError as err:
             raise UsageError(f"cannot write {str(out)!r} ({err.strerror}): pass out=<a writable path>") from err

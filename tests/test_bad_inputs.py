@@ -233,3 +233,32 @@ def test_aggregate_metrics_skip_bad_runs_and_fail_in_one_line_when_none_is_left(
         f"skipped {bad['bad_cfg']}: unreadable (expected ',' or ']', but got '<stream end>' at line 2, column 1; "
         "a truncated write?); run or resume it again",
     ]
+
+
+# --- evaluate.py: the out= location is checked before anything is evaluated --------------------------------
+LEGACY_TOY = ROOT / "tests" / "data" / "legacy_checkpoints" / "toy"
+
+
+def test_evaluate_refuses_an_out_path_below_a_file_at_start_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evaluate = load_script("evaluate")
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("a file, not a folder")
+    for out, message in (
+        (blocker / "sub" / "x.json", f"cannot write out='{blocker / 'sub' / 'x.json'}': '{blocker}' is a file"),
+        (tmp_path, f"out='{tmp_path}' is not a file path"),
+    ):
+        # The target does not exist either: the out= check comes first, before any checkpoint is looked up.
+        assert evaluate.main([str(tmp_path / "no_such_run"), f"out={out}"]) == 2
+        assert _one_line(capsys).startswith(f"error: {message}")
+    assert sorted(tmp_path.iterdir()) == [blocker]
+
+
+def test_evaluate_creates_the_missing_folders_of_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    evaluate = load_script("evaluate")
+    out = tmp_path / "missing" / "dir" / "x.json"
+    assert evaluate.check_out(str(out)) == out and not (tmp_path / "missing").exists()  # nothing created yet
+    assert evaluate.main([str(LEGACY_TOY), f"out={out}", "episodes=1"]) == 0
+    assert json.loads(out.read_text())["step"] == 130
+    assert f"wrote {out}" in capsys.readouterr().out
