@@ -383,9 +383,10 @@ class STLRun(LeasedRun):
         A fresh run starts with clean logs (purge_step 0 hides an earlier attempt's events); a resumed
         one appends (tasks stop at different steps, so no single purge step fits them all)."""
         from agents.trainer import hparam_metrics
-        from mtrl.logger import flatten_hparams
+        from mtrl.logger import STL_CHARTS, custom_scalars_layout, flatten_hparams
 
-        logger = open_logs(self.run_dir, min(self.steps.values()) if self.cfg.resume else None, cut=False)
+        resumed_at = min(self.steps.values()) if self.cfg.resume else None
+        logger = open_logs(self.run_dir, resumed_at, cut=False, layout=custom_scalars_layout(STL_CHARTS, self.tasks))
         metric_tags = hparam_metrics([{"success_mean": 0.0}], self.protocol)
         logger.hparams(flatten_hparams(self.record), dict.fromkeys(metric_tags, math.nan))
         return logger

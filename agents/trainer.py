@@ -53,7 +53,7 @@ from envs import (
 from mtrl.config import ConfigError, config_to_dict, load_config, save_config
 from mtrl.device import resolve_device  # re-exported (agents.trainer.resolve_device)
 from mtrl.interrupt import install_stop_handler
-from mtrl.logger import flatten_hparams
+from mtrl.logger import RL_CHARTS, custom_scalars_layout, flatten_hparams
 from mtrl.replay import MultiTaskReplayBuffer
 from mtrl.rundir import LeasedRun, check_resume, open_logs, recheck, write_json
 
@@ -212,7 +212,11 @@ class Trainer(LeasedRun):
             self._load(load_checkpoint(ckpt_path, map_location=self.device))
             self.notes.append(f"resumed from {ckpt_path.name} at step {self.step}")
         save_config(cfg, self.run_dir / "config.yaml")
-        self.logger = open_logs(self.run_dir, self.step if ckpt_path is not None else None)
+        self.logger = open_logs(
+            self.run_dir,
+            self.step if ckpt_path is not None else None,
+            layout=custom_scalars_layout(RL_CHARTS, self.task_names),
+        )
         metric_tags = [*hparam_metrics([{"success_mean": 0.0}], self.protocol)]
         self.logger.hparams(flatten_hparams(config_to_dict(cfg)), dict.fromkeys(metric_tags, math.nan))
         reported = self.protocol.reported_statistic

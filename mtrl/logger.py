@@ -12,19 +12,44 @@ process logged after ``s`` is stale (the resumed run logs those steps again), so
   ``s + 1`` (what was logged at ``s`` itself preceded the checkpoint and is kept), fresh runs ``0``
   (stale events of an earlier attempt in the same directory disappear);
 * cut ``metrics.jsonl`` back with :func:`truncate_jsonl`.
+
+TensorBoard's default view groups scalars by tag prefix, so an MT10 run shows one card per task and metric.
+:func:`custom_scalars_layout` builds the layout of its CUSTOM SCALARS tab (:data:`RL_CHARTS`,
+:data:`STL_CHARTS`, :data:`VISION_CHARTS`): one chart per metric with a line per task (evaluation success
+and return, the balancer's weights, α, the losses), which ``mtrl.rundir.open_logs`` writes once into every
+run's event file.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["JsonlWriter", "Logger", "TensorBoardWriter", "Writer", "flatten_hparams", "truncate_jsonl"]
+__all__ = [
+    "RL_CHARTS",
+    "STL_CHARTS",
+    "VISION_CHARTS",
+    "JsonlWriter",
+    "Layout",
+    "Logger",
+    "PerTaskChart",
+    "TensorBoardWriter",
+    "Writer",
+    "custom_scalars_layout",
+    "flatten_hparams",
+    "truncate_jsonl",
+]
+
+#: A custom-scalars layout as ``SummaryWriter.add_custom_scalars`` takes it: category → chart title →
+#: ``["Multiline", [tag regex, ...]]`` (TensorBoard draws one line per logged tag a regex matches).
+Layout = dict[str, dict[str, list[Any]]]
 
 
 class Writer(Protocol):
@@ -32,8 +57,66 @@ class Writer(Protocol):
     def text(self, tag: str, text: str, step: int) -> None: ...
     def image(self, tag: str, image_HWC: np.ndarray, step: int) -> None: ...
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None: ...
+    def layout(self, layout: Layout) -> None: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PerTaskChart:
+    """One chart of the custom-scalars tab with a line per task.
+
+    ``tag`` is the scalar tag of one task's line, with ``{task}`` standing for the task name
+    (``"eval/success/{task}"``). With ``each_task=True`` the chart is drawn once per task instead, titled
+    ``title`` with ``{task}`` filled in, with a line for every tag that starts with ``tag`` (a vision task's
+    evaluation metrics, whose names differ between tasks)."""
+
+    category: str
+    title: str
+    tag: str
+    each_task: bool = False
+
+
+#: The per-task charts of the multi-task SAC runs (``agents.trainer``).
+RL_CHARTS: tuple[PerTaskChart, ...] = (
+    PerTaskChart("per task: evaluation", "success", "eval/success/{task}"),
+    PerTaskChart("per task: evaluation", "return", "eval/return/{task}"),
+    PerTaskChart("per task: balancer", "critic weight", "balancer/critic/weight/{task}"),
+    PerTaskChart("per task: balancer", "actor weight", "balancer/actor/weight/{task}"),
+    PerTaskChart("per task: balancer", "critic gradient norm", "balancer/critic/grad_norm/{task}"),
+    PerTaskChart("per task: balancer", "actor gradient norm", "balancer/actor/grad_norm/{task}"),
+    PerTaskChart("per task: training", "alpha (entropy temperature)", "train/alpha/{task}"),
+    PerTaskChart("per task: training", "critic loss", "train/critic_loss/{task}"),
+    PerTaskChart("per task: training", "actor loss", "train/actor_loss/{task}"),
+)
+
+#: The per-task charts of the single-task reference (``agents.stl``, one SAC per task): the RL charts
+#: without the balancer's.
+STL_CHARTS: tuple[PerTaskChart, ...] = tuple(c for c in RL_CHARTS if not c.tag.startswith("balancer/"))
+
+#: The per-task charts of the vision runs (``mtrl.vision.trainer``): losses and the encoder balancer's
+#: weights with a line per task, and one chart of each task's evaluation metrics.
+VISION_CHARTS: tuple[PerTaskChart, ...] = (
+    PerTaskChart("per task: evaluation", "loss", "eval/loss/{task}"),
+    PerTaskChart("per task: evaluation", "{task} metrics", "eval/{task}/", each_task=True),
+    PerTaskChart("per task: balancer", "encoder weight", "balancer/encoder/weight/{task}"),
+    PerTaskChart("per task: balancer", "encoder gradient norm", "balancer/encoder/grad_norm/{task}"),
+    PerTaskChart("per task: training", "loss", "train/loss/{task}"),
+)
+
+
+def custom_scalars_layout(charts: Sequence[PerTaskChart], task_names: Sequence[str]) -> Layout:
+    """The custom-scalars layout of ``charts`` for a run of ``task_names``: each chart's line regexes match
+    its tasks' tags exactly (a per-task chart) or by prefix (``each_task``); categories keep their order."""
+    layout: Layout = {}
+    for chart in charts:
+        category = layout.setdefault(chart.category, {})
+        if chart.each_task:
+            for task in task_names:
+                category[chart.title.format(task=task)] = ["Multiline", [re.escape(chart.tag.format(task=task))]]
+        else:
+            category[chart.title] = ["Multiline", [f"{re.escape(chart.tag.format(task=task))}$" for task in task_names]]
+    return layout
 
 
 def flatten_hparams(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -90,6 +173,10 @@ class TensorBoardWriter:
         file_writer.add_summary(experiment)
         file_writer.add_summary(session_start)
 
+    def layout(self, layout: Layout) -> None:
+        """Write the custom-scalars ``layout`` (see :func:`custom_scalars_layout`) into the event file."""
+        self._writer.add_custom_scalars(layout)
+
     def flush(self) -> None:
         self._writer.flush()
 
@@ -116,6 +203,9 @@ class JsonlWriter:
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         self._fh.write(json.dumps({"hparams": dict(hparams)}, default=str) + "\n")
+
+    def layout(self, layout: Layout) -> None:
+        return None  # a TensorBoard view; the JSON lines hold the scalars only
 
     def flush(self) -> None:
         self._fh.flush()
@@ -177,6 +267,11 @@ class Logger:
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         for w in self.writers:
             w.hparams(hparams, metrics)
+
+    def layout(self, layout: Layout) -> None:
+        """Hand the custom-scalars ``layout`` to every writer (TensorBoard's writes it; the others skip it)."""
+        for w in self.writers:
+            w.layout(layout)
 
     def flush(self) -> None:
         for w in self.writers:

@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 
 from mtrl.atomic import atomic_write, remove_stale_temporaries, save_torch, write_json, write_text
 from mtrl.config import ConfigError, config_differences
-from mtrl.logger import JsonlWriter, Logger, TensorBoardWriter, truncate_jsonl
+from mtrl.logger import JsonlWriter, Layout, Logger, TensorBoardWriter, truncate_jsonl
 
 __all__ = [
     "EXIT_BUSY",
@@ -97,8 +97,9 @@ def check_resume(
         )
 
 
-def open_logs(run_dir: Path, resumed_at: int | None, cut: bool = True) -> Logger:
-    """The run's TensorBoard + ``metrics.jsonl`` logger.
+def open_logs(run_dir: Path, resumed_at: int | None, cut: bool = True, layout: Layout | None = None) -> Logger:
+    """The run's TensorBoard + ``metrics.jsonl`` logger, with the custom-scalars ``layout`` written into the
+    event file (:func:`mtrl.logger.custom_scalars_layout`: a chart per metric with a line per task).
 
     A fresh run (``resumed_at`` None) starts clean: ``metrics.jsonl`` is emptied and TensorBoard's purge
     step 0 hides an earlier attempt's events. A run resumed from its checkpoint at step ``s`` drops what
@@ -113,7 +114,10 @@ def open_logs(run_dir: Path, resumed_at: int | None, cut: bool = True) -> Logger
         purge = resumed_at + 1
     else:
         purge = None
-    return Logger([TensorBoardWriter(run_dir, purge_step=purge), JsonlWriter(metrics)])
+    logger = Logger([TensorBoardWriter(run_dir, purge_step=purge), JsonlWriter(metrics)])
+    if layout is not None:
+        logger.layout(layout)
+    return logger
 
 
 # --- the lease ---------------------------------------------------------------------------------------

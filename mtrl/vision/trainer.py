@@ -42,6 +42,7 @@ from mtrl.balancers import make_balancer
 from mtrl.config import ConfigError, config_to_dict
 from mtrl.device import resolve_device
 from mtrl.engine import BalanceReport, core_balancer
+from mtrl.logger import VISION_CHARTS, custom_scalars_layout
 from mtrl.rundir import LeasedRun, open_logs, recheck
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.baseline import baseline_delta_m, load_baseline
@@ -159,7 +160,8 @@ class VisionTrainer(LeasedRun):
             if resume_from is not None:
                 self.load_checkpoint(resume_from)
             save_run_config(self.run_dir, cfg)
-            self.logger = open_logs(self.run_dir, self.step if resume_from is not None else None)
+            layout = custom_scalars_layout(VISION_CHARTS, self.task_names)
+            self.logger = open_logs(self.run_dir, self.step if resume_from is not None else None, layout=layout)
             self.logger.text("amp", self.amp.note, self.step)
 
     def _to_device(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
