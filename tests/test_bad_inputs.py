@@ -262,3 +262,106 @@ def test_evaluate_creates_the_missing_folders_of_out(tmp_path: Path, capsys: pyt
     assert evaluate.main([str(LEGACY_TOY), f"out={out}", "episodes=1"]) == 0
     assert json.loads(out.read_text())["step"] == 130
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+# --- vision data sets: every sample checked at start-up, the check recorded -----------------------------------
+def _nyuv2(root: Path, n: int = 5) -> None:
+    """A small NYUv2 root in the MTAN layout, its files dated an hour back (old enough for the check record)."""
+
+    from tests.vision.test_data import _write_layout
+
+    for split in ("train", "val"):
+        _write_layout(root, split, n)
+    _age(root)
+
+
+def _age(root: Path) -> None:
+    import os
+    import time
+
+    for path in root.rglob("*.npy"):
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+
+
+@pytest.mark.parametrize("case", ["shape", "label_255"])
+def test_a_bad_vision_sample_past_index_0_stops_the_start_in_one_line(
+    case: str, train_vision: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    root = tmp_path / "nyuv2"
+    _nyuv2(root)
+    if case == "shape":  # a wider image at index 3: torch.stack would fail in the middle of an epoch
+        bad = root / "train" / "image" / "3.npy"
+        np.save(bad, np.zeros((12, 17, 3), np.float32))
+        message = f"expected {bad} of shape (12, 16, 3) like {root / 'train' / 'image' / '0.npy'}"
+    else:  # the 255-for-ignore convention at index 2 (this project's ignore label is -1)
+        bad = root / "train" / "label" / "2.npy"
+        label = np.load(bad)
+        label[3, 4] = 255
+        np.save(bad, label)
+        message = f"{bad} holds labels [255] outside [-1, 12]"
+    runs = tmp_path / "runs"
+    argv = [str(ROOT / "configs" / "vision" / "nyuv2.yaml"), f"data.root={root}", f"logdir={runs}", "device=cpu"]
+    assert train_vision.main([*argv, "data.workers=0"]) == 2  # the data check comes before any model is built
+    line = _one_line(capsys)
+    assert line.startswith("config error: ") and message in line, line
+    assert not runs.exists()  # no run directory left without a checkpoint
+
+
+def test_the_full_vision_check_is_recorded_and_not_repeated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first start reads every file; a second start of the same files reads none (the record beside the
+    data says they passed); a changed file is checked again; a folder where the record cannot be written
+    keeps it in the user's cache folder."""
+    import numpy as np
+
+    from mtrl.vision.data import NpyLayoutDataset, NYUv2
+    from mtrl.vision.data.check_cache import CACHE_NAME
+
+    root = tmp_path / "nyuv2"
+    _nyuv2(root, n=6)
+    reads: list[str] = []
+    real_load = NpyLayoutDataset._load
+
+    def counting_load(self: NpyLayoutDataset, folder: str, index: int, mmap: bool = False) -> np.ndarray:
+        reads.append(f"{folder}/{index}")
+        return real_load(self, folder, index, mmap)
+
+    monkeypatch.setattr(NpyLayoutDataset, "_load", counting_load)
+    NYUv2(root, "train")
+    assert len(reads) == 6 * 4  # image, label, depth, normal of every sample
+    assert (root / "train" / CACHE_NAME).is_file()
+    reads.clear()
+    assert len(NYUv2(root, "train")) == 6 and reads == []  # the record: nothing read
+    NYUv2(root, "train", tasks=NYUv2.default_tasks[:1])  # another check (seg only): not covered by the record
+    assert len(reads) == 6 * 2
+    reads.clear()
+    label = np.load(root / "train" / "label" / "5.npy")
+    label[0, 0] = 13
+    np.save(root / "train" / "label" / "5.npy", label)  # a changed file (new time): checked again, and caught
+    with pytest.raises(ConfigError, match=r"label/5\.npy holds labels \[13\]"):
+        NYUv2(root, "train")
+    # A data folder where the record cannot be written: the record goes to the user's cache folder.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (root / "val" / CACHE_NAME).mkdir()
+    reads.clear()
+    NYUv2(root, "val")
+    assert len(reads) == 6 * 4 and len(list((tmp_path / "cache" / "mtrl" / "data_checks").iterdir())) == 1
+    reads.clear()
+    NYUv2(root, "val")
+    assert reads == []
+
+
+def test_files_written_just_now_are_not_vouched_for(tmp_path: Path) -> None:
+    """A rewrite within the file system's timestamp granularity could keep size and time: young files get no
+    record, so the next start checks them again."""
+    from mtrl.vision.data import NYUv2
+    from mtrl.vision.data.check_cache import CACHE_NAME
+    from tests.vision.test_data import _write_layout
+
+    _write_layout(tmp_path, "train", 2)
+    NYUv2(tmp_path, "train")
+    assert not (tmp_path / "train" / CACHE_NAME).exists()
+    _age(tmp_path)
+    NYUv2(tmp_path, "train")
+    assert (tmp_path / "train" / CACHE_NAME).is_file()

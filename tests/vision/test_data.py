@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from mtrl.config import ConfigError
 from mtrl.vision.data import Cityscapes, NYUv2, SyntheticScenes, augment_sample, hflip, make_dataset, scale_crop
 from mtrl.vision.data.nyuv2 import NYUV2_TASKS
 
@@ -86,23 +87,21 @@ def test_cityscapes_reads_the_mtan_line_label_7_folder(tmp_path: Path) -> None:
 
 
 def test_labels_outside_the_classes_are_reported_when_read(tmp_path: Path) -> None:
-    """-1 is the ignore label; a 255-for-ignore file (another convention) or a class id >= C names the file."""
+    """-1 is the ignore label; a 255-for-ignore file (another convention) or a class id >= C names the file:
+    when the data set is built (every sample is checked), and again when a sample is read (a file changed
+    since)."""
     _write_layout(tmp_path, "train", 3, classes=13)
-    label = np.load(tmp_path / "train" / "label" / "2.npy")
-    label[0, 0] = 255
-    np.save(tmp_path / "train" / "label" / "2.npy", label)
-    ds = NYUv2(tmp_path, "train")  # the layout check reads sample 0 only
+    ds = NYUv2(tmp_path, "train")
     assert int(ds[1]["seg"].min()) == -1  # ignore pixels are fine
-    with pytest.raises(ValueError, match=r"label/2\.npy holds labels \[255\] outside \[-1, 12\].*map it to -1"):
-        ds[2]
-    label[0, 0] = 13
-    np.save(tmp_path / "train" / "label" / "2.npy", label)
-    with pytest.raises(ValueError, match=r"labels \[13\] outside \[-1, 12\]"):
-        ds[2]
-    label[0, 0] = -2
-    np.save(tmp_path / "train" / "label" / "2.npy", label)
-    with pytest.raises(ValueError, match=r"labels \[-2\]"):
-        ds[2]
+    label = np.load(tmp_path / "train" / "label" / "2.npy")
+    for bad, message in ((255, r"labels \[255\] outside \[-1, 12\].*map it to -1"), (13, r"labels \[13\] outside"),
+                         (-2, r"labels \[-2\]")):  # fmt: skip
+        label[0, 0] = bad
+        np.save(tmp_path / "train" / "label" / "2.npy", label)
+        with pytest.raises(ConfigError, match=r"label/2\.npy holds " + message):
+            ds[2]
+        with pytest.raises(ConfigError, match=r"label/2\.npy holds " + message):
+            NYUv2(tmp_path, "train")
 
 
 def test_missing_root_says_what_is_expected(tmp_path: Path) -> None:

@@ -11,8 +11,12 @@ with ``i = 0 … N−1``. Cityscapes has no ``normal`` folder; its labels are in
 ``examples/cityscapes/create_dataset.py``) or ``label_7/`` (the MTAN-line copies: MTAN, Nash-MTL, FAMO
 ``experiments/cityscapes/data.py``), tried in that order (:attr:`NpyLayoutDataset.seg_folders`).
 
-Labels are checked when a sample is read: every value must be −1 (ignore) or a class in ``[0, C)``; other
-ignore conventions (e.g. 255) raise a ``ValueError`` naming the file instead of failing later in the loss.
+Every sample is checked when the data set is built, before a run starts: each file's shape (the image
+``(H, W, 3)`` of sample 0's size, the task maps of the image's size) and every label, which must be −1
+(ignore) or a class in ``[0, C)``; other ignore conventions (e.g. 255) raise a
+:class:`~mtrl.config.ConfigError` naming the file (and so its index), not a failure mid-run. A passed check
+is recorded beside the data (:mod:`mtrl.vision.data.check_cache`), so an unchanged data set is read once,
+not at every start. Labels are checked again when a sample is read.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mtrl.config import ConfigError
 from mtrl.vision.data.augment import DEFAULT_SCALES, augment_sample
+from mtrl.vision.data.check_cache import check_key, has_passed, record_pass
 from mtrl.vision.seeds import mix_seed
 from mtrl.vision.tasks import TaskSpec
 
@@ -116,29 +122,56 @@ class NpyLayoutDataset(Dataset[dict[str, Tensor]]):
             counts[key] = len(indices)
         if len(set(counts.values())) != 1:
             raise ValueError(f"{self._dir}: folders hold different numbers of samples {counts} ({_LAYOUT})")
-        self._check_shapes(0)
+        self._check_samples(counts["image"])
         return counts["image"]
 
-    def _load(self, folder: str, index: int) -> np.ndarray:
-        return np.load(self._dir / folder / f"{index}.npy")
+    def _load(self, folder: str, index: int, mmap: bool = False) -> np.ndarray:
+        """The array of ``{split}/{folder}/{index}.npy`` (memory-mapped: only the header is read until used);
+        :class:`~mtrl.config.ConfigError` naming the file when it is not a readable ``.npy`` (e.g. truncated)."""
+        path = self._dir / folder / f"{index}.npy"
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None)
+        except (OSError, ValueError, EOFError) as err:
+            raise ConfigError(f"cannot read {path} ({err}); re-create it ({_LAYOUT})") from None
 
-    def _check_shapes(self, index: int) -> None:
-        image = self._load("image", index)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(
-                f"expected {self._dir}/image/{index}.npy of shape (H, W, 3) ({_LAYOUT}); got {image.shape}"
+    def _check_samples(self, length: int) -> None:
+        """Every sample's shapes and labels (:meth:`_check_sample`), skipped when the record of this folder says
+        that the same files passed the same check (:mod:`~mtrl.vision.data.check_cache`)."""
+        folders = sorted(set(self._folders().values()))
+        files = [self._dir / folder / f"{i}.npy" for folder in folders for i in range(length)]
+        tasks = ",".join(f"{t.name}:{t.kind}:{t.out_channels}" for t in self.tasks)
+        key = check_key(files, f"npy_layout v1|{self._seg_folder}|{tasks}")
+        if key is not None and has_passed(self._dir, key):
+            return
+        hw = self._check_sample(0, None)
+        for index in range(1, length):
+            self._check_sample(index, hw)
+        if key is not None:
+            record_pass(self._dir, key)
+
+    def _check_sample(self, index: int, hw: tuple[int, ...] | None) -> tuple[int, ...]:
+        """Check sample ``index``: the image ``(H, W, 3)`` with ``(H, W) == hw`` (sample 0's, which a batch needs;
+        any for sample 0), each task map of the image's size, every label in range. Returns ``(H, W)``."""
+        image_shape = self._load("image", index, mmap=True).shape
+        if len(image_shape) != 3 or image_shape[2] != 3 or (hw is not None and image_shape[:2] != hw):
+            like = f" like {self._dir}/image/0.npy" if hw is not None else ""
+            want_image = f"({hw[0]}, {hw[1]}, 3)" if hw is not None else "(H, W, 3)"
+            raise ConfigError(
+                f"expected {self._dir}/image/{index}.npy of shape {want_image}{like} ({_LAYOUT}); got {image_shape}"
             )
-        hw = image.shape[:2]
+        hw = image_shape[:2]
         want = {"seg": (*hw,), "depth": (*hw, 1), "normal": (*hw, 3)}
         for spec in self.tasks:
             folder = self._folder(spec.kind)
-            shape = self._load(folder, index).shape
-            ok = shape == want[spec.kind] or (spec.kind == "depth" and shape == hw)
-            if not ok:
-                raise ValueError(
+            array = self._load(folder, index, mmap=True)
+            if not (array.shape == want[spec.kind] or (spec.kind == "depth" and array.shape == hw)):
+                raise ConfigError(
                     f"expected {self._dir}/{folder}/{index}.npy of shape {want[spec.kind]} "
-                    f"(image is {image.shape}); got {shape}"
+                    f"(image is {image_shape}); got {array.shape}"
                 )
+            if spec.kind == "seg":
+                self._check_labels(np.rint(array).astype(np.int64), spec, index)
+        return hw
 
     def __len__(self) -> int:
         return self._length
@@ -149,7 +182,7 @@ class NpyLayoutDataset(Dataset[dict[str, Tensor]]):
         if bad.any():
             values = sorted({int(v) for v in np.unique(labels[bad])[:5]})
             hint = " (255 is another ignore convention: map it to -1 when preprocessing)" if 255 in values else ""
-            raise ValueError(
+            raise ConfigError(
                 f"{self._dir}/{self._seg_folder}/{index}.npy holds labels {values} outside "
                 f"[-1, {spec.out_channels - 1}] for the {spec.out_channels}-class task {spec.name!r} "
                 f"(-1 = ignore){hint}"
