@@ -303,9 +303,13 @@ def num_tasks_of(cfg: TrainConfig) -> int:
     return len(cfg.env.task_names)
 
 
+#: Balancers that wrap a ``base`` balancer (hyper-parameters ``base``, default "ew", and ``base_hparams``).
+_WRAPPERS = ("dgr", "alpha_weights")
+
+
 def _base_name(name: str, hp: dict[str, Any]) -> str:
-    """The balancer that actually weighs the losses (``dgr`` wraps ``base``, default "ew")."""
-    if name == "dgr":
+    """The balancer that actually weighs the losses (``dgr`` and ``alpha_weights`` wrap ``base``, default "ew")."""
+    if name in _WRAPPERS:
         base = hp.get("base", "ew")
         return base if isinstance(base, str) else "ew"
     return name
@@ -339,9 +343,9 @@ def _adapt(name: str, hp: dict[str, Any], key: str, seed: int) -> dict[str, Any]
                 f"valid choice: false (parameter level, the default here)"
             )
         hp["representation_level"] = False  # noted by balancer_notes
-    if name == "dgr" and isinstance(hp.get("base", "ew"), str):
+    if name in _WRAPPERS and isinstance(hp.get("base", "ew"), str):
         base = hp.get("base", "ew")
-        if base in BALANCERS and base != "dgr":
+        if base in BALANCERS and base not in _WRAPPERS:
             hp["base_hparams"] = _adapt(base, dict(hp.get("base_hparams") or {}), f"{key}.base_hparams", seed)
     return hp
 
@@ -441,7 +445,7 @@ def _level_notes(name: str, hp: dict[str, Any], key: str) -> list[str]:
             f"trunk parameters, not the paper's shared features; SAC has no single shared representation)."
         )
     base = hp.get("base", "ew")
-    if name == "dgr" and isinstance(base, str) and base in BALANCERS and base != "dgr":
+    if name in _WRAPPERS and isinstance(base, str) and base in BALANCERS and base not in _WRAPPERS:
         notes += _level_notes(base, dict(hp.get("base_hparams") or {}), f"{key}.base_hparams")
     return notes
 

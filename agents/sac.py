@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from agents.config import SACConfig, TrainConfig, build_balancers
 from agents.networks import Actor, TwinCritic, polyak_update
 from mtrl.balancers import Balancer
+from mtrl.balancers.alpha_weights import AlphaWeights
 from mtrl.engine import BalanceReport, GradientEngine, LinearCapture, LossClosure, make_loss_fn, needs_loss_fn
 from mtrl.replay import Batch
 
@@ -144,6 +145,8 @@ class MultiTaskSAC:
         #: sgsu and dgr (or a dgr wrapping sgsu) need loss closures in ``engine.backward``.
         self.critic_needs_closure = needs_loss_fn(critic_balancer)
         self.actor_needs_closure = needs_loss_fn(actor_balancer)
+        #: balancers that weigh the tasks by the temperatures (``alpha_weights``): given log α every update
+        self.alpha_weighted = [b for b in (critic_balancer, actor_balancer) if isinstance(b, AlphaWeights)]
         self.num_updates = 0
 
     # --- learning ------------------------------------------------------------------------------
@@ -193,6 +196,8 @@ class MultiTaskSAC:
         by default they come from the global generator."""
         cfg = self.cfg
         alpha_T = self.log_alpha_T.detach().exp()
+        for balancer in self.alpha_weighted:  # w = T·softmax(−log α) of this update, for critic and actor
+            balancer.set_log_alpha(self.log_alpha_T.detach())
 
         # Critic: TD target from the target critics and a fresh next action.
         with torch.no_grad():

@@ -1,7 +1,7 @@
 """The one registry of balancers: an explicit dict from registry key to class.
 
 The balancers that wrap no other are listed in ``mtrl/balancers/_plain.py`` (``PLAIN_BALANCERS``); this
-registry adds DGR, which wraps one of them.
+registry adds the two wrappers of one of them: DGR and ``alpha_weights`` (SAC's α-derived task weights).
 """
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from mtrl.balancers._plain import PLAIN_BALANCERS, build_balancer, hparams_of, lookup
+from mtrl.balancers.alpha_weights import AlphaWeights
 from mtrl.balancers.base import Balancer
 from mtrl.balancers.dgr import DGR
 
 __all__ = ["BALANCERS", "balancer_hparams", "make_balancer"]
 
-BALANCERS: dict[str, type[Balancer]] = {**PLAIN_BALANCERS, "dgr": DGR}
+BALANCERS: dict[str, type[Balancer]] = {**PLAIN_BALANCERS, "dgr": DGR, "alpha_weights": AlphaWeights}
 
 
 def balancer_hparams(name: str) -> dict[str, Any]:

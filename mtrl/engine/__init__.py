@@ -12,7 +12,14 @@ from mtrl.engine.capture import LinearCapture
 from mtrl.engine.closure import LossClosure, make_loss_fn
 from mtrl.engine.engine import STRATEGIES, GradientEngine, Strategy
 from mtrl.engine.report import BalanceReport
-from mtrl.engine.rules import StrategyChoice, StrategyNames, choose_strategy, core_balancer, needs_loss_fn
+from mtrl.engine.rules import (
+    StrategyChoice,
+    StrategyNames,
+    choose_strategy,
+    core_balancer,
+    needs_loss_fn,
+    weighed_losses,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -27,4 +34,5 @@ __all__ = [
     "core_balancer",
     "make_loss_fn",
     "needs_loss_fn",
+    "weighed_losses",
 ]

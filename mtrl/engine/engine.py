@@ -20,6 +20,8 @@
 * ``sgsu``: the meta-gradient of :class:`~mtrl.balancers.sgsu.SGSU` (needs ``loss_fn``).
 * ``dgr``: its base balancer as above, then ``∇θ R`` added to the shared parameters (needs ``loss_fn``
   and ``heads``, the task-head modules its dummy heads copy).
+* ``alpha_weights``: its base balancer as above, on the weighted losses ``w ⊙ L``
+  (:func:`~mtrl.engine.rules.weighed_losses`).
 
 On the balanced paths task-specific parameters and the balancer's own parameters get ``∇ Σ_t S_t``
 (each head its own task's unweighted gradient). Strategies for ``J``/``G`` are in
@@ -64,7 +66,7 @@ from mtrl.balancers.sgsu import SGSU
 from mtrl.engine.capture import LinearCapture
 from mtrl.engine.closure import LossClosure
 from mtrl.engine.report import BalanceReport
-from mtrl.engine.rules import choose_strategy, core_balancer, needs_loss_fn
+from mtrl.engine.rules import choose_strategy, core_balancer, needs_loss_fn, weighed_losses
 from mtrl.engine.strategies import (
     VmapStatus,
     Workspace,
@@ -181,6 +183,7 @@ class GradientEngine:
         self.balancer.check(losses)
         if not losses.requires_grad:
             raise ValueError("losses do not require grad: compute them from the parameters with grad enabled")
+        losses = weighed_losses(self.balancer, losses)  # alpha_weights: the core balancer sees w ⊙ L
         core = core_balancer(self.balancer)
         if needs_loss_fn(self.balancer) and loss_fn is None:
             raise ValueError(f"balancer {self.balancer.name!r} needs loss_fn= (see mtrl.engine.make_loss_fn)")

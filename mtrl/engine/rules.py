@@ -24,17 +24,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import Tensor
+
+from mtrl.balancers.alpha_weights import AlphaWeights
 from mtrl.balancers.base import Balancer
 from mtrl.balancers.dgr import DGR
 
-__all__ = ["StrategyChoice", "StrategyNames", "choose_strategy", "core_balancer", "needs_loss_fn"]
+__all__ = [
+    "StrategyChoice",
+    "StrategyNames",
+    "choose_strategy",
+    "core_balancer",
+    "needs_loss_fn",
+    "weighed_losses",
+]
 
 
 def core_balancer(balancer: Balancer) -> Balancer:
-    """The balancer whose rule weighs the losses: ``dgr``'s base, else ``balancer`` itself. Its facts
-    (``positive_losses``, ``needs_post_step_losses``, ``representation_level``, the strategies) are the
-    run's; ``dgr`` adds only its own ``needs_loss_closure`` and ``loss_scale_problem``."""
-    return balancer.base if isinstance(balancer, DGR) else balancer
+    """The balancer whose rule weighs the losses: the base of the wrappers ``dgr`` and ``alpha_weights``,
+    else ``balancer`` itself. Its facts (``positive_losses``, ``needs_post_step_losses``,
+    ``representation_level``, the strategies) are the run's; ``dgr`` adds only its own
+    ``needs_loss_closure`` and ``loss_scale_problem``, ``alpha_weights`` only its task weights."""
+    while isinstance(balancer, (DGR, AlphaWeights)):
+        balancer = balancer.base
+    return balancer
+
+
+def weighed_losses(balancer: Balancer, losses: Tensor) -> Tensor:
+    """The losses the core balancer sees: ``w ⊙ L`` under ``alpha_weights`` (its current task weights),
+    else ``losses`` unchanged."""
+    while isinstance(balancer, (DGR, AlphaWeights)):
+        if isinstance(balancer, AlphaWeights):
+            losses = balancer.weigh(losses)
+        balancer = balancer.base
+    return losses
 
 
 def needs_loss_fn(balancer: Balancer) -> bool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from mtrl.config import ConfigError
+
 __all__ = ["BalancerConfig", "DataConfig", "ModelConfig", "OptimConfig", "VisionConfig"]
 
 
@@ -82,6 +84,13 @@ class BalancerConfig:
     #: backwards each); the trainer always computes them at its log steps (every ``log_every`` steps).
     diagnostics: bool = False
 
+    def __post_init__(self) -> None:
+        if self.name == "alpha_weights":  # its weights come from SAC's per-task temperatures
+            raise ConfigError(
+                "bad value 'alpha_weights' for 'balancer.name': it weighs the tasks by SAC's temperatures, which "
+                "the vision trainer does not have; pick another balancer (e.g. 'ew')"
+            )
+
 
 @dataclass(frozen=True)
 class VisionConfig:
@@ -127,3 +136,63 @@ class VisionConfig:
     baseline: tuple[str, ...] = ()
     #: show a tqdm progress bar.
     progress: bool = True
+
+    def resolve(self) -> VisionConfig:
+        """This config checked, as :func:`mtrl.config.load_config` returns it (the vision counterpart of
+        ``agents.config.TrainConfig.resolve``): every value that can be judged without building the data or the
+        model is checked here, so a bad one is a one-line :class:`~mtrl.config.ConfigError` at load, before the
+        trainer is built. Idempotent. It fills nothing: the device stays as written (the trainer resolves
+        ``auto`` on the machine it runs on; ``results.json`` keeps the configuration as given)."""
+        _check(self)
+        return self
+
+
+#: (dotted key, value) pairs of :func:`_check` that must be positive integers / integers >= 0 / floats > 0.
+_Numbers = list[tuple[str, Any]]
+
+
+def _check(cfg: VisionConfig) -> None:
+    """The checks of :meth:`VisionConfig.resolve`."""
+    from mtrl.balancers import BALANCERS, balancer_hparams
+    from mtrl.device import check_device_name
+    from mtrl.vision.data.registry import DATASETS
+
+    positive: _Numbers = [("data.batch_size", cfg.data.batch_size), ("data.eval_batch_size", cfg.data.eval_batch_size),
+                          ("last_k", cfg.last_k), ("log_every", cfg.log_every)]  # fmt: skip
+    if cfg.optim.epochs == 0:
+        positive.append(("optim.steps", cfg.optim.steps))
+    positive += [(f"data.{key}", value) for key, value in (("train_length", cfg.data.train_length),
+                 ("val_length", cfg.data.val_length)) if value is not None]  # fmt: skip
+    positive += [(f"data.size[{i}]", side) for i, side in enumerate(cfg.data.size or ())]
+    for key, value in positive:
+        if value < 1:
+            raise ConfigError(f"bad value {value!r} for {key!r}: expected a positive integer")
+    non_negative: _Numbers = [("data.workers", cfg.data.workers), ("optim.epochs", cfg.optim.epochs),
+                              ("optim.lr_decay_every", cfg.optim.lr_decay_every), ("eval_every", cfg.eval_every),
+                              ("image_samples", cfg.image_samples), ("threads", cfg.threads), ("seed", cfg.seed),
+                              ("optim.weight_decay", cfg.optim.weight_decay)]  # fmt: skip
+    for key, value in non_negative:
+        if value < 0:
+            raise ConfigError(f"bad value {value!r} for {key!r}: expected a number >= 0")
+    for key, value in (("optim.lr", cfg.optim.lr), ("optim.lr_gamma", cfg.optim.lr_gamma)):
+        if not value > 0:
+            raise ConfigError(f"bad value {value!r} for {key!r}: expected a number > 0")
+    if cfg.data.size is not None and len(cfg.data.size) != 2:
+        raise ConfigError(f"bad value {list(cfg.data.size)!r} for 'data.size': expected [H, W] (or null)")
+    if DATASETS[cfg.data.name][1] and cfg.data.root is None:
+        raise ConfigError(
+            f"data set {cfg.data.name!r} is read from files: set data.root=<the folder holding train/ and val/>"
+        )
+    check_device_name(cfg.device)
+    if cfg.single_task is None:  # a single-task reference trains with ew, whatever balancer.name says
+        if cfg.balancer.name not in BALANCERS:
+            raise ConfigError(
+                f"bad value {cfg.balancer.name!r} for 'balancer.name'; valid choices: {', '.join(sorted(BALANCERS))}"
+            )
+        valid = balancer_hparams(cfg.balancer.name)
+        unknown = sorted(set(cfg.balancer.hparams) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"unknown balancer.hparams {unknown} for balancer {cfg.balancer.name!r}; valid ones (with defaults): "
+                + (", ".join(f"{key}={value!r}" for key, value in valid.items()) or "none")
+            )
