@@ -365,3 +365,17 @@ def test_files_written_just_now_are_not_vouched_for(tmp_path: Path) -> None:
     _age(tmp_path)
     NYUv2(tmp_path, "train")
     assert (tmp_path / "train" / CACHE_NAME).is_file()
+
+
+def test_a_truncated_baseline_file_is_one_line_naming_it(
+    train_vision: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    truncated = tmp_path / "stl_seg" / "results.json"
+    truncated.parent.mkdir()
+    truncated.write_text('{"selected": {"seg/miou": 0.')
+    runs = tmp_path / "runs"
+    argv = [VISION, f"baseline=[{truncated}]", f"logdir={runs}", "device=cpu", "data.workers=0"]
+    assert train_vision.main(argv) == 2
+    line = _one_line(capsys)
+    assert line.startswith(f"config error: baseline '{truncated}' cannot be read (") and "truncated" in line, line
+    assert not runs.exists()

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mtrl.config import ConfigError, config_to_dict
+from mtrl.config import ConfigError, config_to_dict, yaml_problem
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.delta import REFERENCE_BASELINES, Baseline, delta_m, higher_is_better_of
 
@@ -42,7 +42,8 @@ def load_baseline(cfg: VisionConfig) -> Baseline:
     selection rule (``last_k``) as ``cfg`` (:func:`check_baseline_run`).
 
     Raises:
-        ConfigError: a missing file, a file that is not a mapping of metric values, or a mismatched run.
+        ConfigError: a missing or unreadable (e.g. truncated) file, a file that is not a mapping of metric values,
+            or a mismatched run.
     """
     if len(cfg.baseline) == 1 and cfg.baseline[0] in REFERENCE_BASELINES:
         return REFERENCE_BASELINES[cfg.baseline[0]]
@@ -55,7 +56,11 @@ def load_baseline(cfg: VisionConfig) -> Baseline:
                 f"baseline {path!r}: no file at {str(p)!r}; give single-task runs (single_task=<task>), YAML/JSON "
                 f"files of reference metric values, or one of the named references {sorted(REFERENCE_BASELINES)}"
             )
-        other = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text())
+        try:
+            other = yaml.safe_load(p.read_text()) if p.suffix in (".yaml", ".yml") else json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
+            detail = yaml_problem(err) if isinstance(err, yaml.YAMLError) else str(err)
+            raise ConfigError(f"baseline {str(p)!r} cannot be read ({detail}; a truncated write?)") from None
         if not isinstance(other, dict):
             raise ConfigError(f"baseline {str(p)!r} must hold a mapping, got {type(other).__name__}")
         if "selected" in other:  # a results.json of a (single-task) run
