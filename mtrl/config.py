@@ -40,6 +40,7 @@ __all__ = [
     "parse_overrides",
     "save_config",
     "update_config",
+    "with_defaults",
     "yaml_problem",
 ]
 
@@ -218,6 +219,20 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return loaded
 
 
+def _overlap(a: str, b: str) -> bool:
+    """Whether dotted keys ``a`` and ``b`` set the same value: equal, or one a section holding the other."""
+    return a == b or a.startswith(f"{b}.") or b.startswith(f"{a}.")
+
+
+def with_defaults(defaults: Sequence[str], overrides: Sequence[str]) -> list[str]:
+    """``overrides`` after those of ``defaults`` whose key they do not set: the command line of a script that
+    passes its own defaults (``device=cpu``) with a user's overrides (``device=cuda``) to a training script,
+    where a key given twice is refused (:func:`parse_overrides`)."""
+    given = [item.split("=", 1)[0].strip() for item in overrides]
+    kept = [d for d in defaults if not any(_overlap(d.split("=", 1)[0].strip(), key) for key in given)]
+    return [*kept, *overrides]
+
+
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """Turn ``["a.b=1", "c=[1, 2]"]`` into a nested dict; values are parsed as YAML scalars/lists.
 
@@ -234,7 +249,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         if not key:
             raise ConfigError(f"bad override {item!r}: empty key")
         for other, earlier in given.items():
-            if other == key or other.startswith(f"{key}.") or key.startswith(f"{other}."):
+            if _overlap(other, key):
                 what = f"{key!r} twice" if other == key else f"both {other!r} and {key!r}"
                 raise ConfigError(f"overrides {earlier!r} and {item!r} set {what}: keep one")
         given[key] = item

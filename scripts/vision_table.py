@@ -42,8 +42,11 @@ def _method_overrides(method: str) -> list[str]:
 
 
 def _command(config: str, logdir: Path, name: str, seed: int, extra: list[str]) -> list[str]:
+    from mtrl.config import with_defaults
+
+    settings = with_defaults(["threads=1", "progress=false", "device=cpu"], extra)  # the user's device=cuda wins
     return [sys.executable, str(ROOT / "scripts" / "train_vision.py"), config, f"logdir={logdir}", f"run_name={name}",
-            f"seed={seed}", "threads=1", "progress=false", "device=cpu", "resume=true", *extra]  # fmt: skip
+            f"seed={seed}", "resume=true", *settings]  # fmt: skip
 
 
 def _run_all(jobs: list[tuple[str, list[str]]], workers: int, logdir: Path) -> None:
