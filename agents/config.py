@@ -134,8 +134,9 @@ class SACConfig:
     warmup_steps: int = 1500
     #: Gradient updates per vector-env step (mtrl: 1).
     updates_per_step: int = 1
-    #: Max global grad norm per network after balancing; None = no clipping (mtrl does not clip;
-    #: Meta-World+ uses 1.0).
+    #: Max global grad norm per network (actor; both critics together) after balancing; None = no
+    #: clipping (mtrl does not clip; Meta-World+'s MTMHSAC clips both networks at 1.0). The temperatures
+    #: are never clipped (nor are they in Meta-World+). ``actor_grad_clip``/``critic_grad_clip`` override it.
     grad_clip: float | None = None
     #: Engine strategy ("auto" picks the fastest valid one; see mtrl.engine). "representation" is
     #: refused: SAC has no single shared representation (two critic trunks).
@@ -144,6 +145,43 @@ class SACConfig:
     #: update. False (default): only at the updates whose metrics are logged (every ``log_every``
     #: steps), so ew still reports ``balancer/*/cos_min`` and ``cond`` at the cost of plain training.
     engine_diagnostics: bool = False
+    # --- the update details in which Meta-World+ (rainx0r/metaworld-algorithms) differs from mtrl ---------
+    # Defaults: today's behaviour (facebookresearch/mtrl and SB3). ``configs/mt10_mwplus.yaml`` sets
+    # Meta-World+'s; docs/mwplus.md proves that update equal to the reference's at T = 10.
+    #: Actor's max global grad norm; None = ``grad_clip``.
+    actor_grad_clip: float | None = None
+    #: Critics' max global grad norm (both Q-networks together); None = ``grad_clip``.
+    critic_grad_clip: float | None = None
+    #: How a gradient whose global norm ``‖g‖`` exceeds the bound ``c`` is scaled: "torch"
+    #: (``torch.nn.utils.clip_grad_norm_``: ``g · c / (‖g‖ + 1e-6)``) or "optax" (``optax.clip_by_global_norm``:
+    #: ``g / ‖g‖ · c``, used by Meta-World+).
+    grad_clip_formula: Literal["torch", "optax"] = "torch"
+    #: Adam ``eps`` of the actor (torch's default 1e-8; Meta-World+ ``config/optim.py``: 1e-5).
+    actor_adam_eps: float = 1e-8
+    #: Adam ``eps`` of the critics (same defaults).
+    critic_adam_eps: float = 1e-8
+    #: Adam ``eps`` of the temperatures (same defaults).
+    alpha_adam_eps: float = 1e-8
+    #: How the per-task temperature losses are combined: "sum" (``Σ_t L^α_t``, today's) or "mean"
+    #: (``mean_t L^α_t`` = the mean over all rows of a stratified batch: Meta-World+ ``rl/algorithms/mtsac.py``).
+    #: The critic and actor losses are combined by their balancer instead: ``ew`` with ``mean: true``
+    #: (``balancer_hparams``) is Meta-World+'s mean over all rows.
+    alpha_loss_reduction: Literal["sum", "mean"] = "sum"
+    #: The tanh change of variables in ``log π``: "epsilon" (``Σ log(1 − tanh(u)² + 1e-6)``, SAC's paper
+    #: code, SB3, mtrl) or "exact" (``Σ 2 (log 2 − u − softplus(−2u))``, distrax's ``Tanh`` bijector: Meta-World+).
+    tanh_log_det: Literal["epsilon", "exact"] = "epsilon"
+    #: Trunk initialisation of actor and critics: "torch" (``nn.Linear``'s default) or "he_uniform"
+    #: (kernels uniform ±√(6/fan_in), biases 0: Meta-World+ ``config/nn.py``).
+    trunk_init: Literal["torch", "he_uniform"] = "torch"
+    #: Actor head init: None = ``nn.Linear``-like per task (uniform ±1/√fan_in); a bound b = kernel and bias
+    #: uniform(±b) (Meta-World+ ``rl/networks.py``: 1e-3).
+    actor_head_init: float | None = None
+    #: Critic head init, as ``actor_head_init`` (Meta-World+ ``rl/networks.py``: 3e-3).
+    critic_head_init: float | None = None
+    #: Order of the Q-networks' input before the task input: "obs_action" (today's) or "action_obs"
+    #: (Meta-World+ ``rl/networks.py``: ``concat(action, observation with one-hot)``). A relabelling of the
+    #: first layer's columns only; it exists so reference weights load without permuting them.
+    q_input_order: Literal["obs_action", "action_obs"] = "obs_action"
 
     @property
     def actor_widths(self) -> tuple[int, ...]:
@@ -167,6 +205,25 @@ class SACConfig:
                 "bad value 'representation' for 'sac.engine_strategy': SAC passes no shared representation "
                 "(twin critics have two trunks); valid choices: 'auto', 'reference', 'batched', 'task_partitioned'"
             )
+        positive = {
+            "grad_clip": self.grad_clip,
+            "actor_grad_clip": self.actor_grad_clip,
+            "critic_grad_clip": self.critic_grad_clip,
+            "actor_adam_eps": self.actor_adam_eps,
+            "critic_adam_eps": self.critic_adam_eps,
+            "alpha_adam_eps": self.alpha_adam_eps,
+            "actor_head_init": self.actor_head_init,
+            "critic_head_init": self.critic_head_init,
+        }
+        for key, value in positive.items():
+            if value is not None and not value > 0:
+                nullable = ", or null" if key.endswith(("_clip", "_init")) else ""
+                raise ConfigError(f"bad value {value!r} for 'sac.{key}': expected a number > 0{nullable}")
+
+    def clip_of(self, network: Literal["actor", "critic"]) -> float | None:
+        """The max global grad norm of ``network``: its own field, else ``grad_clip`` (None: no clipping)."""
+        own = self.actor_grad_clip if network == "actor" else self.critic_grad_clip
+        return self.grad_clip if own is None else own
 
 
 @dataclass(frozen=True)

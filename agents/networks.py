@@ -25,10 +25,15 @@ __all__ = [
     "LOG_STD_MIN",
     "TASK_INPUTS",
     "Actor",
+    "QInputOrder",
+    "TanhLogDet",
     "TaskInput",
     "TaskInputMode",
+    "TrunkInit",
     "TwinCritic",
+    "initialise",
     "polyak_update",
+    "tanh_log_det_jacobian",
     "with_one_hot",
 ]
 
@@ -36,6 +41,12 @@ __all__ = [
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 TaskInputMode = Literal["none", "one_hot", "embedding"]
+#: The tanh change-of-variables term of ``log π`` (``sac.tanh_log_det``; :func:`tanh_log_det_jacobian`).
+TanhLogDet = Literal["epsilon", "exact"]
+#: The Q-networks' input order before the task input (``sac.q_input_order``).
+QInputOrder = Literal["obs_action", "action_obs"]
+#: Trunk initialisation (``sac.trunk_init``; :func:`initialise`).
+TrunkInit = Literal["torch", "he_uniform"]
 #: The ways task identity can enter the trunk (``sac.task_input``).
 TASK_INPUTS: tuple[str, ...] = get_args(TaskInputMode)
 
@@ -100,7 +111,8 @@ class Actor(nn.Module):
     ``min + ½(max − min)(tanh(x) + 1)``, which with bounds [-20, 2] starts every policy at
     ``std ≈ e⁻⁹``; the clamp starts at ``std ≈ 1`` (log_std ≈ 0) and explores from the first update.
     Actions lie in ``[-1, 1]``; the log-density includes the tanh change of variables
-    ``log π(a) = log N(u) − Σ log(1 − tanh(u)² + ε)`` (SAC, Haarnoja et al. 2018, App. C, eq. 21).
+    ``log π(a) = log N(u) − Σ log(1 − tanh(u)² + ε)`` (SAC, Haarnoja et al. 2018, App. C, eq. 21), or
+    its exact form with ``tanh_log_det="exact"`` (:func:`tanh_log_det_jacobian`).
     """
 
     def __init__(
@@ -114,10 +126,14 @@ class Actor(nn.Module):
         *,
         layer_norm: bool = False,
         skip: bool = False,
+        tanh_log_det: TanhLogDet = "epsilon",
     ) -> None:
         super().__init__()
+        if tanh_log_det not in get_args(TanhLogDet):
+            raise ValueError(f"unknown tanh_log_det {tanh_log_det!r}; valid choices: {', '.join(get_args(TanhLogDet))}")
         self.num_tasks = num_tasks
         self.action_dim = action_dim
+        self.tanh_log_det: TanhLogDet = tanh_log_det
         self.task_input = TaskInput(num_tasks, task_input, embedding_dim)
         in_features = obs_dim + self.task_input.extra_features
         self.net = MultiTaskMLP(num_tasks, in_features, hidden, 2 * action_dim, layer_norm=layer_norm, skip=skip)
@@ -146,7 +162,7 @@ class Actor(nn.Module):
         u_TNA = mean_TNA + std_TNA * noise_TNA
         action_TNA = torch.tanh(u_TNA)
         gauss_TNA = -0.5 * ((u_TNA - mean_TNA) / std_TNA) ** 2 - log_std_TNA - 0.5 * math.log(2 * math.pi)
-        log_prob_TN = (gauss_TNA - torch.log(1.0 - action_TNA.pow(2) + 1e-6)).sum(-1)
+        log_prob_TN = (gauss_TNA - tanh_log_det_jacobian(u_TNA, action_TNA, self.tanh_log_det)).sum(-1)
         return action_TNA, log_prob_TN
 
     def deterministic(self, obs_TNO: Tensor) -> Tensor:
@@ -170,6 +186,8 @@ class TwinCritic(nn.Module):
     The only ``nn.Linear`` (and ``nn.LayerNorm``, with ``layer_norm``) layers are the two trunks (the
     heads are :class:`~mtrl.nn.BatchedLinear`), so ``LinearCapture(critic, T)`` hooks exactly the
     shared parameters. ``layer_norm`` / ``skip``: trunks as :class:`~mtrl.nn.VanillaMLP`.
+    ``input_order``: the first layer sees ``[obs, action, task input]`` ("obs_action") or
+    ``[action, obs, task input]`` ("action_obs", Meta-World+'s order).
     """
 
     def __init__(
@@ -183,8 +201,12 @@ class TwinCritic(nn.Module):
         *,
         layer_norm: bool = False,
         skip: bool = False,
+        input_order: QInputOrder = "obs_action",
     ) -> None:
         super().__init__()
+        if input_order not in get_args(QInputOrder):
+            raise ValueError(f"unknown input_order {input_order!r}; valid choices: {', '.join(get_args(QInputOrder))}")
+        self.input_order: QInputOrder = input_order
         # one task input per Q-network: the twin critics stay independent (an embedding is not shared)
         self.input1 = TaskInput(num_tasks, task_input, embedding_dim)
         self.input2 = TaskInput(num_tasks, task_input, embedding_dim)
@@ -194,7 +216,8 @@ class TwinCritic(nn.Module):
 
     def forward(self, obs_TNO: Tensor, action_TNA: Tensor) -> tuple[Tensor, Tensor]:
         """``(q1 (T, n), q2 (T, n))``."""
-        x_TNI = torch.cat([obs_TNO, action_TNA], dim=-1)
+        parts = [obs_TNO, action_TNA] if self.input_order == "obs_action" else [action_TNA, obs_TNO]
+        x_TNI = torch.cat(parts, dim=-1)
         return self.q1(self.input1(x_TNI)).squeeze(-1), self.q2(self.input2(x_TNI)).squeeze(-1)
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -207,6 +230,42 @@ class TwinCritic(nn.Module):
     def head_modules(self) -> list[nn.Module]:
         """The per-task output heads of both Q-networks (not the task embeddings, inputs of the trunks)."""
         return self.q1.head_modules() + self.q2.head_modules()
+
+
+def tanh_log_det_jacobian(u_TNA: Tensor, action_TNA: Tensor, mode: TanhLogDet) -> Tensor:
+    """``log |d tanh(u)/du|`` per action dimension, the term ``log π`` subtracts for ``a = tanh(u)``.
+
+    * ``"epsilon"``: ``log(1 − a² + 1e-6)`` (SAC's paper code, SB3, mtrl). The ``1e-6`` keeps the log
+      finite where ``tanh`` rounds to ±1, and biases it by up to ``1e-6 / (1 − a²)``.
+    * ``"exact"``: ``2 (log 2 − u − softplus(−2u))``, the same quantity rewritten so that it never
+      rounds to ``log 0`` (distrax's ``Tanh`` bijector, used by Meta-World+); softplus is
+      ``logaddexp(·, 0)`` as ``jax.nn.softplus`` computes it.
+    """
+    if mode == "epsilon":
+        return torch.log(1.0 - action_TNA.pow(2) + 1e-6)
+    return 2.0 * (math.log(2.0) - u_TNA - torch.logaddexp(-2.0 * u_TNA, torch.zeros_like(u_TNA)))
+
+
+@torch.no_grad()
+def initialise(net: MultiTaskMLP, trunk: TrunkInit = "torch", head_bound: float | None = None) -> None:
+    """Re-initialise a network in place (``sac.trunk_init``, ``sac.{actor,critic}_head_init``).
+
+    ``trunk="he_uniform"``: every ``nn.Linear`` of the trunk gets kernels uniform in ``±√(6 / fan_in)``
+    (``kaiming_uniform_`` for ReLU, flax's ``he_uniform``) and zero biases; "torch" leaves ``nn.Linear``'s
+    own initialisation. LayerNorms keep theirs (scale 1, bias 0). ``head_bound=b``: the per-task heads'
+    weights and biases uniform in ``±b``; None leaves them (uniform ``±1/√fan_in``, like ``nn.Linear``).
+    Draws from the global torch generator; with the defaults it draws nothing.
+    """
+    if trunk not in get_args(TrunkInit):
+        raise ValueError(f"unknown trunk init {trunk!r}; valid choices: {', '.join(get_args(TrunkInit))}")
+    if trunk == "he_uniform":
+        for module in net.trunk.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+    if head_bound is not None:
+        net.heads.weight.uniform_(-head_bound, head_bound)
+        net.heads.bias.uniform_(-head_bound, head_bound)
 
 
 @torch.no_grad()

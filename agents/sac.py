@@ -43,14 +43,14 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from agents.config import SACConfig, TrainConfig, build_balancers
-from agents.networks import Actor, TwinCritic, polyak_update
+from agents.networks import Actor, TwinCritic, initialise, polyak_update
 from mtrl.balancers import Balancer
 from mtrl.balancers.alpha_weights import AlphaWeights
 from mtrl.engine import BalanceReport, GradientEngine, LinearCapture, LossClosure, make_loss_fn, needs_loss_fn
@@ -118,19 +118,27 @@ class MultiTaskSAC:
 
         task_input, dim = cfg.task_input, cfg.task_embedding_dim
         trunk = {"layer_norm": cfg.layer_norm, "skip": cfg.skip_connections}
-        self.actor = Actor(num_tasks, obs_dim, action_dim, cfg.actor_widths, task_input, dim, **trunk).to(self.device)
-        self.critic = TwinCritic(num_tasks, obs_dim, action_dim, cfg.critic_widths, task_input, dim, **trunk).to(
-            self.device
-        )
+        self.actor = Actor(
+            num_tasks, obs_dim, action_dim, cfg.actor_widths, task_input, dim, **trunk, tanh_log_det=cfg.tanh_log_det
+        ).to(self.device)
+        self.critic = TwinCritic(
+            num_tasks, obs_dim, action_dim, cfg.critic_widths, task_input, dim, **trunk, input_order=cfg.q_input_order
+        ).to(self.device)
+        # Meta-World+'s initialisation (docs/mwplus.md); the defaults draw nothing and change nothing
+        initialise(self.actor.net, cfg.trunk_init, cfg.actor_head_init)
+        for q_net in (self.critic.q1, self.critic.q2):
+            initialise(q_net, cfg.trunk_init, cfg.critic_head_init)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha_T = torch.full(
             (num_tasks,), math.log(cfg.init_temperature), device=self.device, requires_grad=True
         )
         self.target_entropy = -float(action_dim)
 
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha_T], lr=cfg.alpha_lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=cfg.actor_adam_eps)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, eps=cfg.critic_adam_eps)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha_T], lr=cfg.alpha_lr, eps=cfg.alpha_adam_eps)
+        #: the pre-clip global gradient norms of the last update, per clipped network ("critic", "actor")
+        self.grad_norms: dict[str, Tensor] = {}
 
         self.critic_balancer, self.actor_balancer = critic_balancer, actor_balancer
         diagnostics = cfg.engine_diagnostics
@@ -216,7 +224,7 @@ class MultiTaskSAC:
             heads=self.critic_heads,
             diagnostics=diagnostics,
         )
-        self._clip(self.critic)
+        self._clip("critic", self.critic)
         self.critic_opt.step()
         if self.critic_engine.needs_post_step_losses:  # FAMO (also as dgr's base): losses after the step, same batch.
             with torch.no_grad():
@@ -242,13 +250,14 @@ class MultiTaskSAC:
             heads=self.actor_heads,
             diagnostics=diagnostics,
         )
-        self._clip(self.actor)
+        self._clip("actor", self.actor)
         self.actor_opt.step()
 
-        # Temperatures: per-task losses, summed unbalanced (α_t only enters L^α_t).
+        # Temperatures: per-task losses, summed (or averaged: sac.alpha_loss_reduction) unbalanced (α_t only
+        # enters L^α_t).
         alpha_losses_T = self.alpha_losses(log_prob_Tn)
         self.alpha_opt.zero_grad()
-        alpha_losses_T.sum().backward()
+        (alpha_losses_T.sum() if cfg.alpha_loss_reduction == "sum" else alpha_losses_T.mean()).backward()
         self.alpha_opt.step()
 
         polyak_update(self.critic.parameters(), self.critic_target.parameters(), cfg.tau)
@@ -257,9 +266,21 @@ class MultiTaskSAC:
             return {}
         return self._metrics(critic_losses_T, actor_losses_T, alpha_losses_T, log_prob_Tn, critic_report, actor_report)
 
-    def _clip(self, net: nn.Module) -> None:
-        if self.cfg.grad_clip is not None:
-            nn.utils.clip_grad_norm_(net.parameters(), self.cfg.grad_clip)
+    def _clip(self, name: Literal["actor", "critic"], net: nn.Module) -> None:
+        """Clip ``net``'s global gradient norm at ``sac.<name>_grad_clip`` (else ``grad_clip``) with the
+        ``sac.grad_clip_formula``; records the norm before clipping in :attr:`grad_norms`."""
+        max_norm = self.cfg.clip_of(name)
+        if max_norm is None:
+            return
+        if self.cfg.grad_clip_formula == "torch":  # g · c / (‖g‖ + 1e-6), capped at 1
+            self.grad_norms[name] = nn.utils.clip_grad_norm_(net.parameters(), max_norm)
+            return
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        norm = nn.utils.get_total_norm(grads)  # optax.clip_by_global_norm: g / ‖g‖ · c where ‖g‖ >= c
+        scale = torch.where(norm < max_norm, torch.ones_like(norm), max_norm / norm)
+        for g in grads:
+            g.mul_(scale.to(g.dtype))
+        self.grad_norms[name] = norm
 
     def _metrics(
         self,
@@ -283,6 +304,7 @@ class MultiTaskSAC:
         }
         for key, values in per_task.items():
             out.update({f"train/{key}/{name}": v for name, v in zip(self.task_names, values, strict=True)})
+        out.update({f"train/{name}_grad_norm": norm.item() for name, norm in self.grad_norms.items()})
         out.update(critic_report.scalars("balancer/critic", self.task_names))
         out.update(actor_report.scalars("balancer/actor", self.task_names))
         return out
