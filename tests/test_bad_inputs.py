@@ -131,12 +131,17 @@ def sweep() -> ModuleType:
         ("train.py", TOY, ["--balancers", "ew", "nope"], r"run nope/seed0: bad value 'nope' for 'balancer'"),
         ("train.py", TOY, ["--balancers", "ew", "--vary", "sac.nope=1,2"], r"run ew/nope=1/seed0: unknown config key"),
         ("train.py", TOY, ["--balancers", "ew", "seed=4"], r"overrides 'seed=0' and 'seed=4' set 'seed' twice"),
-        ("train_vision.py", VISION, ["--balancers", "ew", "nope"], r"run nope/seed0: unknown balancer 'nope'"),
+        (
+            "train_vision.py",
+            VISION,
+            ["--balancers", "ew", "nope"],
+            r"run nope/seed0: bad value 'nope' for 'balancer.name'",
+        ),
         (
             "train_vision.py",
             VISION,
             ["--balancers", "pcgrad", "balancer.hparams={x: 1}"],
-            r"unknown balancer.hparams \['x'\] for balancer 'pcgrad'; valid: \['seed'\]",
+            r"run pcgrad/seed0: unknown balancer.hparams \['x'\] for balancer 'pcgrad'",
         ),
     ],
 )
