@@ -288,7 +288,7 @@ def _age(root: Path) -> None:
         os.utime(path, (time.time() - 3600, time.time() - 3600))
 
 
-@pytest.mark.parametrize("case", ["shape", "label_255"])
+@pytest.mark.parametrize("case", ["shape", "label_255", "truncated"])
 def test_a_bad_vision_sample_past_index_0_stops_the_start_in_one_line(
     case: str, train_vision: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -300,12 +300,16 @@ def test_a_bad_vision_sample_past_index_0_stops_the_start_in_one_line(
         bad = root / "train" / "image" / "3.npy"
         np.save(bad, np.zeros((12, 17, 3), np.float32))
         message = f"expected {bad} of shape (12, 16, 3) like {root / 'train' / 'image' / '0.npy'}"
-    else:  # the 255-for-ignore convention at index 2 (this project's ignore label is -1)
+    elif case == "label_255":  # the 255-for-ignore convention at index 2 (this project's ignore label is -1)
         bad = root / "train" / "label" / "2.npy"
         label = np.load(bad)
         label[3, 4] = 255
         np.save(bad, label)
         message = f"{bad} holds labels [255] outside [-1, 12]"
+    else:  # a depth map cut in mid-copy at index 4
+        bad = root / "train" / "depth" / "4.npy"
+        bad.write_bytes(bad.read_bytes()[:300])
+        message = f"cannot read {bad} (mmap length is greater than file size); re-create it"
     runs = tmp_path / "runs"
     argv = [str(ROOT / "configs" / "vision" / "nyuv2.yaml"), f"data.root={root}", f"logdir={runs}", "device=cpu"]
     assert train_vision.main([*argv, "data.workers=0"]) == 2  # the data check comes before any model is built
