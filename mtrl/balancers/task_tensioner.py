@@ -63,7 +63,9 @@ def edm_direction(jac64: Tensor) -> tuple[Tensor, Tensor]:
     midpoint of two unit vectors), so as they merge ``d*`` tends to ``γ u`` with ``γ`` the harmonic mean of
     the two norms, never to one of the gradients. The choice is permutation-equivariant and does not depend
     on rounding (a solver's tie-break on exactly equal directions does: the first smallest vertex, decided
-    by the ``1e-16`` rounding of ``u_t·u_t``).
+    by the ``1e-16`` rounding of ``u_t·u_t``). One non-uniqueness is left to the solver: when the origin is
+    in the hull of more distinct directions than the rank plus one (possible only for a rank-deficient
+    ``J``), ``Σ c_t u_t = 0`` for many ``c``; ``d* = 0`` for all of them, only ``w`` is the solver's pick.
     """
     norms_T = jac64.norm(dim=1)
     gram_unit = ((jac64 @ jac64.T) / (norms_T[:, None] * norms_T[None, :])).cpu().numpy()  # u_s · u_t (T, T)
