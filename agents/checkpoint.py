@@ -21,13 +21,14 @@ import torch
 from mtrl.rundir import save_torch, write_text
 
 __all__ = ["capture_rng", "latest_checkpoint", "load_checkpoint", "restore_rng", "save_checkpoint"]
+from mtrl.checkpoint_io import CheckpointError, load_torch, numpy_global_state, set_numpy_global_state
 
 
 def capture_rng(np_rng: np.random.Generator, sample_gen: torch.Generator) -> dict[str, Any]:
     """Every random state the training loop draws from."""
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy_global": np.random.get_state(),
+        "numpy_global": numpy_global_state(),
         "python": random.getstate(),
         "np_rng": np_rng.bit_generator.state,
         "sample_gen": sample_gen.get_state(),
@@ -40,7 +41,7 @@ def capture_rng(np_rng: np.random.Generator, sample_gen: torch.Generator) -> dic
 def restore_rng(state: dict[str, Any], np_rng: np.random.Generator, sample_gen: torch.Generator) -> None:
     """Inverse of :func:`capture_rng` (in place on the given generators)."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy_global"])
+    set_numpy_global_state(state["numpy_global"])
     random.setstate(state["python"])
     np_rng.bit_generator.state = state["np_rng"]
     sample_gen.set_state(state["sample_gen"])
@@ -75,5 +76,17 @@ def latest_checkpoint(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint (run directory or file) onto ``map_location``."""
-    return torch.load(latest_checkpoint(path), map_location=map_location, weights_only=False)  # type: ignore[no-any-return]
+    """Load a checkpoint (run directory or file) onto ``map_location``, as plain data only
+    (:func:`mtrl.checkpoint_io.load_torch`: ``weights_only=True``, nothing in the file is executed).
+
+    Raises:
+        CheckpointError: the file is truncated or corrupt, or refused as untrusted (one line naming it).
+    """
+    file = latest_checkpoint(path)
+    state = load_torch(file, map_location=map_location)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint file {str(file)!r} holds a {type(state).__name__}, not a checkpoint dict")
+    for key in ("env_state", "eval_env_state"):  # named if envs.checkpoint refuses the env state
+        if isinstance(state.get(key), dict):
+            state[key]["source"] = str(file)
+    return state

@@ -33,6 +33,7 @@ access to), so a new SB3 version is checked in one place.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,9 +44,12 @@ from envs.vector import MultiTaskVecEnv
 
 __all__ = [
     "SB3_CHECKED_VERSION",
+    "SB3_REBUILT_ENTRIES",
     "SB3EvalAgent",
     "import_sb3",
     "last_train_values",
+    "load_sb3_replay",
+    "load_sb3_sac",
     "make_sb3_sac",
     "make_task_env",
     "make_task_eval_env",
@@ -133,6 +137,103 @@ def make_sb3_sac(
         device=device,
         verbose=verbose,
     )
+
+
+#: The entries of a stable-baselines3 ``model.zip`` that SB3 stores cloudpickled (``":serialized:"`` in its
+#: ``data`` member). :func:`load_sb3_sac` never unpickles them: it passes SB3 the values of a model built afresh
+#: from the run's settings (classes, spaces, schedules), or None for the interrupted episode's observations,
+#: which a resume resets anyway (:func:`restart_episode`), and the episode-statistics queues, which only SB3's
+#: own console log reads (silenced here, :func:`silence_logger`; they restart empty).
+SB3_REBUILT_ENTRIES = frozenset({
+    "policy_class", "observation_space", "action_space", "replay_buffer_class", "train_freq", "lr_schedule",
+    "_last_obs", "_last_original_obs", "_last_episode_starts", "ep_info_buffer", "ep_success_buffer",
+})  # fmt: skip
+_RESET_ENTRIES = ("_last_obs", "_last_original_obs", "_last_episode_starts", "ep_info_buffer", "ep_success_buffer")
+#: The arrays of an SB3 ``ReplayBuffer`` that :func:`load_sb3_replay` copies (with ``pos`` and ``full``).
+_REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+
+
+def _serialized_entries(path: Path) -> set[str]:
+    """The keys of ``model.zip``'s ``data`` that SB3 would unpickle (read as JSON, nothing unpickled)."""
+    import json
+    import zipfile
+
+    from mtrl.checkpoint_io import CheckpointError
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except FileNotFoundError as err:
+        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist") from err
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"checkpoint file {str(path)!r} is truncated or corrupt ({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"checkpoint file {str(path)!r} is corrupt (its data is not a JSON object)")
+    return {key for key, value in data.items() if isinstance(value, dict) and ":serialized:" in value}
+
+
+def load_sb3_sac(
+    path: str | Path, env: Any, sac: SACConfig, seed: int, device: str = "cpu", buffer_size: int | None = None
+) -> Any:
+    """``stable_baselines3.SAC.load(path, env)`` without unpickling anything from ``path``.
+
+    SB3's ``model.zip`` holds the networks and optimisers as ``.pth`` members (SB3 reads them with
+    ``torch.load(weights_only=True)``) and the rest as JSON, where classes, spaces and schedules are cloudpickled.
+    Every such entry is replaced (SB3's ``custom_objects``) by the value of a model built by :func:`make_sb3_sac`
+    from the same settings (:data:`SB3_REBUILT_ENTRIES`); an entry outside that set is refused. ``SAC.load``
+    re-seeds the model from its saved seed, so the result continues exactly like SB3's own ``SAC.load``.
+
+    Raises:
+        CheckpointError: the file is truncated or corrupt, or does not fit ``sac``; UntrustedCheckpointError
+            (a subclass) when it holds an unexpected pickled entry or a ``.pth`` member that is not plain data.
+    """
+    import pickle
+
+    from mtrl.checkpoint_io import CheckpointError, UntrustedCheckpointError
+
+    path = Path(path)
+    serialized = _serialized_entries(path)
+    unknown = sorted(serialized - SB3_REBUILT_ENTRIES)
+    if unknown:
+        raise UntrustedCheckpointError(
+            f"refusing to load {str(path)!r}: it holds pickled entries this loader does not rebuild ({unknown})"
+        )
+    fresh = make_sb3_sac(env, sac, seed=seed, device=device, buffer_size=buffer_size)
+    custom = {key: None if key in _RESET_ENTRIES else getattr(fresh, key) for key in serialized}
+    try:
+        return import_sb3().SAC.load(path, env=env, device=device, custom_objects=custom)
+    except pickle.UnpicklingError as err:
+        raise UntrustedCheckpointError(
+            f"refusing to load {str(path)!r}: a member is not plain data ({str(err).strip().splitlines()[-1]})"
+        ) from err
+    except (RuntimeError, ValueError, KeyError, EOFError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"cannot load {str(path)!r} ({type(err).__name__}: {first})") from err
+
+
+def load_sb3_replay(model: Any, path: str | Path) -> None:
+    """Fill ``model``'s replay buffer from an SB3 ``save_replay_buffer`` file, as ``load_replay_buffer`` would,
+    without running anything the file names: it is read by :func:`mtrl.checkpoint_io.load_pickle` with the
+    allowlist :data:`~mtrl.checkpoint_io.SB3_REPLAY_GLOBALS`, and only its arrays, ``pos`` and ``full`` are
+    copied into the buffer ``model`` built.
+
+    Raises:
+        CheckpointError: the file is truncated, corrupt or refused as untrusted, or its arrays do not fit.
+    """
+    from mtrl.checkpoint_io import SB3_REPLAY_GLOBALS, CheckpointError, load_pickle
+
+    loaded = load_pickle(path, SB3_REPLAY_GLOBALS)
+    buffer = model.replay_buffer
+    if type(loaded) is not type(buffer):
+        raise CheckpointError(f"{str(path)!r} holds a {type(loaded).__name__}, not a {type(buffer).__name__}")
+    for name in _REPLAY_ARRAYS:
+        have, want = getattr(loaded, name, None), getattr(buffer, name)
+        if not (isinstance(have, np.ndarray) and have.shape == want.shape and have.dtype == want.dtype):
+            raise CheckpointError(f"replay buffer {str(path)!r}: {name} does not fit this model's buffer")
+        want[...] = have
+    buffer.pos, buffer.full = int(loaded.pos), bool(loaded.full)
 
 
 class SB3EvalAgent:

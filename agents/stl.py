@@ -212,16 +212,31 @@ class STLRun(LeasedRun):
         """The task's SB3 SAC: already in memory, reloaded from its checkpoint, or new."""
         if task in self.models:
             return self.models[task]
-        from agents.sb3 import make_sb3_sac, make_task_env, restart_episode, silence_logger
+        from agents.sb3 import (
+            load_sb3_replay,
+            load_sb3_sac,
+            make_sb3_sac,
+            make_task_env,
+            restart_episode,
+            silence_logger,
+        )
 
         env = make_task_env(task, self.protocol, self.cfg.seed)
         path = self.ckpt_dir / task / "model.zip"
         if self.steps[task] > 0 and path.is_file():
-            model = self.SAC.load(path, env=env, device=self.device)
+            # SB3's own SAC.load and load_replay_buffer unpickle the files: read them as plain data instead.
+            model = load_sb3_sac(
+                path,
+                env,
+                self.settings.sac,
+                seed=self.cfg.seed,
+                device=str(self.device),
+                buffer_size=self.settings.buffer_capacity,
+            )
             restart_episode(model)  # the interrupted episode restarts from a reset (train.py continues it)
             replay = self.ckpt_dir / task / "replay.pkl"
             if replay.is_file():
-                model.load_replay_buffer(replay)
+                load_sb3_replay(model, replay)
             else:
                 self.notes.append(f"{task}: resumed without a saved replay buffer: its buffer restarts empty")
             print(f"{task}: resumed at step {model.num_timesteps}", file=sys.stderr)

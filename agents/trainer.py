@@ -34,7 +34,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from agents.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
@@ -176,7 +175,8 @@ class Trainer(LeasedRun):
             raise ConfigError(f"resume=true: {err}") from err
         saved_path = self.run_dir / "config.yaml"
         if saved_path.is_file():
-            saved = yaml.safe_load(saved_path.read_text()) or {}
+            # Read through TrainConfig: keys added since the run was saved compare at their defaults.
+            saved = config_to_dict(load_config(TrainConfig, saved_path, resolve=False))
             check_resume(saved, config_to_dict(cfg), TrainConfig.RESUME_MAY_CHANGE, "resume=true", saved_path)
         return ckpt_path
 

@@ -13,12 +13,19 @@
   episodes) are reset instead: their interrupted episodes restart (:func:`continues_episodes`
   says which case applies).
 
-The state is a dict of Python/numpy objects for ``torch.save``/``pickle`` (not JSON: numpy arrays).
+The state is a dict of Python/numpy objects for ``torch.save`` (not JSON: numpy arrays), read back with
+``weights_only=True`` (:mod:`mtrl.checkpoint_io`). Meta-World's checkpoint holds each goal as a ``Task`` whose
+``data`` is pickled bytes that ``set_task`` unpickles; the state stores only each task's name and the sha256 of
+those bytes, and :func:`restore_env_state` hands Meta-World the matching tasks of the envs it restores into, which
+were built from the run's seed, so nothing pickled in a checkpoint file is ever unpickled. (A checkpoint of an
+earlier release, which holds the bytes, is checked the same way: its bytes are hashed, not loaded.)
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -27,6 +34,7 @@ from gymnasium.vector import SyncVectorEnv
 from envs.episode_state import episode_state, load_episode_state
 from envs.toy import ToyReachVecEnv
 from envs.vector import MultiTaskVecEnv
+from mtrl.checkpoint_io import UntrustedCheckpointError
 
 __all__ = ["continues_episodes", "env_state", "load_env_state", "restore_env_state"]
 
@@ -53,7 +61,7 @@ def env_state(envs: MultiTaskVecEnv, episodes: bool = True) -> dict[str, Any]:
     if isinstance(base, ToyReachVecEnv):
         state["toy"] = base.get_state()
         return state
-    state["metaworld"] = list(envs.call("get_checkpoint"))
+    state["metaworld"] = [_with_task_digests(env_id, ckpt) for env_id, ckpt in envs.call("get_checkpoint")]
     state["rand_vecs"] = [np.array(v, copy=True) for v in envs.get_attr("_last_rand_vec")]
     if envs.protocol.reward_normalization == "exponential":
         state["reward_norm"] = {name: list(envs.get_attr(name)) for name in _REWARD_NORM_ATTRS}
@@ -63,11 +71,58 @@ def env_state(envs: MultiTaskVecEnv, episodes: bool = True) -> dict[str, Any]:
     return state
 
 
+def _task_digest(task: dict[str, Any]) -> str:
+    """sha256 of a Meta-World task's pickled data: from a saved digest, or of the (base64) ``data`` that
+    ``get_checkpoint`` and checkpoints of earlier releases hold — computed on the bytes, never unpickled."""
+    if "sha256" in task:
+        return str(task["sha256"])
+    return hashlib.sha256(base64.b64decode(task["data"])).hexdigest()
+
+
+def _with_task_digests(env_id: str, ckpt: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A sub-env's Meta-World checkpoint with each task's pickled data replaced by its digest."""
+    tasks = [{"env_name": task["env_name"], "sha256": _task_digest(task)} for task in ckpt["tasks"]]
+    return env_id, {**ckpt, "tasks": tasks}
+
+
+def _verified_tasks(
+    saved: list[tuple[str, dict[str, Any]]], live: list[tuple[str, dict[str, Any]]], source: str | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The saved Meta-World checkpoints with their tasks taken from ``live`` (the checkpoints of envs just built
+    from the run's seed), matched by name and digest in the saved order; ``source`` names the checkpoint file in
+    the error (:func:`agents.checkpoint.load_checkpoint` records it in the state as ``"source"``).
+
+    Meta-World's ``load_checkpoint`` unpickles each task's data (``set_task``), so the data it gets must be what
+    the installed Meta-World built from the run's seed, never bytes read from a checkpoint file.
+
+    Raises:
+        UntrustedCheckpointError: a saved task is not one of the tasks rebuilt from the seed (tampered task data,
+            another seed or another Meta-World/numpy version).
+    """
+    rebuilt = {
+        env_id: {(task["env_name"], _task_digest(task)): task for task in ckpt["tasks"]} for env_id, ckpt in live
+    }
+    out = []
+    for env_id, ckpt in saved:
+        known = rebuilt.get(env_id, {})
+        tasks = []
+        for task in ckpt["tasks"]:
+            match = known.get((task["env_name"], _task_digest(task)))
+            if match is None:
+                where = f" in {source!r}" if source else ""
+                raise UntrustedCheckpointError(
+                    f"refusing the env state{where}: a Meta-World task of {task['env_name']!r} is not one of the "
+                    "tasks this run's seed builds (task data is never unpickled from a checkpoint); the checkpoint "
+                    "was altered, or written with another seed or Meta-World version"
+                )
+            tasks.append(match)
+        out.append((env_id, {**ckpt, "tasks": tasks}))
+    return out
+
+
 def continues_episodes(envs: MultiTaskVecEnv, state: dict[str, Any]) -> bool:
     """Whether :func:`load_env_state` continues the saved episodes in progress (else it resets)."""
-    return isinstance(envs.vec_env, ToyReachVecEnv) or (
-        "episodes" in state and isinstance(envs.vec_env, SyncVectorEnv)
-    )
+    return isinstance(envs.vec_env, ToyReachVecEnv) or ("episodes" in state and isinstance(envs.vec_env, SyncVectorEnv))
 
 
 def load_env_state(envs: MultiTaskVecEnv, state: dict[str, Any]) -> np.ndarray:
@@ -117,7 +172,8 @@ def restore_env_state(envs: MultiTaskVecEnv, state: dict[str, Any]) -> None:
     if isinstance(base, ToyReachVecEnv):
         base.set_state(state["toy"])
         return
-    envs.call("load_checkpoint", state["metaworld"])
+    live = list(envs.call("get_checkpoint"))
+    envs.call("load_checkpoint", _verified_tasks(state["metaworld"], live, state.get("source")))
     envs.set_attr("_last_rand_vec", [np.array(v, copy=True) for v in state["rand_vecs"]])
     for name, values in state.get("reward_norm", {}).items():
         envs.set_attr(name, list(values))

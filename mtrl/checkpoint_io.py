@@ -4,13 +4,19 @@ A checkpoint is only data: tensors, numbers, strings and the containers holding 
 ``weights_only=False`` would run whatever a ``__reduce__`` inside the file names, so a run directory copied from
 elsewhere (or a checkpoint replaced on a shared disk) could execute code on ``resume=true`` or
 ``scripts/evaluate.py``. Every checkpoint and state file of the project is therefore read by :func:`load_torch`,
-which only rebuilds the types torch's weights-only unpickler allows plus :data:`SAFE_GLOBALS` (the numpy array
-and scalar types that checkpoints of earlier releases hold, e.g. numpy's global RNG state tuple). Anything else
-is refused with a one-line :class:`CheckpointError` naming the file and the global it asked for.
+which rebuilds only the types torch's weights-only unpickler allows plus :func:`safe_globals` (numpy arrays and
+scalars, ``collections.deque`` and gymnasium's ``Box``, which env states and checkpoints of earlier releases
+hold). Anything else is refused with a one-line :class:`UntrustedCheckpointError` naming the file and the global
+it asked for; a truncated or corrupt file gives a one-line :class:`CheckpointError`.
+
+Pickles nested inside the data are not unpickled either: Meta-World's task data in an env state is checked
+against the tasks rebuilt from the run's seed by its sha256 (:mod:`envs.checkpoint`), and the single-task
+reference's stable-baselines3 files are read without cloudpickle (:mod:`agents.sb3`).
 """
 
 from __future__ import annotations
 
+import functools
 import pickle
 import zipfile
 from pathlib import Path
@@ -21,31 +27,61 @@ import torch
 
 from mtrl.config import ConfigError
 
-__all__ = ["SAFE_GLOBALS", "CheckpointError", "load_torch"]
+__all__ = [
+    "SB3_REPLAY_GLOBALS",
+    "CheckpointError",
+    "UntrustedCheckpointError",
+    "load_pickle",
+    "load_torch",
+    "numpy_global_state",
+    "safe_globals",
+    "set_numpy_global_state",
+]
 
 
 class CheckpointError(ConfigError):
     """A checkpoint or state file that cannot be loaded: truncated, corrupt, or refused as untrusted."""
 
 
-def _numpy_globals() -> list[Any]:
-    """The numpy callables and classes that rebuild arrays, dtypes and scalars in a pickle (no code beyond that)."""
+class UntrustedCheckpointError(CheckpointError):
+    """A checkpoint or state file refused because it asks for more than plain data (a global outside the
+    allowlist, pickled bytes that do not match what the run's seed rebuilds): not a damaged file but a
+    tampered or foreign one, so a resume should stop rather than fall back to an older checkpoint."""
+
+
+@functools.cache
+def safe_globals() -> list[Any]:
+    """The allowlist, built on first use: what a checkpoint may name besides torch's weights-only defaults.
+
+    * numpy's array and scalar rebuilders, ``numpy.ndarray``, ``numpy.dtype`` and its per-type classes (the
+      rebuilders also under numpy 1's module names, for files written with numpy 1): arrays in env states and
+      observations, and numpy's global RNG state tuple in checkpoints of earlier releases. They allocate an
+      array or scalar and fill it with bytes, nothing else; an object array's elements are unpickled under the
+      same allowlist.
+    * ``collections.deque``: the episode-statistics queues of gymnasium's ``RecordEpisodeStatistics`` in a
+      Meta-World episode state (:mod:`envs.episode_state`).
+    * ``gymnasium.spaces.Box``: two attributes of a Meta-World env (``sawyer_observation_space``, a cached
+      property whose bounds clip every observation, and ``_random_reset_space``) in a Meta-World episode state;
+      its ``__setstate__`` only sets attributes.
+
+    Nothing here imports a module by a name read from the file or calls anything but these constructors.
+    """
+    from collections import deque
+
+    from gymnasium.spaces import Box
+
     try:
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
+    numpy_1_names = [(_reconstruct, "numpy.core.multiarray._reconstruct"), (scalar, "numpy.core.multiarray.scalar")]
+    # a pickled dtype is rebuilt as np.dtype(code) and then given its state, which needs its concrete class
     dtype_classes = [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGUS"]
-    scalar_types = [np.dtype(code).type for code in "?bBhHiIlLqQefdgFDG"]
-    return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes, *scalar_types]
-
-
-#: Globals a checkpoint may name besides torch's weights-only defaults: numpy arrays, dtypes and scalars (the
-#: global RNG state of ``np.random.get_state()`` is a tuple holding a ``uint32`` array).
-SAFE_GLOBALS: list[Any] = _numpy_globals()
+    return [_reconstruct, scalar, *numpy_1_names, np.ndarray, np.dtype, *dtype_classes, deque, Box]
 
 
 def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with :data:`SAFE_GLOBALS` allowed.
+    """``torch.load(path, weights_only=True)`` with :func:`safe_globals` allowed (never ``weights_only=False``).
 
     Raises:
         CheckpointError: one line naming ``path`` and saying whether the file is missing, truncated or corrupt,
@@ -53,14 +89,14 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> An
     """
     path = Path(path)
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError as e:
         raise CheckpointError(f"checkpoint file {str(path)!r} does not exist") from e
     except pickle.UnpicklingError as e:
         message = str(e)
         if "global" in message.lower():
-            raise CheckpointError(
+            raise UntrustedCheckpointError(
                 f"refusing to load {str(path)!r}: it is not plain checkpoint data ({_first_global(message)}); "
                 "only load checkpoints you wrote or trust, and never with weights_only=False"
             ) from e
@@ -82,3 +118,86 @@ def _first_global(message: str) -> str:
         if "GLOBAL" in line or "global" in line:
             return _one_line(line.strip())
     return _one_line(message)
+
+
+def numpy_global_state() -> dict[str, Any]:
+    """numpy's global RNG state (``np.random``) as plain data: ``np.random.get_state(legacy=False)`` with the
+    Mersenne-Twister key as a list of ints (what checkpoints store: no numpy types to allow on loading)."""
+    state = np.random.get_state(legacy=False)
+    inner = state["state"]
+    return {**state, "state": {"key": [int(k) for k in inner["key"]], "pos": int(inner["pos"])}}
+
+
+def set_numpy_global_state(state: Any) -> None:
+    """Inverse of :func:`numpy_global_state`; also takes the legacy tuple of ``np.random.get_state()`` that
+    checkpoints of earlier releases hold."""
+    if isinstance(state, dict):
+        inner = state["state"]
+        state = {**state, "state": {"key": np.asarray(inner["key"], dtype=np.uint32), "pos": int(inner["pos"])}}
+    np.random.set_state(state)
+
+
+#: The globals a stable-baselines3 replay buffer pickle (``ReplayBuffer`` of SB3 2.x, ``save_replay_buffer``)
+#: names, for :func:`load_pickle`: the buffer class (rebuilt by setting its attributes), its spaces (gymnasium
+#: ``Box`` with numpy's generator, bit generator and seed sequence rebuilders), numpy arrays and dtypes, and
+#: ``torch.device``. Each builds a plain object from data; none runs code named by the file.
+SB3_REPLAY_GLOBALS: frozenset[tuple[str, str]] = frozenset({
+    ("stable_baselines3.common.buffers", "ReplayBuffer"),
+    ("gymnasium.spaces.box", "Box"),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy.random._pickle", "__generator_ctor"),
+    ("numpy.random._pickle", "__bit_generator_ctor"),
+    ("numpy.random._pcg64", "PCG64"),
+    ("numpy.random.bit_generator", "SeedSequence"),
+    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+    ("torch", "device"),
+})  # fmt: skip
+
+
+class _AllowlistUnpickler(pickle.Unpickler):
+    """A pickle reader that resolves only the globals of ``allowed`` (any other raises before it is imported)."""
+
+    def __init__(self, file: Any, allowed: frozenset[tuple[str, str]]) -> None:
+        super().__init__(file)
+        self._allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._allowed:
+            raise pickle.UnpicklingError(f"unsupported global {module}.{name}")
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("unsupported persistent id")
+
+
+def load_pickle(path: str | Path, allowed: frozenset[tuple[str, str]]) -> Any:
+    """Unpickle ``path`` resolving only the ``(module, name)`` globals of ``allowed`` (e.g.
+    :data:`SB3_REPLAY_GLOBALS`), for state files of other libraries that are pickles (no torch container).
+
+    Raises:
+        CheckpointError: as :func:`load_torch` (untrusted: a global outside ``allowed``).
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            return _AllowlistUnpickler(file, allowed).load()
+    except FileNotFoundError as e:
+        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist") from e
+    except pickle.UnpicklingError as e:
+        if "global" in str(e):
+            raise UntrustedCheckpointError(
+                f"refusing to load {str(path)!r}: it is not plain checkpoint data ({_one_line(str(e))}); "
+                "only load checkpoints you wrote or trust"
+            ) from e
+        raise CheckpointError(f"checkpoint file {str(path)!r} is corrupt ({_one_line(str(e))})") from e
+    except (EOFError, OSError, ValueError, KeyError, AttributeError, TypeError, IndexError) as e:
+        raise CheckpointError(
+            f"checkpoint file {str(path)!r} is truncated or corrupt ({type(e).__name__}: {_one_line(str(e))})"
+        ) from e

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
+from mtrl.checkpoint_io import load_torch, numpy_global_state, set_numpy_global_state
 from mtrl.config import config_to_dict, load_config, save_config
 from mtrl.rundir import check_resume, save_torch, write_json
 from mtrl.vision.config import VisionConfig
@@ -100,7 +100,7 @@ def _rng_state() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": np.random.get_state(),
+        "numpy": numpy_global_state(),
         "python": random.getstate(),
     }
 
@@ -109,7 +109,7 @@ def _restore_rng(rng: Mapping[str, Any]) -> None:
     torch.set_rng_state(rng["torch"].cpu())
     if rng["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-    np.random.set_state(rng["numpy"])
+    set_numpy_global_state(rng["numpy"])
     random.setstate(rng["python"])
 
 
@@ -124,8 +124,13 @@ def save_checkpoint(path: Path, parts: Mapping[str, Stateful | None], progress: 
 
 def load_checkpoint(path: Path, parts: Mapping[str, Stateful | None], device: torch.device) -> Progress:
     """Restore ``parts`` (those not ``None``, from a saved state that is not ``None``) and the global RNGs from
-    a :func:`save_checkpoint` file; returns its progress."""
-    state = torch.load(path, map_location=device, weights_only=False)
+    a :func:`save_checkpoint` file; returns its progress. The file is read as plain data only
+    (:func:`mtrl.checkpoint_io.load_torch`: ``weights_only=True``, nothing in it is executed).
+
+    Raises:
+        CheckpointError: the file is truncated or corrupt, or refused as untrusted (one line naming it).
+    """
+    state = load_torch(path, map_location=device)
     for key, part in parts.items():
         if part is not None and state[key] is not None:
             part.load_state_dict(state[key])

@@ -13,6 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtrl.balancers import BALANCERS, make_balancer
+from mtrl.checkpoint_io import load_torch
 from mtrl.config import ConfigError, load_config, update_config
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.data.synthetic import SyntheticScenes
@@ -110,8 +111,8 @@ def test_resumed_run_continues_identically(key: str, model: str, tmp_path: Path)
     assert resumed_trainer.step == 5
     resumed = resumed_trainer.run()
     assert resumed["evals"] == straight["evals"]
-    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    a = load_torch(tmp_path / "straight" / "checkpoint.pt")
+    b = load_torch(tmp_path / "resumed" / "checkpoint.pt")
     for part in ("model", "optimizer", "scheduler", "balancer", "scaler", "rng"):
         _assert_same(a[part], b[part], part)
     _assert_same(a["evals"], b["evals"], "evals")
