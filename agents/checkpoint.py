@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtrl.checkpoint_io import CheckpointError, load_torch, numpy_global_state, set_numpy_global_state
 from mtrl.rundir import save_torch, write_text
 
 __all__ = ["capture_rng", "latest_checkpoint", "load_checkpoint", "restore_rng", "save_checkpoint"]
-from mtrl.checkpoint_io import CheckpointError, load_torch, numpy_global_state, set_numpy_global_state
 
 
 def capture_rng(np_rng: np.random.Generator, sample_gen: torch.Generator) -> dict[str, Any]:
