@@ -5,6 +5,7 @@
     python scripts/bench_train.py --device cuda --threads 8
     python scripts/bench_train.py --benchmarks MT10 --balancers ew pcgrad --steps 3 --warmup 1 --prefill 130
         --head-tasks 1 10 --head-repeats 5 --updates-sb3 3          # a quick sanity run
+    python scripts/bench_train.py --benchmarks MT10 --set 'sac.critic_hidden_sizes=[1024,1024,1024]'  # a knob
 
 For each benchmark, in one process, with the preset's settings (``configs/{mt10,mt50}_sac.yaml``:
 3×400 ReLU trunks, 128 transitions per task, Adam 3e-4, one update per vector step) and each
@@ -75,13 +76,18 @@ def _positive(text: str) -> int:
 
 
 # --- 1. training loop ------------------------------------------------------------------------------
+#: Extra ``key=value`` overrides of every preset (``--set``), applied after the balancer's.
+OVERRIDES: list[str] = []
+
+
 def build_agent(bench: str, balancer: str, envs: Any, device: torch.device) -> tuple[Any, Any]:
     """``(MultiTaskSAC, resolved TrainConfig)`` for ``balancer`` on ``envs``, built as the trainer builds it."""
     from agents.config import TrainConfig
     from agents.sac import build_agent as build_sac
     from mtrl.config import load_config
 
-    cfg = load_config(TrainConfig, PRESETS[bench], [f"balancer={balancer}", f"device={device}", "progress=false"])
+    overrides = [f"balancer={balancer}", f"device={device}", "progress=false", *OVERRIDES]
+    cfg = load_config(TrainConfig, PRESETS[bench], overrides)
     return build_sac(cfg, envs, device), cfg
 
 
@@ -325,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive, default=2, help="torch.set_num_threads")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:<i> | mps")
     p.add_argument("--out", type=Path, default=None, help="also write every number as JSON")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides of every preset (a knob)")
     return p
 
 
@@ -345,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         p.error(f"argument --device: {err}")
     balancers = ["ew", *[b for b in args.balancers if b != "ew"]]
+    OVERRIDES[:] = args.set
     torch.set_num_threads(args.threads)
     from agents.config import TrainConfig
     from envs.metaworld import make_mt_envs
@@ -353,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(
         f"device={device} threads={args.threads} torch={torch.__version__} steps={args.steps} "
-        f"warmup={args.warmup} prefill={args.prefill}",
+        f"warmup={args.warmup} prefill={args.prefill} set={args.set}",
         flush=True,
     )
     rows: list[dict[str, Any]] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -137,3 +139,24 @@ def test_alpha_weights_resolves_with_any_base_and_refuses_closure_bases() -> Non
             "configs/toy_sac.yaml",
             ["balancer=alpha_weights", "balancer_hparams={base: sgsu}", "device=cpu"],
         )
+
+
+def test_update_timing_times_every_variant_round_robin() -> None:
+    from agents.update_timing import time_update_variants
+
+    variants = {"plain": ["sac.hidden_sizes=[16]"], "layer norm": ["sac.hidden_sizes=[16]", "sac.layer_norm=true"]}
+    results = time_update_variants(Path("configs/toy_sac.yaml"), variants, rounds=3, blocks=2, warmup=1)
+    assert [r.label for r in results] == list(variants)
+    for r in results:
+        assert len(r.times) == 6 and len(r.block_medians) == 2 and all(t > 0 for t in r.times)
+        low, high = r.range_ms
+        assert low <= high and min(r.times) * 1e3 <= r.median_ms <= max(r.times) * 1e3
+
+
+def test_loop_throughput_counts_the_updates_after_warm_up(tmp_path: Path) -> None:
+    from agents.update_timing import loop_throughput
+
+    overrides = ["total_steps=30", "sac.warmup_steps=20", "sac.hidden_sizes=[16]", "eval_every=0", "eval_episodes=1",
+                 "checkpoint_every=0", "progress=false", f"logdir={tmp_path}", "run_name=tp", "device=cpu"]  # fmt: skip
+    result = loop_throughput(load_config(TrainConfig, "configs/toy_sac.yaml", overrides), skip=2)
+    assert result["timed_updates"] == 30 - 20 - 2 - 1 and result["vector_steps_per_s"] > 0
