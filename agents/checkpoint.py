@@ -6,12 +6,15 @@ state of the training and evaluation envs (:func:`envs.env_state`: goals and RNG
 training envs on the toy suite and sync Meta-World the episodes in progress), the current
 observations, the step counters and evaluation history, and optionally the replay buffer.
 Checkpoints are ``checkpoints/step_<step>.pt`` with ``checkpoints/last.txt`` naming the latest; both
-are written to a temporary name and renamed, so an interrupted save never leaves a broken checkpoint.
+are written to a temporary name and renamed, so an interrupted save never leaves a broken checkpoint, and a
+save that fails (a full disk) leaves the previous one as it was. The two newest step files are kept: a resume
+whose newest checkpoint is unreadable continues from the older one (:func:`checkpoint_candidates`).
 """
 
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,14 @@ import torch
 from mtrl.checkpoint_io import CheckpointError, load_torch, numpy_global_state, set_numpy_global_state
 from mtrl.rundir import save_torch, write_text
 
-__all__ = ["capture_rng", "latest_checkpoint", "load_checkpoint", "restore_rng", "save_checkpoint"]
+__all__ = [
+    "capture_rng",
+    "checkpoint_candidates",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "restore_rng",
+    "save_checkpoint",
+]
 
 
 def capture_rng(np_rng: np.random.Generator, sample_gen: torch.Generator) -> dict[str, Any]:
@@ -61,18 +71,45 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: str | Path, step: int, keep
     return path
 
 
-def latest_checkpoint(path: str | Path) -> Path:
-    """Resolve a run directory, a ``checkpoints/`` folder or a ``.pt`` file to a checkpoint file."""
+_STEP_FILE = re.compile(r"step_(\d+)\.pt")
+
+
+def checkpoint_candidates(path: str | Path) -> tuple[list[Path], list[str]]:
+    """The checkpoints of a run directory or ``checkpoints/`` folder, newest first, and notes on the lookup.
+
+    Newest first: the file ``last.txt`` names, then every ``step_<n>.pt`` by decreasing ``n`` (a resume uses
+    the first that loads, :func:`mtrl.recovery.load_newest_intact`). Where ``last.txt`` is missing or names a
+    file that is gone, the highest ``step_<n>.pt`` comes first and a note says so. A ``.pt`` file is its own
+    only candidate."""
     p = Path(path)
     if p.is_file():
-        return p
-    for ckpt_dir in (p / "checkpoints", p):
-        pointer = ckpt_dir / "last.txt"
-        if pointer.is_file():
-            return ckpt_dir / pointer.read_text().strip()
-    raise FileNotFoundError(
-        f"no checkpoint found at {str(p)!r}: expected a .pt file or a run directory with checkpoints/last.txt"
-    )
+        return [p], []
+    for folder in (p / "checkpoints", p):
+        numbered = ((_STEP_FILE.fullmatch(f.name), f) for f in folder.glob("step_*.pt"))
+        steps = [f for _, f in sorted(((int(m.group(1)), f) for m, f in numbered if m), reverse=True)]
+        pointer = folder / "last.txt"
+        named = folder / pointer.read_text().strip() if pointer.is_file() else None
+        if named is not None and named.is_file():
+            return [named, *(f for f in steps if f != named)], []
+        if steps:
+            why = f"names {named.name}, which is missing" if named is not None else "is missing"
+            return steps, [f"{pointer} {why}: using the highest step file, {steps[0].name}"]
+    return [], []
+
+
+def latest_checkpoint(path: str | Path) -> Path:
+    """Resolve a run directory, a ``checkpoints/`` folder or a ``.pt`` file to its newest checkpoint file (the
+    first of :func:`checkpoint_candidates`: ``last.txt``'s, else the highest ``step_<n>.pt``).
+
+    Raises:
+        FileNotFoundError: no checkpoint there (the message names what was looked for).
+    """
+    candidates, _ = checkpoint_candidates(path)
+    if not candidates:
+        raise FileNotFoundError(
+            f"no checkpoint in {str(path)!r} (looked for checkpoints/last.txt and checkpoints/step_*.pt)"
+        )
+    return candidates[0]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

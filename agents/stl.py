@@ -29,7 +29,8 @@ shows both side by side (step = environment steps per task = the multi-task runs
 * ``checkpoints/<task>/model.zip`` (SB3 ``save``), ``checkpoints/<task>/replay.pkl`` (unless
   ``checkpoint_replay`` is off) and ``checkpoints/state.json`` (steps per task, evaluation
   history), written at every ``checkpoint_every`` boundary, when a task finishes, at the end and on
-  a stop request (Ctrl-C);
+  a stop request (Ctrl-C); a resume reads them back without unpickling anything from them
+  (:func:`agents.sb3.load_sb3_sac`, :func:`agents.sb3.load_sb3_replay`);
 * ``results.json`` — the shape of the multi-task runs' (``summary`` from ``agents.trainer.summarize``,
   ``evals`` with ``step``/``success_mean``/``success``), plus the per-task ``history``.
 
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -57,8 +59,8 @@ from typing import Any
 import numpy as np
 
 from agents.stl_config import ResolvedSTLConfig, STLConfig, run_record
-from mtrl.config import ConfigError
-from mtrl.rundir import LeasedRun, atomic_write, check_resume, open_logs, recheck, write_json
+from mtrl.rundir import LeasedRun, atomic_write, check_resume, open_logs, write_json
+from mtrl.runstart import STL, claim_run_dir
 
 __all__ = ["STATE_FORMAT", "STLRun"]
 
@@ -100,11 +102,12 @@ class STLRun(LeasedRun):
         self.saved = {t: 0 for t in self.tasks}  # step of each task's checkpoint on disk (0 = none)
         self.history: dict[str, list[dict[str, float]]] = {t: [] for t in self.tasks}
         self.mean_logged: set[int] = set()
-        self._check_run_dir()
-        # One writer per run directory: a second process refuses here (RunDirBusy), before writing anything.
-        self._take_run_dir(self.run_dir)
+        #: The signal that stopped the last train() call (None: it was not stopped).
+        self.stop_signal: int | None = None
+        # The run-directory rule (mtrl.runstart) before and again under the lease; one writer per run directory:
+        # a second process refuses here (RunDirBusy), before writing anything.
+        claim_run_dir(self, self.run_dir, STL, self.cfg.resume, self._check_resume)
         with self._released_on_error():
-            recheck(self._check_run_dir)  # again under the lease: a holder we waited for may have written meanwhile
             if self.cfg.resume:
                 self._load_state()
             self._write_config()
@@ -118,9 +121,9 @@ class STLRun(LeasedRun):
         self._bar: Any = None
 
     # --- public ------------------------------------------------------------------------------
-    def request_stop(self) -> None:
-        """Stop at the next environment step, save and write the results (what Ctrl-C does)."""
-        self._stop = True
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Stop at the next environment step, save and write the results (what Ctrl-C or SIGTERM does)."""
+        self._stop, self.stop_signal = True, signum
 
     def train(self) -> dict[str, Any]:
         """Train every task to ``steps`` in rounds; returns (and writes) the results."""
@@ -140,6 +143,7 @@ class STLRun(LeasedRun):
             disable=not self.cfg.progress,
             unit="step",
         )
+        self._stop, self.stop_signal = False, None
         restore_sigint = install_stop_handler(self.request_stop, lambda: self._stop)
         try:
             for boundary in self._boundaries():
@@ -364,27 +368,18 @@ class STLRun(LeasedRun):
             if self.saved[task] != self.steps[task]:
                 self._save(task)
         self._write_state()
-        print(f"\ninterrupted: saved {self.ckpt_dir} at steps {self.steps}", file=sys.stderr)
 
     # --- run directory -------------------------------------------------------------------------
-    def _check_run_dir(self) -> None:
-        """Resume: there is a state to resume and the saved config matches (:func:`mtrl.rundir.check_resume`);
-        fresh start: refuse a directory that already has checkpoints. Reads only."""
+    def _check_resume(self) -> None:
+        """Resume: the saved config matches (:func:`mtrl.rundir.check_resume`). Whether there is a state to resume
+        and whether a fresh start would overwrite one is the run-directory rule's
+        (:func:`mtrl.runstart.check_run_dir`). Reads only."""
         import yaml
 
-        if self.cfg.resume:
-            if not (self.ckpt_dir / "state.json").is_file():
-                raise ConfigError(
-                    f"--resume: nothing to resume in {str(self.run_dir)!r} (no checkpoints/state.json); "
-                    f"start it without --resume"
-                )
-            saved_cfg = yaml.safe_load((self.run_dir / "config.yaml").read_text()) or {}
-            check_resume(saved_cfg, self.record, STLConfig.RESUME_MAY_CHANGE, "--resume", self.run_dir / "config.yaml")
-        elif (self.ckpt_dir / "state.json").exists():
-            raise ConfigError(
-                f"run directory {str(self.run_dir)!r} already has checkpoints; pass --resume to continue it, a new "
-                "--run-name, or delete the directory to start over"
-            )
+        saved_path = self.run_dir / "config.yaml"
+        if self.cfg.resume and saved_path.is_file():
+            saved_cfg = yaml.safe_load(saved_path.read_text()) or {}
+            check_resume(saved_cfg, self.record, STLConfig.RESUME_MAY_CHANGE, "--resume", saved_path)
 
     def _write_config(self) -> None:
         """``config.yaml``: :attr:`record`."""

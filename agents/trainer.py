@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import random
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from agents.checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from agents.checkpoint import capture_rng, checkpoint_candidates, load_checkpoint, restore_rng, save_checkpoint
 from agents.config import TrainConfig, balancer_notes
 from agents.sac import EvalAgent, build_agent
 from envs import (
@@ -53,8 +54,10 @@ from mtrl.config import ConfigError, config_to_dict, load_config, save_config
 from mtrl.device import resolve_device  # re-exported (agents.trainer.resolve_device)
 from mtrl.interrupt import install_stop_handler
 from mtrl.logger import RL_CHARTS, custom_scalars_layout, flatten_hparams
+from mtrl.recovery import load_newest_intact
 from mtrl.replay import MultiTaskReplayBuffer
-from mtrl.rundir import LeasedRun, check_resume, open_logs, recheck, write_json
+from mtrl.rundir import LeasedRun, check_resume, open_logs, write_json
+from mtrl.runstart import RL, claim_run_dir
 
 __all__ = ["Trainer", "build_envs", "final_report", "resolve_device", "summarize", "train_from_args"]
 
@@ -148,39 +151,45 @@ class Trainer(LeasedRun):
         self.run_dir = Path(cfg.logdir) / name
         if cfg.resume and cfg.run_name is None:
             raise ConfigError("resume=true needs run_name=<the run directory's name under logdir>")
-        self._check_run_dir(cfg)  # refuse early, before waiting for or taking the lease
-        self.cfg = cfg = dataclasses.replace(cfg, run_name=name)
         self.device = torch.device(cfg.device)  # resolved (checked against this machine) with the config
-        # One writer per run directory: a second process refuses here (RunDirBusy, a ConfigError) before
-        # it writes anything; released when the run ends (train()) or fails to start.
-        self._take_run_dir(self.run_dir)
+        #: The signal that stopped the last train() call (None: it was not stopped), and the checkpoint it saved.
+        self.stop_signal: int | None = None
+        self.saved_at: Path | None = None
+        self._lookup_notes: list[str] = []
+        # The run-directory rule (mtrl.runstart) before and again under the lease; one writer per run directory:
+        # a second process refuses (RunDirBusy) before it writes anything; released when the run ends (train())
+        # or fails to start.
+        candidates = claim_run_dir(self, self.run_dir, RL, cfg.resume, lambda: self._check_resume(cfg))
+        self.cfg = cfg = dataclasses.replace(cfg, run_name=name)
         with self._released_on_error():
-            # Again under the lease: a holder we waited for may have written checkpoints meanwhile (a fresh
-            # start must not overwrite them; a resume continues from the newest).
-            self._build(cfg, recheck(lambda: self._check_run_dir(cfg)))
+            self._build(cfg, candidates)
 
-    def _check_run_dir(self, cfg: TrainConfig) -> Path | None:
-        """The checkpoint a resume continues from (its saved config checked against ``cfg``), or None for a
-        fresh start, which is refused in a run directory that already has checkpoints. Reads only."""
+    def _check_resume(self, cfg: TrainConfig) -> list[Path]:
+        """The checkpoints a resume may continue from, newest first (its saved config checked against ``cfg``),
+        or ``[]`` for a fresh start (the run-directory rule, :func:`mtrl.runstart.check_run_dir`, has checked
+        that a resume has checkpoints and that a fresh start overwrites none). Reads only."""
         if not cfg.resume:
-            if (self.run_dir / "checkpoints").exists():
-                raise ConfigError(
-                    f"run directory {str(self.run_dir)!r} already has checkpoints; pass resume=true to continue it, "
-                    "a new run_name, or delete the directory to start over"
-                )
-            return None
-        try:
-            ckpt_path = latest_checkpoint(self.run_dir)
-        except FileNotFoundError as err:
-            raise ConfigError(f"resume=true: {err}") from err
+            return []
         saved_path = self.run_dir / "config.yaml"
         if saved_path.is_file():
             # Read through TrainConfig: keys added since the run was saved compare at their defaults.
             saved = config_to_dict(load_config(TrainConfig, saved_path, resolve=False))
             check_resume(saved, config_to_dict(cfg), TrainConfig.RESUME_MAY_CHANGE, "resume=true", saved_path)
-        return ckpt_path
+        candidates, notes = checkpoint_candidates(self.run_dir)
+        self._lookup_notes = notes
+        return candidates
 
-    def _build(self, cfg: TrainConfig, ckpt_path: Path | None) -> None:
+    def _resume(self, candidates: list[Path]) -> Path:
+        """Load the newest intact of ``candidates`` (an unreadable newer one is named in a note, printed and
+        kept in the run notes); returns its path."""
+        path, state, skipped = load_newest_intact(candidates, lambda p: load_checkpoint(p, map_location=self.device))
+        for note in [*self._lookup_notes, *skipped]:
+            print(f"note: {note}", file=sys.stderr)
+            self.notes.append(note)
+        self._load(state)
+        return path
+
+    def _build(self, cfg: TrainConfig, candidates: list[Path]) -> None:
         """Everything after the lease: seeds, envs, agent, buffer, checkpoint, config.yaml, logs."""
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -208,14 +217,12 @@ class Trainer(LeasedRun):
         self.obs, _ = self.envs.reset(seed=cfg.seed)
         self._stop = False
 
-        if ckpt_path is not None:
-            self._load(load_checkpoint(ckpt_path, map_location=self.device))
+        if candidates:
+            ckpt_path = self._resume(candidates)
             self.notes.append(f"resumed from {ckpt_path.name} at step {self.step}")
         save_config(cfg, self.run_dir / "config.yaml")
         self.logger = open_logs(
-            self.run_dir,
-            self.step if ckpt_path is not None else None,
-            layout=custom_scalars_layout(RL_CHARTS, self.task_names),
+            self.run_dir, self.step if candidates else None, layout=custom_scalars_layout(RL_CHARTS, self.task_names)
         )
         metric_tags = [*hparam_metrics([{"success_mean": 0.0}], self.protocol)]
         self.logger.hparams(flatten_hparams(config_to_dict(cfg)), dict.fromkeys(metric_tags, math.nan))
@@ -235,8 +242,9 @@ class Trainer(LeasedRun):
 
     # --- loop ----------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
-        """Run to ``total_steps``. Ctrl-C (SIGINT) stops at the end of the current vector step, saves a
-        checkpoint and the results, and returns; a second Ctrl-C aborts at once."""
+        """Run to ``total_steps``. Ctrl-C (SIGINT) or SIGTERM stops at the end of the current vector step, saves
+        a checkpoint and the results (``"complete": false``), records the signal in :attr:`stop_signal` and
+        returns; a second signal aborts at once."""
         with self._holding_run_dir():  # held since __init__; taken again if this trainer already finished once
             return self._train()
 
@@ -246,7 +254,7 @@ class Trainer(LeasedRun):
         postfix: dict[str, str] = {"success": self._latest_success()}
         # perf/* window: env steps and updates only (evaluation and checkpoint time is left out).
         window_t, window_steps, window_updates, paused = time.perf_counter(), 0, 0, 0.0
-        self._stop = False
+        self._stop, self.stop_signal = False, None
         restore_sigint = install_stop_handler(self.request_stop, lambda: self._stop)
         try:
             while self.step < cfg.total_steps and not self._stop:
@@ -272,7 +280,7 @@ class Trainer(LeasedRun):
                     paused += time.perf_counter() - t0
                 bar.update(1)
             if self._stop:
-                print(f"\ninterrupted at step {self.step}: saved {self.save()}", file=sys.stderr)
+                self.saved_at = self.save()
             else:
                 if not (self.evals and self.evals[-1]["step"] == self.step):  # a finished run resumed: no re-eval
                     self._evaluate()
@@ -283,9 +291,10 @@ class Trainer(LeasedRun):
             restore_sigint()
         return self._finish()
 
-    def request_stop(self) -> None:
-        """Ask the loop to stop cleanly after the current vector step (what the first Ctrl-C does)."""
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Ask the loop to stop cleanly after the current vector step (what the first Ctrl-C or SIGTERM does)."""
         self._stop = True
+        self.stop_signal = signum
 
     def _env_step(self) -> int:
         """Act, step all sub-envs, store one transition per task, update; returns the update count."""

@@ -10,9 +10,12 @@ started again, the same jobs skip what finished and resume what checkpointed. Th
 on a Ray cluster with :func:`mtrl.ray_jobs.run_ray_jobs` (resources per run, retries).
 
 A run is *finished* when its ``results.json`` exists and does not say ``"complete": false`` (the
-RL trainers write that on Ctrl-C). It can be *resumed* when it left a checkpoint:
-``checkpoints/last.txt`` (``scripts/train.py``), ``checkpoints/state.json`` (``scripts/train_stl.py``)
-or ``checkpoint.pt`` (``scripts/train_vision.py``).
+RL trainers write that on Ctrl-C). It can be *resumed* when it left a checkpoint of its trainer
+(:func:`mtrl.runstart.has_checkpoint`: ``checkpoints/last.txt`` or ``step_*.pt`` of ``scripts/train.py``,
+``checkpoints/state.json`` of ``scripts/train_stl.py``, ``checkpoint.pt`` or ``checkpoint.prev.pt`` of
+``scripts/train_vision.py``). A trainer stopped by SIGINT or SIGTERM checkpoints and exits with status 130 or
+143 (:data:`mtrl.interrupt.RESUMABLE_EXITS`): such a job is *stopped*, not failed, and the next invocation of
+the same jobs resumes it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+from mtrl import runstart
 from mtrl.config import ConfigError
+from mtrl.interrupt import RESUMABLE_EXITS
 
 __all__ = [
     "Job",
@@ -43,11 +48,9 @@ __all__ = [
     "progress_line",
     "raise_interrupted",
     "run_jobs",
+    "stopped_status",
     "unfinished_jobs",
 ]
-
-_CHECKPOINT_MARKERS = (Path("checkpoints") / "last.txt", Path("checkpoints") / "state.json", Path("checkpoint.pt"))
-
 
 def is_finished(run_dir: Path) -> bool:
     """Whether the run in ``run_dir`` ran to its end (``results.json`` without ``"complete": false``)."""
@@ -62,7 +65,7 @@ def is_finished(run_dir: Path) -> bool:
 
 def has_checkpoint(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a checkpoint that its trainer's resume option can continue."""
-    return any((Path(run_dir) / marker).is_file() for marker in _CHECKPOINT_MARKERS)
+    return runstart.has_checkpoint(Path(run_dir))
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,17 @@ class JobOutcome:
     log: Path
     attempts: int = 1
     error: str = ""
+
+    @property
+    def stopped(self) -> bool:
+        """The trainer was stopped by SIGINT/SIGTERM after checkpointing (exit 130/143): it resumes when the same
+        jobs run again."""
+        return self.returncode in RESUMABLE_EXITS
+
+    @property
+    def failed(self) -> bool:
+        """The job failed (a non-zero exit other than a checkpointed stop)."""
+        return self.returncode != 0 and not self.stopped
 
 
 def pending_jobs(jobs: Sequence[Job]) -> list[Job]:
@@ -185,9 +199,9 @@ def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = Non
     """Run the unfinished ``jobs``, ``parallel`` at a time; returns their outcomes in finishing order.
 
     Prints one line per ended job (``[done/total, running, failed] name: ok in 3m12s``) to ``stream``
-    (default stderr); a failed job's line names its log, and a job that exited cleanly without
-    finishing its run (a trainer stopped by Ctrl-C saves a checkpoint and exits 0) says it will
-    resume. Ctrl-C (SIGINT to the driver, which handles it when called from the main thread) stops
+    (default stderr); a failed job's line names its log, and a job that ended without finishing its
+    run and without failing (a trainer stopped by SIGINT or SIGTERM saves a checkpoint and exits 130 or
+    143) says it will resume. Ctrl-C (SIGINT to the driver, which handles it when called from the main thread) stops
     the driver: no new job starts, the running ones get a SIGINT, save their checkpoints and end, and
     then ``KeyboardInterrupt`` is raised.
     """
@@ -197,14 +211,14 @@ def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = Non
     runner = _Runner()
 
     def line(result: JobOutcome) -> str:
-        failed = sum(o.returncode != 0 for o in outcomes)
+        failed = sum(o.failed for o in outcomes)
         minutes, seconds = divmod(int(result.seconds), 60)
-        if result.returncode != 0:
+        if result.failed:
             status = f"FAILED (exit {result.returncode}; log {result.log})"
         elif is_finished(result.job.run_dir):
             status = "ok"
         else:
-            status = "stopped before its end (checkpointed: it resumes when run again)"
+            status = stopped_status(result.returncode)
         return progress_line(
             len(outcomes), len(todo), runner.running, failed, result.job.name, f"{status} in {minutes}m{seconds:02d}s"
         )
@@ -226,6 +240,12 @@ def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = Non
     if runner.stopped.is_set():
         raise_interrupted(outcomes, len(todo), out)
     return outcomes
+
+
+def stopped_status(returncode: int) -> str:
+    """The progress status of a run that ended before its end without failing (both backends)."""
+    how = f" (exit {returncode})" if returncode in RESUMABLE_EXITS else ""
+    return f"stopped before its end{how} (checkpointed: it resumes when run again)"
 
 
 def raise_interrupted(outcomes: Sequence[JobOutcome], started_or_queued: int, out: TextIO) -> NoReturn:

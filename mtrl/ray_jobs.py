@@ -10,7 +10,9 @@ fail the same way again), or whose Ray worker or node dies, is submitted again, 
 times; :meth:`Job.argv <mtrl.jobs.Job.argv>` is evaluated on the
 worker at the start of every attempt, so a retry continues from the run's last checkpoint. Run
 directories must therefore live on storage that every node sees (the sweep's ``--root``). Retries
-are driven by this driver, not by Ray's own ``max_retries``, so that each one is reported.
+are driven by this driver, not by Ray's own ``max_retries``, so that each one is reported. A trainer stopped
+by SIGTERM or SIGINT that did not come from this driver (a preempted node, a scheduler's time limit) checkpoints
+and exits 143 or 130: its retry resumes it; stopped by this driver, it counts as stopped, not failed.
 
 * The child process is started with ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (Linux): it dies with the
   worker that started it, so a killed worker leaves no orphaned trainer writing into the run
@@ -56,8 +58,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from mtrl.interrupt import install_stop_handler
-from mtrl.jobs import Job, JobOutcome, has_checkpoint, is_finished, progress_line, raise_interrupted, unfinished_jobs
+from mtrl.interrupt import RESUMABLE_EXITS, install_stop_handler
+from mtrl.jobs import (
+    Job,
+    JobOutcome,
+    has_checkpoint,
+    is_finished,
+    progress_line,
+    raise_interrupted,
+    stopped_status,
+    unfinished_jobs,
+)
 
 if TYPE_CHECKING:
     import ray
@@ -228,7 +239,7 @@ def _attempt(job: Job, cwd: str, key: str, attempt: int, board: Any) -> int:
                         return child.wait(timeout=_POLL_S)
                     except subprocess.TimeoutExpired:
                         if not stopped and stop_file.exists():
-                            stopped = True  # the trainer saves a checkpoint and exits 0
+                            stopped = True  # the trainer saves a checkpoint and exits 130
                             with contextlib.suppress(ProcessLookupError):
                                 child.send_signal(signal.SIGINT)
             except BaseException:  # the task was cancelled (Ray raises KeyboardInterrupt in it) or failed
@@ -239,7 +250,7 @@ def _attempt(job: Job, cwd: str, key: str, attempt: int, board: Any) -> int:
 
 
 def _stop_child(child: subprocess.Popen[bytes]) -> None:
-    """SIGINT the trainer (it saves a checkpoint and exits), SIGKILL it if it is not gone in
+    """SIGINT the trainer (it saves a checkpoint and exits 130), SIGKILL it if it is not gone in
     :data:`_STOP_GRACE_S` seconds."""
     with contextlib.suppress(ProcessLookupError):
         child.send_signal(signal.SIGINT)
@@ -310,7 +321,7 @@ def run_ray_jobs(
         keys.add(key)
 
     def say(name: str, text: str) -> None:
-        failed = sum(o.returncode != 0 for o in outcomes)
+        failed = sum(o.failed for o in outcomes)
         print(progress_line(len(outcomes), len(todo), len(running), failed, name, text), file=out, flush=True)
 
     def finish(i: int, code: int) -> None:
@@ -319,13 +330,13 @@ def run_ray_jobs(
         log = run.job.run_dir / "job.log"
         outcomes.append(JobOutcome(run.job, code, seconds, log, attempts=run.attempt, error="; ".join(run.reasons)))
         minutes, secs = divmod(int(seconds), 60)
-        if code != 0:
+        if code != 0 and code not in RESUMABLE_EXITS:
             tries = f"{run.attempt} attempt{'s' if run.attempt != 1 else ''}"
             status = f"FAILED after {tries} ({run.reasons[-1]}; log {log})"
         elif is_finished(run.job.run_dir):
             status = f"ok ({run.job.run_dir})"
         else:
-            status = f"stopped before its end ({run.job.run_dir}, checkpointed: it resumes when run again)"
+            status = f"{stopped_status(code)} ({run.job.run_dir})"
         say(run.job.name, f"{status} in {minutes}m{secs:02d}s")
 
     def ended(ref: ray.ObjectRef[Any]) -> None:
@@ -348,6 +359,9 @@ def run_ray_jobs(
             code = result
             if code != 0:
                 run.reasons.append(f"exit {code}")
+        if code in RESUMABLE_EXITS and stop.is_set():  # stopped by the driver, with a checkpoint: not a failure
+            finish(i, code)
+            return
         if code == 0 or stop.is_set() or run.attempt > opts.retries or code in _NOT_RETRIED:
             if code in _NOT_RETRIED:
                 run.reasons[-1] += " (a configuration error: not retried)"
@@ -373,7 +387,7 @@ def run_ray_jobs(
                 f"started on {host} (worker pid {pid}, attempt {runs[i].attempt}) in {runs[i].job.run_dir}",
             )
 
-    def request_stop() -> None:
+    def request_stop(signum: int) -> None:
         stop.set()
 
     def tell_stop() -> None:

@@ -269,6 +269,12 @@ class RunLease:
     def path(self) -> Path:
         return self.run_dir / LEASE_FILE
 
+    def live_holder(self) -> LeaseHolder | None:
+        """The process holding the lease now, if it is live (not stale); reads ``lease.json`` only (no lock
+        file is created), so it can be asked before deciding to write anything."""
+        holder = _read_holder(self.path)
+        return holder if holder is not None and not self._stale(holder) else None
+
     @property
     def held(self) -> bool:
         """Whether this object holds the lease (acquired, not released, not taken over)."""

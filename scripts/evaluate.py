@@ -36,33 +36,25 @@ class UsageError(Exception):
 
 
 def find_checkpoint(path: Path) -> Path:
-    """A checkpoint file from a run directory, its ``checkpoints/`` folder or a file path.
-
-    In a folder: the file ``last.txt`` names (what ``agents.checkpoint.save_checkpoint`` writes) if
-    it exists, else the ``step_<n>.pt`` with the largest ``n``.
+    """A checkpoint file from a run directory, its ``checkpoints/`` folder or a file path: the library's
+    lookup (:func:`agents.checkpoint.latest_checkpoint`, the one a resume uses): the file ``last.txt`` names,
+    else the ``step_<n>.pt`` with the largest ``n``.
     """
-    if path.is_file():
-        return path
+    from agents.checkpoint import latest_checkpoint
+
     if not path.exists():
         raise UsageError(
             f"{str(path)!r} does not exist: pass a run directory of scripts/train.py (e.g. runs/MT10_ew_s0_...) "
             f"or one of its checkpoints/step_*.pt files"
         )
-    for folder in (path / "checkpoints", path):
-        pointer = folder / "last.txt"
-        if pointer.is_file():
-            named = folder / pointer.read_text().strip()
-            if named.is_file():
-                return named
-        numbered = ((re.fullmatch(r"step_(\d+)\.pt", p.name), p) for p in folder.glob("step_*.pt"))
-        steps = [(int(m.group(1)), p) for m, p in numbered if m]
-        if steps:
-            return max(steps)[1]
-    raise UsageError(
-        f"no checkpoint in {str(path)!r} (looked for checkpoints/last.txt and checkpoints/step_*.pt): "
-        f"train with scripts/train.py first (a checkpoint is written at the end, every checkpoint_every "
-        f"steps and on Ctrl-C) or pass a .pt file"
-    )
+    try:
+        return latest_checkpoint(path)
+    except FileNotFoundError:
+        raise UsageError(
+            f"no checkpoint in {str(path)!r} (looked for checkpoints/last.txt and checkpoints/step_*.pt): "
+            f"train with scripts/train.py first (a checkpoint is written at the end, every checkpoint_every "
+            f"steps and on Ctrl-C) or pass a .pt file"
+        ) from None
 
 
 def find_config(ckpt: Path, given: str | None) -> Path:
@@ -202,6 +194,14 @@ def format_table(table: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    """The script: :func:`run` through the scripts' shell (:func:`mtrl.cli.run_main`: a file-system error or an
+    unreadable checkpoint is one line and status 2, a second Ctrl-C no traceback)."""
+    from mtrl.cli import run_main
+
+    return run_main(lambda: run(argv), config_prefix="error")
+
+
+def run(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2

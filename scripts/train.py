@@ -5,12 +5,14 @@
     python scripts/train.py configs/mt10_sac.yaml run_name=<dir under logdir> resume=true
 
 Writes ``<logdir>/<run_name>/`` (config.yaml, TensorBoard events, metrics.jsonl, checkpoints/,
-results.json). Ctrl-C saves a checkpoint and the results before exiting (also with
-env.vector_strategy=async: the env workers ignore SIGINT). Configuration errors (unknown keys, bad
-values, bad balancer hyper-parameters, an unavailable device, a resume whose config differs from the
-saved one) print one line and exit with status 2 before anything is created. A run directory that another
-live process is training prints one line naming it and exits with status 75 (one writer per run directory;
-``MTRL_LEASE_WAIT=<seconds>`` waits for it instead).
+results.json). Ctrl-C or SIGTERM saves a checkpoint and the results (also with env.vector_strategy=async: the
+env workers ignore SIGINT), says at which step the run stopped and how to resume it, and exits with status 130
+(SIGINT) or 143 (SIGTERM). Configuration errors (unknown keys, bad values, bad balancer hyper-parameters, an
+unavailable device, a resume whose config differs from the saved one) and refused run directories (a fresh start
+over a checkpoint or results.json, a resume with nothing to resume, a directory of another trainer) print one
+line and exit with status 2 before anything is written; so does a run directory that cannot be written (status
+2, naming the path). A run directory that another live process is training prints one line naming it and exits
+with status 75 (one writer per run directory; ``MTRL_LEASE_WAIT=<seconds>`` waits for it instead).
 """
 
 from __future__ import annotations
@@ -22,28 +24,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.config import TrainConfig
 from agents.trainer import Trainer, final_report
-from mtrl.config import ConfigError, load_config
-from mtrl.rundir import EXIT_BUSY, RunDirBusy
+from mtrl.cli import raise_if_interrupted, run_main
+from mtrl.config import load_config
+from mtrl.runstart import RL
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
-    try:
-        cfg = load_config(TrainConfig, argv[0], argv[1:])  # fully resolved (balancers, device, protocol), once
-        trainer = Trainer(cfg)  # every start-up check raises ConfigError before any directory or env exists
-    except RunDirBusy as err:  # another process holds the run directory
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BUSY
-    except ConfigError as err:  # one line, no traceback
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    try:
-        results = trainer.train()
-    except RunDirBusy as err:  # the lease was taken over mid-run: this process stopped without writing
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BUSY
+    return run_main(lambda: train(argv))
+
+
+def train(argv: list[str]) -> int:
+    """Load, check, train; the exit statuses of errors and interruptions are :func:`mtrl.cli.run_main`'s."""
+    cfg = load_config(TrainConfig, argv[0], argv[1:])  # fully resolved (balancers, device, protocol), once
+    trainer = Trainer(cfg)  # every start-up check raises before anything is written
+    results = trainer.train()
+    raise_if_interrupted(
+        RL, argv, trainer.run_dir, trainer.stop_signal, results["complete"], trainer.step, trainer.saved_at
+    )
     print(final_report(results))
     print(f"TensorBoard: tensorboard --logdir {Path(results['run_dir']).parent}")
     return 0

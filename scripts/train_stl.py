@@ -31,8 +31,11 @@ from a reset. Only ``--steps``, ``--logdir``, ``--run-name``, ``--device``, ``--
 ``--checkpoint-every`` and ``--checkpoint-replay`` may differ from the run's ``config.yaml``
 (benchmark, protocol, tasks, seed, evaluation schedule and SAC settings may not); the resumed run
 appends to the logs.
-Ctrl-C stops at the next environment step, saves and writes ``results.json``; a second Ctrl-C aborts.
-A bad argument or a resume that does not fit the run prints one line and exits with status 2.
+Ctrl-C or SIGTERM stops at the next environment step, saves and writes ``results.json``, says at which step
+the run stopped and how to resume it, and exits with status 130 (SIGINT) or 143 (SIGTERM); a second one aborts.
+A bad argument, a resume that does not fit the run, or a refused run directory (a fresh start over checkpoints
+or results.json, a resume with nothing to resume, a directory of another trainer) prints one line and exits
+with status 2; a run directory another live process holds exits with status 75.
 """
 
 from __future__ import annotations
@@ -133,23 +136,27 @@ def parse_args(argv: Sequence[str] | None = None) -> ResolvedSTLConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
+    from mtrl.cli import run_main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    return run_main(lambda: train(settings, args), config_prefix="error")
+
+
+def train(settings: ResolvedSTLConfig, argv: list[str]) -> int:
+    """Build and train the run; the exit statuses of errors and interruptions are :func:`mtrl.cli.run_main`'s."""
     from agents.stl import STLRun
     from agents.trainer import final_report
-    from mtrl.rundir import EXIT_BUSY, RunDirBusy
+    from mtrl.cli import raise_if_interrupted
+    from mtrl.runstart import STL
 
     try:
         run = STLRun(settings)
-    except RunDirBusy as err:  # another process holds the run directory
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BUSY
-    except (ConfigError, ImportError) as err:  # one line, no traceback
+    except ImportError as err:  # stable-baselines3 is an extra: one line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
-    try:
-        results = run.train()
-    except RunDirBusy as err:  # the lease was taken over mid-run: this process stopped without writing
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BUSY
+    results = run.train()
+    raise_if_interrupted(STL, argv, run.run_dir, run.stop_signal, results["complete"], results["steps"],
+                         run.ckpt_dir / "state.json")  # fmt: skip
     print(final_report(results))
     if not results["complete"]:
         run_dir = Path(results["run_dir"])

@@ -7,7 +7,12 @@
     python scripts/train_vision.py configs/vision/nyuv2.yaml data.root=/data/nyuv2 balancer.name=famo
     python scripts/train_vision.py configs/vision/synthetic.yaml run_name=<dir under logdir> resume=true
 
-Writes ``<logdir>/<run_name>/`` (config.yaml, TensorBoard events, metrics.jsonl, checkpoint.pt, results.json).
+Writes ``<logdir>/<run_name>/`` (config.yaml, TensorBoard events, metrics.jsonl, checkpoint.pt and the one before
+it, checkpoint.prev.pt, results.json). Ctrl-C or SIGTERM saves a checkpoint, says at which step the run stopped and
+how to resume it, and exits with status 130 (SIGINT) or 143 (SIGTERM). Configuration errors and refused run
+directories (a fresh start over a checkpoint or results.json, a resume with nothing to resume, a directory of
+another trainer) print one line and exit with status 2 before anything is written; a run directory another live
+process holds exits with status 75.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mtrl.cli import raise_if_interrupted, run_main
 from mtrl.config import ConfigError, load_config
-from mtrl.rundir import EXIT_BUSY, RunDirBusy
+from mtrl.runstart import VISION
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.trainer import VisionTrainer
 
@@ -28,13 +34,17 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    return run_main(lambda: train(argv))
+
+
+def train(argv: list[str]) -> int:
+    """Load, check, train; the exit statuses of errors and interruptions are :func:`mtrl.cli.run_main`'s."""
     try:
         cfg = load_config(VisionConfig, argv[0], argv[1:])
         trainer = VisionTrainer(cfg)
-    except RunDirBusy as err:  # another process holds the run directory
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BUSY
-    except (ConfigError, ValueError) as err:
+    except ConfigError:
+        raise  # mtrl.cli.run_main: one line (exit 2; a busy run directory 75)
+    except ValueError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     except FileNotFoundError as err:  # a data root that is missing or not in the expected layout
@@ -44,11 +54,10 @@ def main(argv: list[str]) -> int:
         print(f"missing dependency: {err}", file=sys.stderr)
         return 2
     print(f"{trainer.run_dir}: {trainer.amp.note}", file=sys.stderr)
-    try:
-        results = trainer.run()
-    except RunDirBusy as err:  # the lease was taken over mid-run: this process stopped without writing
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BUSY
+    results = trainer.run()
+    finished = results.get("finished", True) is not False
+    raise_if_interrupted(VISION, argv, trainer.run_dir, trainer.stop_signal, finished, trainer.step,
+                         trainer.checkpoint_path)  # fmt: skip
     summary = {k: results[k] for k in ("run", "balancer", "single_task", "steps", "selection_rule", "selected")}
     if "delta_m" in results:
         summary["delta_m"] = results["delta_m"]

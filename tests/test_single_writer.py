@@ -46,12 +46,12 @@ import fnmatch, os, runpy, signal, sys, time
 import mtrl.atomic as atomic, mtrl.rundir as rundir
 pattern, nth, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 real, seen = atomic.atomic_write, [0]
-def atomic_write(path, write):
+def atomic_write(path, write, *rest):
     if not fnmatch.fnmatch(os.path.basename(str(path)), pattern):
-        return real(path, write)
+        return real(path, write, *rest)
     seen[0] += 1
     if seen[0] != nth:
-        return real(path, write)
+        return real(path, write, *rest)
     def killed(tmp):
         while not os.path.exists(go):
             time.sleep(0.05)
@@ -59,7 +59,7 @@ def atomic_write(path, write):
         with open(tmp, "r+b") as handle:
             handle.truncate(os.path.getsize(tmp) // 2)
         os.kill(os.getpid(), signal.SIGKILL)
-    return real(path, killed)
+    return real(path, killed, *rest)
 atomic.atomic_write = rundir.atomic_write = atomic_write  # the writers' module and its re-export
 sys.argv = sys.argv[4:]
 runpy.run_path(sys.argv[0], run_name="__main__")

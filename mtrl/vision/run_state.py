@@ -1,7 +1,8 @@
 """The run directory of a vision run: what it holds, and how it is written, resumed and purged.
 
 ``<logdir>/<run_name>/`` holds ``config.yaml``, TensorBoard events + ``metrics.jsonl``, ``checkpoint.pt``
-(model, optimizer, scheduler, balancer state, GradScaler, RNGs, evaluation history, training time) and, once
+(model, optimizer, scheduler, balancer state, GradScaler, RNGs, evaluation history, training time), the one
+before it as ``checkpoint.prev.pt`` (a resume falls back to it when ``checkpoint.pt`` is unreadable) and, once
 training completes, ``results.json``. Every function here is one step of that plumbing: the resume check
 (:func:`resume_checkpoint`, with ``VisionConfig.RESUME_MAY_CHANGE``), checkpoint writes (:func:`save_checkpoint`)
 and the results file (:func:`write_results`). What every trainer's run directory shares — the single-writer lease,
@@ -27,10 +28,12 @@ __all__ = [
     "CHECKPOINT",
     "CONFIG",
     "METRICS",
+    "PREVIOUS_CHECKPOINT",
     "RESULTS",
     "Progress",
     "Stateful",
     "check_resume_config",
+    "checkpoint_candidates",
     "load_checkpoint",
     "resume_checkpoint",
     "run_dir_of",
@@ -41,6 +44,8 @@ __all__ = [
 
 #: file names inside the run directory
 CONFIG, METRICS, CHECKPOINT, RESULTS = "config.yaml", "metrics.jsonl", "checkpoint.pt", "results.json"
+#: the checkpoint before ``checkpoint.pt`` (what a resume falls back to when ``checkpoint.pt`` is unreadable)
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 
 
 class Stateful(Protocol):
@@ -80,15 +85,22 @@ def check_resume_config(run_dir: Path, cfg: VisionConfig) -> None:
         check_resume(old, config_to_dict(cfg), VisionConfig.RESUME_MAY_CHANGE, "resume=true", saved)
 
 
-def resume_checkpoint(run_dir: Path, cfg: VisionConfig) -> Path | None:
-    """The checkpoint to continue from (``resume=true`` and one exists; its configuration checked by
-    :func:`check_resume_config`), or None for a run that starts from scratch (over an earlier checkpoint too:
-    a vision run started without ``resume=true`` trains again from the start). Reads only."""
-    path = run_dir / CHECKPOINT
-    if not (cfg.resume and path.is_file()):
-        return None
+def checkpoint_candidates(run_dir: Path) -> list[Path]:
+    """The run's checkpoints, newest first: ``checkpoint.pt``, then ``checkpoint.prev.pt`` (the one before it,
+    kept by :func:`save_checkpoint` so that a resume whose newest checkpoint is unreadable has one to fall back
+    to, :func:`mtrl.recovery.load_newest_intact`)."""
+    return [path for path in (run_dir / CHECKPOINT, run_dir / PREVIOUS_CHECKPOINT) if path.is_file()]
+
+
+def resume_checkpoint(run_dir: Path, cfg: VisionConfig) -> list[Path]:
+    """The checkpoints a ``resume=true`` may continue from, newest first (:func:`checkpoint_candidates`; the
+    configuration checked by :func:`check_resume_config`), or ``[]`` for a fresh start. Whether a resume has a
+    checkpoint and a fresh start overwrites none is the run-directory rule's (:func:`mtrl.runstart.check_run_dir`).
+    Reads only."""
+    if not cfg.resume:
+        return []
     check_resume_config(run_dir, cfg)
-    return path
+    return checkpoint_candidates(run_dir)
 
 
 def save_run_config(run_dir: Path, cfg: VisionConfig) -> None:
@@ -115,11 +127,12 @@ def _restore_rng(rng: Mapping[str, Any]) -> None:
 
 def save_checkpoint(path: Path, parts: Mapping[str, Stateful | None], progress: Progress) -> None:
     """Write ``parts`` (their ``state_dict``; ``None`` for an absent part), ``progress`` and the global RNGs
-    (torch, CUDA, numpy, python) to ``path`` atomically (a temporary file renamed over it)."""
+    (torch, CUDA, numpy, python) to ``path`` atomically (a temporary file renamed over it); the checkpoint it
+    replaces becomes ``checkpoint.prev.pt`` beside it. A write that fails leaves both as they were."""
     state: dict[str, Any] = {"step": progress.step}
     state.update({key: part.state_dict() if part is not None else None for key, part in parts.items()})
     state.update({"evals": progress.evals, "train_time_s": progress.train_time_s, "rng": _rng_state()})
-    save_torch(state, path)
+    save_torch(state, path, previous=path.with_name(PREVIOUS_CHECKPOINT))
 
 
 def load_checkpoint(path: Path, parts: Mapping[str, Stateful | None], device: torch.device) -> Progress:

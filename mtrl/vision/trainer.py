@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,11 @@ from mtrl.balancers import make_balancer
 from mtrl.config import ConfigError, config_to_dict
 from mtrl.device import resolve_device
 from mtrl.engine import BalanceReport, core_balancer
+from mtrl.interrupt import install_stop_handler
 from mtrl.logger import VISION_CHARTS, custom_scalars_layout
-from mtrl.rundir import LeasedRun, open_logs, recheck
+from mtrl.recovery import load_newest_intact
+from mtrl.rundir import LeasedRun, open_logs
+from mtrl.runstart import VISION, claim_run_dir
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.baseline import baseline_delta_m, load_baseline
 from mtrl.vision.config import VisionConfig
@@ -140,29 +145,28 @@ class VisionTrainer(LeasedRun):
         self.train_time_s = 0.0  # wall time of run() calls, summed over resumes (evaluations included)
         self._run_started: float | None = None
         self.evals: list[dict[str, Any]] = []
+        #: Notes on the resume (a checkpoint skipped as unreadable), logged as the text ``run/notes``.
+        self.notes: list[str] = []
 
         self.run_dir = run_dir_of(cfg, f"{cfg.data.name}_{cfg.single_task or self.balancer_name}_s{cfg.seed}")
         self.checkpoint_path = self.run_dir / CHECKPOINT
         if cfg.baseline:
             load_baseline(cfg)  # fail before training, not after: missing files, other data, another last_k
-        resume_from = resume_checkpoint(self.run_dir, cfg)
-        had_checkpoint = self.checkpoint_path.is_file()
-        # One writer per run directory (mtrl.rundir): a second process refuses here, before writing anything.
-        self._take_run_dir(self.run_dir)
+        #: The signal that stopped the last run() call (None: it was not stopped).
+        self.stop_signal: int | None = None
+        self._stop = False
+        # The run-directory rule (mtrl.runstart) before and again under the lease; one writer per run directory:
+        # a second process refuses here (RunDirBusy), before writing anything.
+        candidates = claim_run_dir(self, self.run_dir, VISION, cfg.resume, lambda: resume_checkpoint(self.run_dir, cfg))
         with self._released_on_error():
-
-            def again() -> Path | None:  # under the lease: a holder we waited for may have checkpointed meanwhile
-                if not cfg.resume and not had_checkpoint and self.checkpoint_path.is_file():
-                    raise ConfigError(f"run directory {str(self.run_dir)!r} got a checkpoint; pass resume=true")
-                return resume_checkpoint(self.run_dir, cfg)
-
-            resume_from = recheck(again)
-            if resume_from is not None:
-                self.load_checkpoint(resume_from)
+            if candidates:
+                self._resume(candidates)
             save_run_config(self.run_dir, cfg)
             layout = custom_scalars_layout(VISION_CHARTS, self.task_names)
-            self.logger = open_logs(self.run_dir, self.step if resume_from is not None else None, layout=layout)
+            self.logger = open_logs(self.run_dir, self.step if candidates else None, layout=layout)
             self.logger.text("amp", self.amp.note, self.step)
+            if self.notes:
+                self.logger.text("run/notes", "\n\n".join(self.notes), self.step)
 
     def _to_device(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         return to_device(batch, self.task_names, self.device, self.channels_last)
@@ -208,9 +212,20 @@ class VisionTrainer(LeasedRun):
 
     def run(self, stop_at: int | None = None) -> dict[str, Any]:
         """Train to ``total_steps`` (or stop after ``stop_at`` steps, checkpointed, to simulate an interruption);
-        returns the results record (also written to ``results.json`` when training completed)."""
+        returns the results record (also written to ``results.json`` when training completed). Ctrl-C (SIGINT) or
+        SIGTERM stops after the current step with a checkpoint (:attr:`stop_signal` says which signal); a second
+        signal aborts at once."""
         with self._holding_run_dir():  # held since __init__; taken again if this trainer already ran once
-            return self._run(stop_at)
+            self._stop, self.stop_signal = False, None
+            restore = install_stop_handler(self.request_stop, lambda: self._stop)
+            try:
+                return self._run(stop_at)
+            finally:
+                restore()
+
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Stop cleanly after the current step, with a checkpoint (what the first Ctrl-C or SIGTERM does)."""
+        self._stop, self.stop_signal = True, signum
 
     def _run(self, stop_at: int | None) -> dict[str, Any]:
         from tqdm.auto import tqdm
@@ -219,7 +234,7 @@ class VisionTrainer(LeasedRun):
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.cfg.progress, desc=self.run_dir.name)
         start_time, start_step = time.perf_counter(), self.step
         self._run_started = start_time
-        while self.step < end:
+        while self.step < end and not self._stop:
             epoch, offset = divmod(self.step, self.steps_per_epoch)
             for batch in self.loaders.epoch(epoch, offset):
                 self.lease.check()  # stop at once if another process took the run directory over
@@ -239,7 +254,7 @@ class VisionTrainer(LeasedRun):
                     self.evals.append({"step": self.step, **values})
                     self.logger.scalars({f"eval/{k}": v for k, v in values.items()}, self.step)
                     self.save_checkpoint(self.checkpoint_path)
-                if self.step >= end:
+                if self.step >= end or self._stop:
                     break
         bar.close()
         self.train_time_s, self._run_started = self._elapsed(), None
@@ -311,6 +326,14 @@ class VisionTrainer(LeasedRun):
         """Continue from a :meth:`save_checkpoint` file."""
         progress = load_checkpoint(path, self._stateful(), self.device)
         self.step, self.evals, self.train_time_s = progress.step, progress.evals, progress.train_time_s
+
+    def _resume(self, candidates: list[Path]) -> None:
+        """Continue from the newest intact of ``candidates`` (an unreadable ``checkpoint.pt`` is named in a note,
+        printed and logged as the text ``run/notes``, and ``checkpoint.prev.pt`` is used)."""
+        _, _, notes = load_newest_intact(candidates, self.load_checkpoint)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        self.notes = notes
 
 
 def train(cfg: VisionConfig) -> dict[str, Any]:

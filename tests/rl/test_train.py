@@ -169,11 +169,13 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path) -> None:
         "progress=false",
     ]
     rc, err = interrupt_once_logged(cmd, ROOT, tmp_path / "int" / "metrics.jsonl", '"train/critic_loss"', 60)
-    assert rc == 0, err
+    assert rc == 130, err  # 128 + SIGINT: stopped with a checkpoint, not finished
     state = load_checkpoint(tmp_path / "int")
     assert 0 < state["step"] < 1_000_000
     results = json.loads((tmp_path / "int" / "results.json").read_text())
     assert results["complete"] is False and results["steps"] == state["step"]
+    assert err.strip().splitlines()[-2].startswith(f"interrupted by SIGINT at step {state['step']}: saved ")
+    assert err.strip().endswith(f"logdir={tmp_path} run_name=int resume=true")
 
 
 def test_short_real_mt10_run(tmp_path: Path) -> None:
@@ -232,7 +234,7 @@ def test_replay_stores_final_obs_and_no_termination_on_truncation(tmp_path: Path
 @pytest.mark.slow
 def test_ctrl_c_with_async_envs_saves_and_resumes(tmp_path: Path) -> None:
     """Ctrl-C reaches the whole process group (trainer and its async env workers): the workers ignore
-    it, the trainer saves a checkpoint (env state included) and exits 0, and the run resumes."""
+    it, the trainer saves a checkpoint (env state included) and exits 130, and the run resumes."""
     base = [
         sys.executable,
         str(ROOT / "scripts" / "train.py"),
@@ -262,7 +264,7 @@ def test_ctrl_c_with_async_envs_saves_and_resumes(tmp_path: Path) -> None:
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == 130, err[-3000:]  # stopped with a checkpoint
     state = load_checkpoint(tmp_path / "async")
     assert 15 <= state["step"] < 100000 and len(state["env_state"]["metaworld"]) == 10
     stopped = state["step"]

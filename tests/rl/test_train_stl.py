@@ -226,7 +226,8 @@ def test_ctrl_c_saves_and_writes_results(tmp_path: Path) -> None:
            "--warmup", "20", "--eval-every", "0", "--log-every", "5", "--buffer", "300", "--device", "cpu",
            "--no-progress", "--logdir", str(tmp_path), "--run-name", "int"]  # fmt: skip
     rc, err = interrupt_once_logged(cmd, ROOT, tmp_path / "int" / "metrics.jsonl", "train/critic_loss/reach-v3", 120)
-    assert rc == 0, err[-3000:]
+    assert rc == 130, err[-3000:]  # 128 + SIGINT: stopped with a checkpoint, not finished
+    assert err.strip().endswith(f"--logdir {tmp_path} --run-name int --resume")
     state = json.loads((tmp_path / "int" / "checkpoints" / "state.json").read_text())
     assert 20 < state["steps"]["reach-v3"] < 1_000_000
     results = json.loads((tmp_path / "int" / "results.json").read_text())
