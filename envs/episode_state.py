@@ -24,6 +24,11 @@ captured, rebuilt from another seed and restored, gives bit-identical observatio
 truncations to the uninterrupted env for the next 100 steps, across an autoreset
 (``tests/rl/test_envs.py``). Async workers cannot be reached by a function call, so
 :mod:`envs.checkpoint` falls back to resetting them.
+
+The state is plain data for ``torch.save``: numpy arrays and scalars, and two kinds of object that
+:func:`mtrl.checkpoint_io.safe_globals` allows when a checkpoint is read back with ``weights_only=True`` —
+gymnasium ``Box`` spaces (``sawyer_observation_space``, ``_random_reset_space``) and the ``deque`` queues of
+``RecordEpisodeStatistics``. Anything else in a file is refused, not unpickled.
 """
 
 from __future__ import annotations

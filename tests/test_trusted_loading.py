@@ -336,3 +336,31 @@ def test_malicious_sb3_files_are_refused_or_never_unpickled(sb3_files: tuple[Pat
     assert not marker.exists()
     load_sb3_replay(model, replay)  # the genuine one loads
     assert model.replay_buffer.pos == 30
+
+
+@pytest.mark.slow  # ~40 s: an SB3 run, then the script's start-up (the loaders themselves are tested above)
+def test_stl_resume_refuses_a_malicious_replay_buffer(tmp_path: Path) -> None:
+    """scripts/train_stl.py --resume of a task stopped at step 25 of 30 whose replay.pkl was replaced: exit 2,
+    one line naming the file, nothing run."""
+    from agents.stl import STLRun
+    from tests.helpers import load_script
+
+    argv = ["--tasks", "reach-v3", "--protocol", "mtrl-legacy", "--steps", "30", "--warmup", "20", "--eval-every",
+            "0", "--eval-episodes", "1", "--buffer", "100", "--device", "cpu", "--no-progress", "--logdir",
+            str(tmp_path), "--run-name", "stl"]  # fmt: skip
+    run = STLRun(load_script("train_stl").parse_args(argv))
+    original = run._after_env_step
+
+    def stop_at_25(task: str, step: int) -> bool:
+        if step == 25:
+            run.request_stop()
+        return original(task, step)
+
+    run._after_env_step = stop_at_25  # type: ignore[method-assign]
+    assert run.train()["steps_per_task"] == {"reach-v3": 25}
+    replay, marker = tmp_path / "stl" / "checkpoints" / "reach-v3" / "replay.pkl", tmp_path / "marker"
+    replay.write_bytes(pickle.dumps(Payload(marker)))
+    result = run_script("train_stl", *argv, "--resume")
+    assert result.returncode == 2, result.stderr[-2000:]
+    _one_line_naming(result.stderr, replay)
+    assert "refusing to load" in result.stderr and not marker.exists()
