@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -11,7 +11,31 @@ from torch import Tensor
 from mtrl.balancers._linalg import to_numpy64
 from mtrl.balancers.base import GramianWeighting
 
-__all__ = ["PCGrad"]
+__all__ = ["PCGRAD_VARIANTS", "PCGrad", "pcgrad_coefficients"]
+
+#: ``variant`` values: "yu" (Yu et al.'s Algorithm 1, torchjd's reading) and "metaworld_plus" (Meta-World+'s code).
+PCGRAD_VARIANTS: tuple[str, ...] = ("yu", "metaworld_plus")
+
+
+def pcgrad_coefficients(gram: np.ndarray, orders: np.ndarray, include_self: bool, eps: float) -> np.ndarray:
+    """``C (T, T)`` with ``g_i^PC = C[i]ᵀ J``: PCGrad's projections computed from ``G = J Jᵀ`` alone.
+
+    Row ``i`` starts at ``e_i`` and, for ``j = orders[i, 0], orders[i, 1], …``, where ``g_i^PC · g_j < 0``
+    subtracts ``(g_i^PC · g_j / (‖g_j‖² + eps)) g_j``; ``j = i`` is skipped unless ``include_self`` (then a row
+    can conflict with its own original gradient after earlier projections). All rows advance together.
+    """
+    num_tasks = gram.shape[0]
+    coef = np.eye(num_tasks)
+    rows = np.arange(num_tasks)
+    diag = np.diag(gram)
+    for step in range(orders.shape[1]):
+        j = orders[:, step]  # (T,) the task each row projects against at this step
+        inner = np.einsum("ij,ij->i", gram[j], coef)  # g_i^PC · g_j
+        hit = (inner < 0.0) & (diag[j] + eps > 0.0)
+        if not include_self:
+            hit &= j != rows
+        coef[rows[hit], j[hit]] -= inner[hit] / (diag[j[hit]] + eps)
+    return coef
 
 
 class PCGrad(GramianWeighting):
@@ -31,36 +55,48 @@ class PCGrad(GramianWeighting):
     this balancer's CPU ``torch.Generator`` (the ``(T, T)`` loop runs on the CPU to avoid a device
     synchronisation per comparison).
 
+    ``variant="metaworld_plus"`` is the PCGrad of Meta-World+'s code (rainx0r/metaworld-algorithms,
+    ``optim/pcgrad.py``) on the vectors this balancer receives: one permutation per step shared by all
+    tasks, ``j = i`` included, ``‖g_j‖² + 1e-8`` in the projection, and the *mean* ``d = (1/T) Σ_i g_i^PC``
+    (tests/rl/test_mwplus_equivalence.py checks it against the reference on the same Jacobian and
+    permutation). One difference stays, in the SAC engine: the reference projects the whole network's
+    gradient, heads included, while here only the shared parameters are balanced and each head receives
+    its own task's gradient (docs/mwplus.md).
+
     Stateful only through its random generator (saved in :meth:`state_dict`).
     """
 
     name: ClassVar[str] = "pcgrad"
     stateful: ClassVar[bool] = True
-    #: Loss scaling ``L → S·L`` (``G → S² G``): the coefficients ``(g_i·g_j)/‖g_j‖²`` and their signs
-    #: are invariant, so ``d → S d``.
-    loss_scale_problem: ClassVar[str | None] = None
 
-    def __init__(self, num_tasks: int, seed: int = 0) -> None:
+    def __init__(self, num_tasks: int, seed: int = 0, variant: Literal["yu", "metaworld_plus"] = "yu") -> None:
         super().__init__(num_tasks)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise TypeError(f"seed must be an int, got {seed!r}")
-        self.seed = seed
+        if variant not in PCGRAD_VARIANTS:
+            raise ValueError(f"unknown PCGrad variant {variant!r}; valid choices: {', '.join(PCGRAD_VARIANTS)}")
+        self.seed, self.variant = seed, variant
         self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def loss_scale_problem(self) -> str | None:
+        """Loss scaling ``L → S·L`` (``G → S² G``): the coefficients ``(g_i·g_j)/‖g_j‖²`` and their signs are
+        invariant, so ``d → S d``; the "metaworld_plus" variant's ``+ 1e-8`` in ``‖g_j‖² + 1e-8`` is not."""
+        if self.variant == "metaworld_plus":
+            return "pcgrad variant 'metaworld_plus' adds 1e-8 to ‖g_j‖², which a loss scale does not scale"
+        return None
 
     def weights(self, gram: Tensor, losses: Tensor, rtol: float | None = None) -> Tensor:
         """Weights ``w (T,)`` float64: the sum over tasks of the projected-row coefficients."""
         g = to_numpy64(gram)
         num_tasks = self.num_tasks
+        if self.variant == "metaworld_plus":  # one permutation, shared by every task
+            perm = torch.randperm(num_tasks, generator=self.generator).numpy()
+            coef = pcgrad_coefficients(g, np.tile(perm, (num_tasks, 1)), include_self=True, eps=1e-8)
+            return torch.from_numpy(coef.mean(axis=0)).to(gram.device)
         # one fresh permutation per task, drawn in task order from the generator: (T, T), row i = task i's
         perms = torch.stack([torch.randperm(num_tasks, generator=self.generator) for _ in range(num_tasks)]).numpy()
-        coef = np.eye(num_tasks)  # row i: g_i^PC = coef[i]ᵀJ; all tasks advance through their orders together
-        rows = np.arange(num_tasks)
-        diag = np.diag(g)
-        for step in range(num_tasks):
-            j = perms[:, step]  # (T,) the task each row projects against at this step
-            inner = np.einsum("ij,ij->i", g[j], coef)  # g_i^PC · g_j
-            hit = (j != rows) & (inner < 0.0) & (diag[j] > 0.0)
-            coef[rows[hit], j[hit]] -= inner[hit] / diag[j[hit]]
+        coef = pcgrad_coefficients(g, perms, include_self=False, eps=0.0)
         return torch.from_numpy(coef.sum(axis=0)).to(gram.device)
 
     def state_dict(self) -> dict[str, Any]:
@@ -76,4 +112,4 @@ class PCGrad(GramianWeighting):
         self.generator.manual_seed(self.seed)
 
     def extra_repr(self) -> str:
-        return f"seed={self.seed}"
+        return f"seed={self.seed}" + (f", variant={self.variant!r}" if self.variant != "yu" else "")

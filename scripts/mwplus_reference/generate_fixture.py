@@ -16,7 +16,8 @@ give our agent the same reparametrisation noise. It writes
   temperatures and pre-clip gradient norms after every update, and the final parameters, target
   parameters, Adam moments and temperatures, all float64, keyed by the reference's parameter paths;
 * ``tests/data/mwplus_mt10_update.json``: versions (python, jax, jaxlib, flax, optax, distrax, numpy),
-  the reference commit, the rewrite applied, the hyper-parameters and the shapes.
+  the reference commit, the rewrite applied, the hyper-parameters and the shapes;
+* ``tests/data/mwplus_pcgrad.npz``: the reference's PCGrad (``optim/pcgrad.py``) on one random Jacobian.
 
 ``tests/rl/test_mwplus_equivalence.py`` compares our update against these files only.
 """
@@ -44,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: The commit of rainx0r/metaworld-algorithms the fixture was generated from.
 REFERENCE_COMMIT = "30c9991f5e1e6e119d3f98266add3828390a038e"
 NAME = "mwplus_mt10_update"
+#: The reference's PCGrad on one Jacobian (same metadata file as the update).
+PCGRAD_NAME = "mwplus_pcgrad"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -282,6 +285,31 @@ def run(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], dict[str, Any]
     return arrays, {"hparams": hparams, "grad_norms": grad_norms, "logs": logs}
 
 
+def run_pcgrad(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    """The reference's PCGrad (``optim/pcgrad.py``) on one random Jacobian ``(T, P)``: its input, the permutation
+    its key draws, its output direction and its conflict count."""
+    import jax
+    import jax.numpy as jnp
+    from metaworld_algorithms.optim.pcgrad import pcgrad
+
+    T, P = args.num_tasks, 64
+    rng = np.random.default_rng(args.seed + 2)
+    jacobian = rng.standard_normal((T, P)) + 0.2 * rng.standard_normal(P)  # about a third of the pairs conflict
+    key = jax.random.PRNGKey(args.seed)
+    params = {"w": jnp.zeros(P)}
+    tx = pcgrad(num_tasks=T)
+    direction, state = tx.update({"w": jnp.asarray(jacobian)}, tx.init(params), params, key=key)
+    perm = np.asarray(jax.random.permutation(key, jnp.arange(T)))
+    if not np.array_equal(np.asarray(jax.random.permutation(key, jnp.asarray(jacobian))), jacobian[perm]):
+        raise SystemExit("error: jax.random.permutation of the rows is not the permutation of arange(T)")
+    return {
+        "jacobian": jacobian,
+        "permutation": perm,
+        "direction": np.asarray(direction["w"]),
+        "conflicts": np.asarray(state.n_grad_conflicts),
+    }
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in ("jax", "jaxlib", "flax", "optax", "distrax", "chex", "numpy"):
@@ -300,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         jax.config.update("jax_enable_x64", True)
         jax.config.update("jax_platforms", "cpu")
         arrays, info = run(args)
+        pcgrad_arrays = run_pcgrad(args)
     norms = info["grad_norms"]["critic"] + info["grad_norms"]["actor"]
     # clipping must act somewhere (else the clip and its formula are untested) and not everywhere (a clipped
     # gradient forgets a constant factor, so the mean-over-tasks reduction would be untested)
@@ -319,8 +348,10 @@ def main(argv: list[str] | None = None) -> None:
         "batch_layout": "reference rows: row = i * num_tasks + t (sample i of task t, same indices for every task)",
         "noise_layout": "noise/<x>[update, row, action]; next_obs: the TD target's a', obs: the actor loss's action",
         "shapes": {k: list(v.shape) for k, v in sorted(arrays.items())},
+        "pcgrad": f"{PCGRAD_NAME}.npz: optim/pcgrad.py on a random (T, 64) Jacobian with PRNGKey(seed)",
     }
     (args.out_dir / f"{NAME}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    np.savez_compressed(args.out_dir / f"{PCGRAD_NAME}.npz", **pcgrad_arrays)
     print(f"wrote {npz} ({npz.stat().st_size / 1024:.0f} KiB) and {NAME}.json; pre-clip norms {info['grad_norms']}")
 
 

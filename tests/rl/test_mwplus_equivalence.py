@@ -34,6 +34,7 @@ from agents.config import SACConfig, TrainConfig
 from agents.networks import TwinCritic, initialise
 from agents.sac import MultiTaskSAC, UpdateNoise
 from mtrl.balancers import make_balancer
+from mtrl.balancers.pcgrad import PCGrad, pcgrad_coefficients
 from mtrl.config import load_config
 from mtrl.nn import MultiTaskMLP
 from mtrl.replay import Batch
@@ -312,3 +313,24 @@ def test_initialisers_follow_the_reference() -> None:
     default = TwinCritic(T, O, A, (256,), "one_hot")
     initialise(default.q1)  # the defaults draw nothing and change nothing
     assert _linears(default.q1)[0].bias.abs().max() > 0
+
+
+def test_pcgrad_variant_matches_the_reference() -> None:
+    """``pcgrad`` with ``variant="metaworld_plus"`` is the reference's ``optim/pcgrad.py`` on the same Jacobian and
+    permutation (shared permutation, ``j = i`` included, ``‖g_j‖² + 1e-8``, mean); the default variant is not."""
+    with np.load(FIXTURE.with_name("mwplus_pcgrad.npz")) as data:
+        jac, perm, expected = data["jacobian"], data["permutation"], data["direction"]
+    num_tasks = jac.shape[0]
+    gram = jac @ jac.T
+    assert (gram < 0).any()  # conflicts to project
+    coef = pcgrad_coefficients(gram, np.tile(perm, (num_tasks, 1)), include_self=True, eps=1e-8)
+    ours = coef.mean(axis=0) @ jac
+    assert np.abs(ours - expected).max() <= RTOL * max(1.0, float(np.abs(expected).max()))
+    # the balancer draws its one permutation from its generator and combines as above
+    jac_t, losses = torch.as_tensor(jac), torch.ones(num_tasks, dtype=torch.float64)
+    balancer = PCGrad(num_tasks, seed=3, variant="metaworld_plus")
+    own_perm = torch.randperm(num_tasks, generator=torch.Generator().manual_seed(3)).numpy()
+    own = pcgrad_coefficients(gram, np.tile(own_perm, (num_tasks, 1)), include_self=True, eps=1e-8).mean(0) @ jac
+    assert np.abs(balancer.aggregate(jac_t, losses).numpy() - own).max() <= 1e-12 * np.abs(own).max()
+    yu = PCGrad(num_tasks, seed=3).aggregate(jac_t, losses).numpy() / num_tasks  # sum -> mean, still differs
+    assert np.abs(yu - expected).max() > 1e-3 * np.abs(expected).max()
