@@ -17,16 +17,16 @@ process holds exits with status 75.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtrl.cli import raise_if_interrupted, run_main
-from mtrl.config import ConfigError, load_config
+from mtrl.config import load_config
 from mtrl.runstart import VISION
 from mtrl.vision.config import VisionConfig
+from mtrl.vision.report import final_report
 from mtrl.vision.trainer import VisionTrainer
 
 
@@ -39,29 +39,15 @@ def main(argv: list[str]) -> int:
 
 def train(argv: list[str]) -> int:
     """Load, check, train; the exit statuses of errors and interruptions are :func:`mtrl.cli.run_main`'s."""
-    try:
-        cfg = load_config(VisionConfig, argv[0], argv[1:])
-        trainer = VisionTrainer(cfg)
-    except ConfigError:
-        raise  # mtrl.cli.run_main: one line (exit 2; a busy run directory 75)
-    except ValueError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as err:  # a data root that is missing or not in the expected layout
-        print(f"data error: {err}", file=sys.stderr)
-        return 2
-    except ImportError as err:  # an optional extra (dense_digits needs scikit-learn)
-        print(f"missing dependency: {err}", file=sys.stderr)
-        return 2
+    # Every configuration problem is a ConfigError (VisionConfig.resolve at load, then the data set, the model and
+    # the balancer in the trainer): mtrl.cli.run_main prints it as one line (exit 2; a busy run directory 75).
+    trainer = VisionTrainer(load_config(VisionConfig, argv[0], argv[1:]))
     print(f"{trainer.run_dir}: {trainer.amp.note}", file=sys.stderr)
     results = trainer.run()
     finished = results.get("finished", True) is not False
     raise_if_interrupted(VISION, argv, trainer.run_dir, trainer.stop_signal, finished, trainer.step,
                          trainer.checkpoint_path)  # fmt: skip
-    summary = {k: results[k] for k in ("run", "balancer", "single_task", "steps", "selection_rule", "selected")}
-    if "delta_m" in results:
-        summary["delta_m"] = results["delta_m"]
-    print(json.dumps(summary, indent=2))
+    print(final_report(results))
     print(f"TensorBoard: tensorboard --logdir {trainer.run_dir.parent}")
     return 0
 

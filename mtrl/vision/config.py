@@ -164,6 +164,8 @@ def _check(cfg: VisionConfig) -> None:
     positive += [(f"data.{key}", value) for key, value in (("train_length", cfg.data.train_length),
                  ("val_length", cfg.data.val_length)) if value is not None]  # fmt: skip
     positive += [(f"data.size[{i}]", side) for i, side in enumerate(cfg.data.size or ())]
+    if cfg.model.width is not None:  # null = the model's default width
+        positive.append(("model.width", cfg.model.width))
     for key, value in positive:
         if value < 1:
             raise ConfigError(f"bad value {value!r} for {key!r}: expected a positive integer")

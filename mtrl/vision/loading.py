@@ -75,7 +75,9 @@ def make_datasets(cfg: VisionConfig) -> tuple[Any, Any]:
 
     Raises:
         ConfigError: ``data.options`` the data set does not take, ``size``/``length`` for a data set read from
-            files, or ``augment`` for a data set without augmentation.
+            files, ``augment`` for a data set without augmentation, and whatever stops the data set from being
+            built (a missing ``data.root`` or files outside its layout, a bad option value, a missing optional
+            package).
     """
     d = cfg.data
     params = inspect.signature(DATASETS[d.name][0]).parameters
@@ -109,7 +111,14 @@ def make_datasets(cfg: VisionConfig) -> tuple[Any, Any]:
             extra["length"] = length
         if "augment" in params:
             extra["augment"] = d.augment and split == "train"
-        ds = make_dataset(d.name, root=d.root, split=split, **extra)
+        try:
+            ds = make_dataset(d.name, root=d.root, split=split, **extra)
+        except ConfigError:
+            raise  # already one line naming the file or key
+        except ImportError as err:  # an optional extra (dense_digits needs scikit-learn: pip install -e '.[digits]')
+            raise ConfigError(f"data set {d.name!r} needs a package that is not installed: {err}") from None
+        except (ValueError, OSError) as err:  # a missing data.root, files not in the layout, a bad option value
+            raise ConfigError(f"data set {d.name!r} ({split} split): {err}") from None
         sets.append(CachedDataset(ds) if d.cache and not (d.augment and split == "train") else ds)
     return sets[0], sets[1]
 

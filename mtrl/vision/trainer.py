@@ -42,7 +42,7 @@ from torch import Tensor
 
 from mtrl.balancers import make_balancer
 from mtrl.config import ConfigError, config_to_dict
-from mtrl.device import resolve_device
+from mtrl.device import resolve_device_name
 from mtrl.engine import BalanceReport, core_balancer
 from mtrl.interrupt import install_stop_handler
 from mtrl.logger import VISION_CHARTS, custom_scalars_layout
@@ -84,7 +84,7 @@ class VisionTrainer(LeasedRun):
         self.cfg = cfg
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
+        self.device = torch.device(resolve_device_name(cfg.device))  # ConfigError for a device this machine lacks
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -95,13 +95,16 @@ class VisionTrainer(LeasedRun):
         if cfg.single_task is not None:
             names = [t.name for t in all_tasks]
             if cfg.single_task not in names:
-                raise ValueError(f"single_task={cfg.single_task!r} is not a task of {cfg.data.name!r}; valid: {names}")
+                raise ConfigError(f"single_task={cfg.single_task!r} is not a task of {cfg.data.name!r}; valid: {names}")
             all_tasks = tuple(t for t in all_tasks if t.name == cfg.single_task)
         self.tasks = all_tasks
         self.task_names = [t.name for t in self.tasks]
         self.balancer_name = "ew" if cfg.single_task is not None else cfg.balancer.name
         hparams = {} if cfg.single_task is not None else dict(cfg.balancer.hparams)
-        self.balancer = make_balancer(self.balancer_name, len(self.tasks), **hparams)
+        try:
+            self.balancer = make_balancer(self.balancer_name, len(self.tasks), **hparams)
+        except ValueError as err:  # a hyper-parameter value the balancer refuses for these tasks
+            raise ConfigError(f"balancer {self.balancer_name!r}: {err}") from None
         problem = strategy_problem(self.balancer, cfg.balancer.strategy)
         if problem is not None:
             raise ConfigError(problem)
@@ -112,13 +115,17 @@ class VisionTrainer(LeasedRun):
         self.sampler, self.train_loader, self.val_loader = self.loaders.sampler, self.loaders.train, self.loaders.val
         self.steps_per_epoch = self.loaders.steps_per_epoch
 
-        self.model: MultiTaskDenseModel = make_model(
-            cfg.model.name,
-            self.tasks,
-            width=cfg.model.width,
-            pretrained_path=cfg.model.pretrained_path,
-            share_attention_convs=cfg.model.share_attention_convs,
-        ).to(self.device)
+        try:
+            model = make_model(
+                cfg.model.name,
+                self.tasks,
+                width=cfg.model.width,
+                pretrained_path=cfg.model.pretrained_path,
+                share_attention_convs=cfg.model.share_attention_convs,
+            )
+        except (ValueError, OSError) as err:  # a width, a pretrained_path the model cannot take
+            raise ConfigError(f"model.name={cfg.model.name!r}: {err}") from None
+        self.model: MultiTaskDenseModel = model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         representation = core_balancer(self.balancer).representation_level

@@ -258,7 +258,7 @@ def test_data_options_a_data_set_does_not_take_are_refused(tmp_path: Path) -> No
         VisionTrainer(update_config(cfg, {"data": {"options": {"depth_scale": 2.0}}}))
     with pytest.raises(ConfigError, match=r"\['colour'\] are not options of data set 'synthetic'; valid: .*hole_rate"):
         VisionTrainer(tiny_config(tmp_path, data={"options": {"colour": 1}}))
-    with pytest.raises(FileNotFoundError, match="expected"):
+    with pytest.raises(ConfigError, match=r"data set 'nyuv2' \(train split\): expected .*nowhere"):  # one line, exit 2
         VisionTrainer(update_config(cfg, {"data": {"root": str(tmp_path / "nowhere")}}))
 
 
