@@ -24,7 +24,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from agents.checkpoint import load_checkpoint
 from agents.config import TrainConfig
 from agents.trainer import Trainer
-from mtrl.config import ConfigError, load_config
+from mtrl.config import ConfigError, load_config, with_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = str(ROOT / "configs" / "toy_sac.yaml")
@@ -47,7 +47,8 @@ class Crash(RuntimeError):
 
 
 def _trainer(logdir: Path, name: str, *extra: str) -> Trainer:
-    return Trainer(load_config(TrainConfig, TOY, [f"logdir={logdir}", f"run_name={name}", *COMMON, *extra]))
+    overrides = [f"logdir={logdir}", f"run_name={name}", *with_defaults(COMMON, extra)]  # extra replaces COMMON's
+    return Trainer(load_config(TrainConfig, TOY, overrides))
 
 
 def _hook_step(trainer: Trainer, at: int, action: Callable[[], None]) -> None:
