@@ -1,0 +1,143 @@
+"""The pilot driver's library (agents.transfer) and script (scripts/bench_pilot.py): the single-task runs are shared
+and their commands are what scripts/train_stl.py accepts, the screen applies the pre-stated rule to finished runs,
+the ledger adds up the runs' seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.transfer import (
+    SETTINGS,
+    SOLVED,
+    STL,
+    confirmation,
+    core_hours,
+    ew_run_dir,
+    load_setting,
+    record_outcomes,
+    screen,
+    screen_markdown,
+    stl_jobs,
+    stl_run_dir,
+)
+from mtrl.jobs import JobOutcome, is_finished
+from tests.helpers import load_script
+
+EVALS = (10_000, 20_000, 30_000, 40_000)  # the last three enter the score
+
+
+def test_single_task_runs_are_shared_and_parse_as_train_stl_commands(tmp_path: Path) -> None:
+    settings = [load_setting(name) for name in SETTINGS]
+    jobs = stl_jobs(tmp_path, settings, [0, 1])
+    tasks = {t for s in settings for t in s.tasks}
+    assert len(jobs) == 2 * len(tasks) == 12  # mix4 and mix4_small share all four tasks, mix6 adds two
+    assert len({j.run_dir for j in jobs}) == len(jobs)
+    train_stl = load_script("train_stl")
+    for job in jobs:
+        resolved = train_stl.parse_args(list(job.command[2:]))  # the command as train_stl.py reads it
+        (task,) = resolved.tasks
+        assert job.run_dir == stl_run_dir(tmp_path, settings[0] if task in settings[0].tasks else settings[2],
+                                          task, resolved.cfg.seed)  # fmt: skip
+        assert resolved.cfg.steps == resolved.buffer_capacity == 100_000  # nothing evicted: the run is setting-free
+        assert resolved.eval_episodes == 20 and resolved.cfg.eval_every == 10_000
+        assert resolved.sac.hidden_sizes == (256, 256) and resolved.sac.batch_per_task == 128
+        assert resolved.protocol.name == "metaworld-v3"
+
+
+def _write_stl(run_dir: Path, task: str, success: list[float]) -> None:
+    """A finished train_stl.py run's results.json, as agents/stl.py writes its history."""
+    run_dir.mkdir(parents=True)
+    history = {task: [{"step": s, "success": v, "return": 100.0 * v} for s, v in zip(EVALS, success, strict=True)]}
+    (run_dir / "results.json").write_text(json.dumps({"complete": True, "history": history}))
+
+
+def _write_ew(run_dir: Path, success: dict[str, list[float]]) -> None:
+    """A finished train.py run's results.json, as agents/trainer.py writes its evaluations."""
+    run_dir.mkdir(parents=True)
+    evals = [
+        {"step": step, "success": {t: v[k] for t, v in success.items()}, "return": {t: 0.0 for t in success}}
+        for k, step in enumerate(EVALS)
+    ]
+    (run_dir / "results.json").write_text(json.dumps({"complete": True, "evals": evals}))
+
+
+def test_screen_applies_the_pre_stated_rule(tmp_path: Path) -> None:
+    setting = load_setting("mix4")
+    seeds = [0, 1, 2]
+    for seed in seeds:
+        for task in setting.tasks:
+            low = task == "handle-press-v3" and seed == 0  # one seed below SOLVED: the median still passes
+            _write_stl(stl_run_dir(tmp_path, setting, task, seed), task, [0.0, 0.5, 0.9, 0.3 if low else 1.0])
+        _write_ew(ew_run_dir(tmp_path, setting, seed), {t: [0.0, 0.5, 0.6, 0.7] for t in setting.tasks})
+    (row,) = screen(tmp_path, [setting], seeds)
+    assert row.complete and row.qualifies
+    np.testing.assert_allclose(row.stl[1], [2.4 / 3] * 4)  # mean of the last three evaluations: 0.5, 0.9, 1.0
+    np.testing.assert_allclose(row.ew[0], [0.6] * 4)
+    np.testing.assert_allclose(row.stl_task_median, [2.4 / 3] * 4)
+    assert row.gap == pytest.approx(2.4 / 3 - 0.6)
+    table = screen_markdown([row], seeds)
+    assert "| mix4 | 4 | 0.60 / 0.74 | 0.60 / 0.80 | 0.60 / 0.80 | 0.60 | 0.80 | +0.20 | yes | 0.00 |" in table
+
+
+def test_screen_refuses_an_unlearned_task_a_missing_seed_and_no_gap(tmp_path: Path) -> None:
+    setting = load_setting("mix4")
+    for seed in (0, 1):
+        for task in setting.tasks:
+            last = 0.5 if task == "reach-v3" else 1.0  # reach-v3 not learned alone
+            _write_stl(stl_run_dir(tmp_path, setting, task, seed), task, [0.0, last, last, last])
+        _write_ew(ew_run_dir(tmp_path, setting, seed), {t: [0.0, 0.1, 0.1, 0.1] for t in setting.tasks})
+    (row,) = screen(tmp_path, [setting], [0, 1])
+    assert row.complete and not row.qualifies and row.stl_task_median[0] == 0.5 < SOLVED
+    (row,) = screen(tmp_path, [setting], [0, 1, 2])  # seed 2 never ran
+    assert not row.complete and not row.qualifies and sorted(row.ew) == [0, 1]
+    assert "not finished" in screen_markdown([row], [0, 1, 2])
+    other = tmp_path / "equal"
+    for seed in (0, 1):
+        for task in setting.tasks:
+            _write_stl(stl_run_dir(other, setting, task, seed), task, [0.0, 1.0, 1.0, 1.0])
+        _write_ew(ew_run_dir(other, setting, seed), {t: [0.0, 1.0, 1.0, 1.0] for t in setting.tasks})
+    (row,) = screen(other, [setting], [0, 1])
+    assert row.gap == 0.0 and not row.qualifies  # ew not below: no gap
+
+
+def test_confirmation_on_finished_fresh_seeds(tmp_path: Path) -> None:
+    setting = load_setting("mix4")
+    rng = np.random.default_rng(0)
+    seeds = list(range(100, 110))
+    for seed in seeds:
+        for task in setting.tasks:
+            _write_stl(stl_run_dir(tmp_path, setting, task, seed), task, list(0.9 + 0.05 * rng.random(4)))
+        _write_ew(ew_run_dir(tmp_path, setting, seed), {t: list(0.4 + 0.05 * rng.random(4)) for t in setting.tasks})
+    result, n_stl, n_ew = confirmation(tmp_path, setting, seeds, reps=100)
+    assert (n_stl, n_ew) == (10, 10) and result.confirmed and result.improvement.point == 1.0
+    with pytest.raises(ValueError, match="no finished ew runs"):
+        confirmation(tmp_path, setting, [200], reps=300)
+
+
+def test_ledger_adds_every_attempt(tmp_path: Path) -> None:
+    setting = load_setting("mix4")
+    (job,) = stl_jobs(tmp_path, [setting], [0])[:1]
+    record_outcomes(tmp_path, [JobOutcome(job, 130, 1800.0, job.run_dir / "job.log")])
+    record_outcomes(tmp_path, [JobOutcome(job, 0, 1800.0, job.run_dir / "job.log")])  # resumed to its end
+    assert core_hours(tmp_path, [job.run_dir]) == pytest.approx(1.0)
+    assert core_hours(tmp_path, [stl_run_dir(tmp_path, setting, "reach-v3", 1)]) == 0.0
+    assert not is_finished(job.run_dir)
+
+
+def test_script_dry_run_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = load_script("bench_pilot")
+    assert script.main(["--dry-run", "--settings", "mix4", "mix4_small", "--seeds", "0", "--root", str(tmp_path)]) == 0
+    commands = capsys.readouterr().out.splitlines()
+    assert len(commands) == 2 + 4  # two ew runs, four single-task runs shared by both settings
+    assert f"logdir={tmp_path}/mix4_small/ew run_name=seed0" in commands[-1]  # after mix4's runs
+    assert sum(f"{STL}/100000_every10000_x20/" in c for c in commands) == 4
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--confirm", "--settings", "mix4", "--seeds", "0", "100", "--report-only"])
+    assert exit_info.value.code == 2 and "fresh seeds; [0]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main(["--settings", "mix5", "--report-only"])
+    assert "no setting 'mix5'" in capsys.readouterr().err
