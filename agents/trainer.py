@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from agents.checkpoint import capture_rng, checkpoint_candidates, load_checkpoint, restore_rng, save_checkpoint
 from agents.config import TrainConfig, balancer_notes
 from agents.sac import EvalAgent, build_agent
+from agents.step import training_step
 from envs import (
     MultiTaskVecEnv,
     Protocol,
@@ -48,7 +49,6 @@ from envs import (
     evaluate,
     load_env_state,
     restore_env_state,
-    step_transitions,
 )
 from mtrl.config import ConfigError, config_to_dict, load_config, save_config
 from mtrl.device import resolve_device  # re-exported (agents.trainer.resolve_device)
@@ -259,7 +259,7 @@ class Trainer(LeasedRun):
         try:
             while self.step < cfg.total_steps and not self._stop:
                 self.lease.check()  # stop at once if another process took the run directory over
-                updates = self._env_step()
+                updates = self.env_step()
                 window_steps, window_updates = window_steps + 1, window_updates + updates
                 if self.step % cfg.log_every == 0 or self.step == cfg.total_steps:
                     elapsed = max(time.perf_counter() - window_t - paused, 1e-9)
@@ -296,29 +296,25 @@ class Trainer(LeasedRun):
         self._stop = True
         self.stop_signal = signum
 
-    def _env_step(self) -> int:
-        """Act, step all sub-envs, store one transition per task, update; returns the update count."""
-        cfg, agent, T = self.cfg, self.agent, self.envs.num_envs
+    def env_step(self) -> int:
+        """One vector step of the loop (:func:`agents.step.training_step`): act (uniform random actions during the
+        warm-up), step every sub-env, store one transition per task, update (not during the warm-up; the last
+        update of a logging step computes the metrics); returns the number of updates."""
+        cfg, T = self.cfg, self.envs.num_envs
+        random_TA = None  # the policy acts
         if self.step < cfg.sac.warmup_steps:
-            action_TA = self.np_rng.uniform(self.action_low, self.action_high, size=(T, len(self.action_low)))
-        else:
-            action_TA = agent.act(self.obs)
-        res = step_transitions(self.envs, action_TA)  # res.next_obs: final_obs where an episode ended
-        O = self.obs_dim
-        self.buffer.add(
-            self.obs[:, :O], agent.to_policy_action(action_TA), res.reward, res.next_obs[:, :O], res.terminated
-        )
-        self.obs = res.obs
-        self.step += 1
-        if self.step <= cfg.sac.warmup_steps:
-            return 0
-        for k in range(cfg.sac.updates_per_step):
-            last = k == cfg.sac.updates_per_step - 1
-            log_now = last and (self.step % cfg.log_every == 0 or self.step == cfg.total_steps)
-            metrics = agent.update(self.buffer.sample(cfg.sac.batch_per_task, self.sample_gen), with_metrics=log_now)
-            if metrics:
-                self.last_metrics = metrics
-        return cfg.sac.updates_per_step
+            random_TA = self.np_rng.uniform(self.action_low, self.action_high, size=(T, len(self.action_low)))
+        step = self.step + 1
+        updates = cfg.sac.updates_per_step if step > cfg.sac.warmup_steps else 0
+        self.obs, metrics = training_step(
+            self.agent, self.envs, self.buffer, self.obs,
+            action_TA=random_TA, updates=updates, batch_per_task=cfg.sac.batch_per_task,
+            sample_gen=self.sample_gen, metrics=step % cfg.log_every == 0 or step == cfg.total_steps,
+        )  # fmt: skip
+        self.step = step
+        if metrics:
+            self.last_metrics = metrics
+        return updates
 
     def _evaluate(self) -> None:
         result = evaluate(EvalAgent(self.agent), self.eval_envs, episodes_per_task=self.eval_episodes)

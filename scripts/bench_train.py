@@ -12,7 +12,7 @@ For each benchmark, in one process, with the preset's settings (``configs/{mt10,
 balancer resolved and built exactly as ``scripts/train.py`` does (``mtrl.config.load_config``,
 ``build_balancers``):
 
-1. **Training-loop throughput.** The post-warm-up body of ``agents.trainer.Trainer._env_step`` on
+1. **Training-loop throughput.** The post-warm-up step of ``agents.trainer.Trainer.env_step`` on
    the real Meta-World vector env (sync): act with the policy, step the env
    (``envs.step_transitions``), add the transitions to the replay buffer, then one full SAC update
    (stratified sample, critic, actor, temperature, Polyak). ``--steps`` timed vector steps after
@@ -112,38 +112,37 @@ def time_training_loop(
 ) -> tuple[dict[str, float], np.ndarray]:
     """Seconds per vector step of the training loop's pieces (act, env, replay add, update) with ``balancer``.
 
-    Mirrors the post-warm-up branch of ``agents.trainer.Trainer._env_step`` (metrics off, as at
-    every step that is not a logging step). Returns the timings and the observations to continue from.
+    Times :func:`agents.step.training_step`, the step ``agents.trainer.Trainer.env_step`` runs, after its warm-up
+    (the policy acts; metrics off, as at every step that is not a logging step). Returns the timings and the
+    observations to continue from.
     """
-    from envs import step_transitions
+    from agents.step import PHASES, training_step
 
     torch.manual_seed(0)
     agent, cfg = build_agent(bench, balancer, envs, device)
     gen = torch.Generator().manual_seed(0)
-    O, n, updates = envs.obs_dim, cfg.sac.batch_per_task, cfg.sac.updates_per_step
-    parts: dict[str, list[float]] = {"act": [], "env": [], "replay": [], "update": []}
+    parts: dict[str, list[float]] = {name: [] for name in PHASES}
+    ends: dict[str, float] = {}
+
+    def clock(name: str) -> None:
+        synchronize(device)  # the phase's device work is done
+        ends[name] = time.perf_counter()
+
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        action_TA = agent.act(obs)
-        t1 = time.perf_counter()
-        res = step_transitions(envs, action_TA)
-        t2 = time.perf_counter()
-        buffer.add(obs[:, :O], agent.to_policy_action(action_TA), res.reward, res.next_obs[:, :O], res.terminated)
-        obs = res.obs
-        synchronize(device)
-        t3 = time.perf_counter()
-        for _ in range(updates):
-            agent.update(buffer.sample(n, gen), with_metrics=False)
-        synchronize(device)
-        t4 = time.perf_counter()
+        start = time.perf_counter()
+        obs, _ = training_step(
+            agent, envs, buffer, obs, action_TA=None, updates=cfg.sac.updates_per_step,
+            batch_per_task=cfg.sac.batch_per_task, sample_gen=gen, metrics=False, phase=clock,
+        )  # fmt: skip
         if i >= warmup:
-            for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                parts[key].append(dt)
+            begins = [start, *(ends[name] for name in PHASES[:-1])]
+            for name, begin in zip(PHASES, begins, strict=True):
+                parts[name].append(ends[name] - begin)
     total = sum(sum(v) for v in parts.values())
     out = {f"{k}_ms": 1e3 * statistics.fmean(v) for k, v in parts.items()}
     out["update_ms_median"] = 1e3 * statistics.median(parts["update"])
     out["vector_steps_per_s"] = steps / total
-    out["updates_per_s"] = steps * updates / total
+    out["updates_per_s"] = steps * cfg.sac.updates_per_step / total
     return out, obs
 
 

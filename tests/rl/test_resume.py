@@ -53,7 +53,7 @@ def _trainer(logdir: Path, name: str, *extra: str) -> Trainer:
 
 def _hook_step(trainer: Trainer, at: int, action: Callable[[], None]) -> None:
     """Run ``action`` right after vector step ``at`` of ``trainer`` (instance-level wrapper)."""
-    original = trainer._env_step
+    original = trainer.env_step
 
     def step() -> int:
         updates = original()
@@ -61,7 +61,7 @@ def _hook_step(trainer: Trainer, at: int, action: Callable[[], None]) -> None:
             action()
         return updates
 
-    trainer._env_step = step  # type: ignore[method-assign]
+    trainer.env_step = step  # type: ignore[method-assign]
 
 
 def _crash() -> None:

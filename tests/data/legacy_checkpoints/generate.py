@@ -70,7 +70,7 @@ def toy(tmp: Path) -> None:
     results.pop("run_dir")
     (HERE / "toy_uninterrupted.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     stopped = trainer("toy")
-    original = stopped._env_step
+    original = stopped.env_step
 
     def step() -> int:
         updates = original()
@@ -78,7 +78,7 @@ def toy(tmp: Path) -> None:
             stopped.request_stop()
         return updates
 
-    stopped._env_step = step  # type: ignore[method-assign]
+    stopped.env_step = step  # type: ignore[method-assign]
     assert stopped.train()["steps"] == TOY_STOP
     _keep(tmp / "toy", HERE / "toy")
 
