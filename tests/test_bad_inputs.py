@@ -405,3 +405,21 @@ def test_a_scripts_own_defaults_give_way_to_the_users_overrides() -> None:
     vision_table = load_script("vision_table")
     cmd = vision_table._command(VISION, Path("runs"), "ew_s0", 0, ["device=cuda"])
     assert "device=cuda" in cmd and "device=cpu" not in cmd and "threads=1" in cmd
+
+
+def test_torn_run_files_read_by_the_curves_are_named(
+    aggregate: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mtrl.analysis import run_history
+
+    run = tmp_path / "ew" / "seed0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("balancer: ew\nseed: 0\n")
+    (run / "results.json").write_text('{"evals": [{"step": 10, "success": {"a": 0.')
+    with pytest.raises(ValueError, match=rf"{re.escape(str(run / 'results.json'))}: unreadable \(Expecting "):
+        run_history(run)
+    (run / "results.json").write_text('{"final": 0.5}')
+    (run / "metrics.jsonl").write_text('{"step": 10, "eval/success_mean": 0.1}\n{"step": 20, "eval/succ')
+    curve = ["--metrics", "final", "--curve", "eval/success_mean", "--plot", str(tmp_path / "c.png")]
+    assert aggregate.main([str(tmp_path), *curve]) == 1
+    assert _one_line(capsys).startswith(f"aggregate.py: {run / 'metrics.jsonl'}: line 2 is not JSON (")

@@ -229,8 +229,11 @@ def learning_curves(records: Sequence[RunRecord], metric: str) -> dict[str, tupl
         if not path.is_file():
             continue
         points: dict[int, float] = {}
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {number} is not JSON ({err}; a truncated write?)") from None
             if metric in row and "step" in row:
                 points[int(row["step"])] = float(row[metric])
         if points:
@@ -495,7 +498,7 @@ def run_history(run_dir: str | Path, finished_only: bool = True) -> dict[str, di
     path = Path(run_dir) / "results.json"
     if not path.is_file():
         return None
-    results = json.loads(path.read_text())
+    results = _read_mapping(path)  # ValueError naming the file when it cannot be read
     if finished_only and results.get("complete") is False:
         return None
     if "history" in results:  # train_stl.py: one history per task
