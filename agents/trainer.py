@@ -57,7 +57,7 @@ from mtrl.logger import RL_CHARTS, custom_scalars_layout, flatten_hparams
 from mtrl.recovery import load_newest_intact
 from mtrl.replay import MultiTaskReplayBuffer
 from mtrl.rundir import LeasedRun, check_resume, open_logs, write_json
-from mtrl.runstart import RL, claim_run_dir
+from mtrl.runstart import RL, NothingToResume, claim_run_dir
 
 __all__ = ["Trainer", "build_envs", "final_report", "resolve_device", "summarize", "train_from_args"]
 
@@ -176,6 +176,8 @@ class Trainer(LeasedRun):
             saved = config_to_dict(load_config(TrainConfig, saved_path, resolve=False))
             check_resume(saved, config_to_dict(cfg), TrainConfig.RESUME_MAY_CHANGE, "resume=true", saved_path)
         candidates, notes = checkpoint_candidates(self.run_dir)
+        if not candidates:  # checkpoints/last.txt naming a file that is gone, and no step_*.pt
+            raise NothingToResume(f"resume=true: nothing to resume in {str(self.run_dir)!r} (no checkpoints/step_*.pt)")
         self._lookup_notes = notes
         return candidates
 

@@ -175,10 +175,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     else:
         outcomes = run_jobs(jobs, parallel=args.jobs or 1)
-    failed = [f"{o.job.name} (log {o.log})" for o in outcomes if o.returncode != 0]
+    failed = [f"{o.job.name} (log {o.log})" for o in outcomes if o.failed]
     for item in failed:
         print("FAILED:", item, file=sys.stderr)
-    return 1 if failed else 0
+    stopped = [o.job.name for o in outcomes if o.stopped]  # SIGINT/SIGTERM after a checkpoint (exit 130/143)
+    if stopped:
+        print(f"stopped with a checkpoint: {', '.join(stopped)}; run the same command again to resume", file=sys.stderr)
+    return 1 if failed or stopped else 0
 
 
 if __name__ == "__main__":
