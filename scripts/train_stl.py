@@ -119,12 +119,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _refuse_repeated_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """:class:`ConfigError` for a setting given twice (``--seed 1 --seed 2``, ``--progress --no-progress``):
+    argparse would keep the last one silently."""
+    seen: dict[str, str] = {}  # setting -> the flag that gave it
+    for item in argv:
+        if item == "--":
+            break
+        flag = item.split("=", 1)[0]
+        action = parser._option_string_actions.get(flag) if flag.startswith("--") else None
+        if action is None or action.dest == "help":
+            continue
+        if action.dest in seen:
+            what = f"{flag} given twice" if seen[action.dest] == flag else f"{seen[action.dest]} and {flag} both given"
+            raise ConfigError(f"{what}: keep one")
+        seen[action.dest] = flag
+
+
 def parse_args(argv: Sequence[str] | None = None) -> ResolvedSTLConfig:
     """The flags as a resolved ``STLConfig``; a bad value (or an unreadable ``--preset``) exits with status 2
     and one line naming it and what is valid."""
     p = build_parser()
     args = p.parse_args(argv)
     try:
+        _refuse_repeated_flags(p, sys.argv[1:] if argv is None else argv)
         cfg = update_config(STLConfig(), vars(args))  # the flags are the config's fields
         return resolve_stl_config(cfg)
     except STLConfigError as err:

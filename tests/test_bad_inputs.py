@@ -423,3 +423,20 @@ def test_torn_run_files_read_by_the_curves_are_named(
     curve = ["--metrics", "final", "--curve", "eval/success_mean", "--plot", str(tmp_path / "c.png")]
     assert aggregate.main([str(tmp_path), *curve]) == 1
     assert _one_line(capsys).startswith(f"aggregate.py: {run / 'metrics.jsonl'}: line 2 is not JSON (")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seed", "1", "--steps", "5", "--seed=2"], "--seed given twice: keep one"),
+        (["--progress", "--no-progress"], "--progress and --no-progress both given: keep one"),
+    ],
+)
+def test_a_train_stl_flag_given_twice_is_one_line(
+    argv: list[str], message: str, train_stl: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        train_stl.main([*argv, "--logdir", str(tmp_path / "runs")])
+    assert exc.value.code == 2
+    assert _one_line(capsys) == f"train_stl.py: error: {message}"
+    assert not (tmp_path / "runs").exists()
