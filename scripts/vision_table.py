@@ -7,8 +7,10 @@
 Each method run ``<logdir>/<method>_s<seed>`` is trained with ``scripts/train_vision.py CONFIG`` (default
 ``configs/vision/synthetic.yaml``: small model, CPU, one thread per run) and the single-task runs
 ``<logdir>/stl_<task>_s<seed>`` of the same seed as its Δm baseline. The table gives Δm% (metric-weighted,
-MTAN line; task-weighted, LibMTL/Aligned-MTL line; lower is better) as mean ± std over seeds, and the mean
-per-task metrics. Selection rule: mean of the last ``last_k`` evaluations of each run (never the best).
+MTAN line; task-weighted, LibMTL/Aligned-MTL line; lower is better) and the per-task metrics as mean ± std over
+seeds (``mtrl.analysis.summarize``). The runs go through ``mtrl.jobs.run_jobs``: finished ones are skipped, stopped
+ones resume from their checkpoint, each run's output is in its ``job.log``. Selection rule: mean of the last
+``last_k`` evaluations of each run (never the best).
 Method keys: a balancer key, or ``dgr+<base>`` for DGR on top of a base balancer.
 """
 
@@ -16,23 +18,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from mtrl.analysis import RunRecord, summarize  # noqa: E402
+from mtrl.jobs import Job, run_jobs  # noqa: E402
 
 METHODS = ["ew", "pcgrad", "cagrad", "nash_mtl", "imtl", "aligned_mtl", "aligned_mtl_ub", "dgr+ew", "sgsu",
            "task_tensioner"]  # fmt: skip
 TASKS = ["seg", "depth", "normal"]
 #: metrics shown per task (the metric names of mtrl.vision.metrics), in table order.
 SHOWN = ["seg/miou", "seg/pix_acc", "depth/abs_err", "depth/rel_err", "normal/mean", "normal/within_11.25"]
+#: the table's columns after method and seeds: (heading, how a run's results.json gives it, digits).
+COLUMNS: list[tuple[str, str, int]] = [
+    ("Δm% metric-w. ↓", "metric_weighted", 2),
+    ("Δm% task-w. ↓", "task_weighted", 2),
+    *((key, key, 3 if key.startswith("depth/") else 2) for key in SHOWN),
+    ("s/run", "train_time_s", 0),
+]
 
 
 def _method_overrides(method: str) -> list[str]:
@@ -46,20 +54,13 @@ def _command(config: str, logdir: Path, name: str, seed: int, extra: list[str]) 
 
     settings = with_defaults(["threads=1", "progress=false", "device=cpu"], extra)  # the user's device=cuda wins
     return [sys.executable, str(ROOT / "scripts" / "train_vision.py"), config, f"logdir={logdir}", f"run_name={name}",
-            f"seed={seed}", "resume=true", *settings]  # fmt: skip
+            f"seed={seed}", *settings]  # fmt: skip
 
 
-def _run_all(jobs: list[tuple[str, list[str]]], workers: int, logdir: Path) -> None:
-    def one(job: tuple[str, list[str]]) -> None:
-        name, cmd = job
-        t0 = time.perf_counter()
-        log = (logdir / f"{name}.log").open("w")
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
-        status = "ok" if rc == 0 else f"FAILED (rc {rc}, see {logdir / name}.log)"
-        print(f"{name}: {status} in {time.perf_counter() - t0:.0f} s", flush=True)
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(one, jobs))
+def _job(config: str, logdir: Path, name: str, seed: int, extra: list[str]) -> Job:
+    """The run ``<logdir>/<name>`` as a :class:`mtrl.jobs.Job`: resumed from its checkpoint when it left one,
+    skipped when finished, its output in ``<logdir>/<name>/job.log``."""
+    return Job(name, logdir / name, tuple(_command(config, logdir, name, seed, extra)), ("resume=true",))
 
 
 def _load(logdir: Path, name: str) -> dict[str, Any] | None:
@@ -67,36 +68,37 @@ def _load(logdir: Path, name: str) -> dict[str, Any] | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
-def _fmt(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    if not values:
-        return "–"
-    arr = np.asarray(values) * scale
-    std = f" ± {arr.std(ddof=1):.{digits}f}" if len(arr) > 1 else ""
-    return f"{arr.mean():.{digits}f}{std}"
+def _values(results: dict[str, Any]) -> dict[str, float]:
+    """The table's values of one run (seg and within-11.25 in %; a single-task reference has Δm 0)."""
+    delta = results.get("delta_m") or ({"metric_weighted": 0.0, "task_weighted": 0.0} if results["single_task"] else {})
+    out = {key: float(delta[key]) for key in ("metric_weighted", "task_weighted") if key in delta}
+    for key in SHOWN:
+        if key in results["selected"]:
+            percent = key.startswith("seg/") or "within" in key
+            out[key] = (100.0 if percent else 1.0) * float(results["selected"][key])
+    if "train_time_s" in results:
+        out["train_time_s"] = float(results["train_time_s"])
+    return out
 
 
 def table(logdir: Path, methods: list[str], seeds: list[int]) -> str:
-    """The Markdown table of the runs found in ``logdir``."""
-    head = "| method | seeds | Δm% metric-w. ↓ | Δm% task-w. ↓ | " + " | ".join(SHOWN) + " | s/run |"
-    lines = [head, "|" + "---|" * (5 + len(SHOWN))]
-    rows = [(f"STL {t}", [f"stl_{t}_s{s}" for s in seeds]) for t in TASKS]
-    rows += [(m, [f"{m}_s{s}" for s in seeds]) for m in methods]
-    for label, names in rows:
-        found = [r for r in (_load(logdir, n) for n in names) if r is not None]
-        if not found:
-            continue
-        dm = [r["delta_m"] for r in found if "delta_m" in r]
-        cells = [
-            label, str(len(found)),
-            _fmt([d["metric_weighted"] for d in dm]) if dm else "0 (reference)" if label.startswith("STL") else "–",
-            _fmt([d["task_weighted"] for d in dm]) if dm else "0 (reference)" if label.startswith("STL") else "–",
-        ]  # fmt: skip
-        for key in SHOWN:
-            vals = [r["selected"][key] for r in found if key in r["selected"]]
-            percent = key.startswith("seg/") or "within" in key
-            cells.append(_fmt(vals, 100.0 if percent else 1.0, 3 if key.startswith("depth/") else 2))
-        cells.append(_fmt([r["train_time_s"] for r in found if "train_time_s" in r], digits=0))
-        lines.append("| " + " | ".join(cells) + " |")
+    """The Markdown table of the runs found in ``logdir``: mean ± std over seeds (``mtrl.analysis.summarize``)."""
+    rows = [(f"STL {t}", [(f"stl_{t}_s{s}", s) for s in seeds]) for t in TASKS]
+    rows += [(m, [(f"{m}_s{s}", s) for s in seeds]) for m in methods]
+    records = [
+        RunRecord(logdir / name, label, seed, _values(results))
+        for label, names in rows
+        for name, seed in names
+        if (results := _load(logdir, name)) is not None
+    ]
+    summary = summarize(records, [key for _, key, _ in COLUMNS])
+    lines = ["| method | seeds | " + " | ".join(head for head, _, _ in COLUMNS) + " |"]
+    lines.append("|" + "---|" * (2 + len(COLUMNS)))
+    for label, _ in rows:
+        if label in summary:
+            seeds_found = sum(record.group == label for record in records)
+            cells = [summary[label][key].format(digits) for _, key, digits in COLUMNS]
+            lines.append(f"| {label} | {seeds_found} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -114,20 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     logdir.mkdir(parents=True, exist_ok=True)
     if args.run:
         t0 = time.perf_counter()
-        stl = [
-            (f"stl_{t}_s{s}", _command(args.config, logdir, f"stl_{t}_s{s}", s, [f"single_task={t}", *args.overrides]))
-            for s in args.seeds
-            for t in TASKS
-        ]
-        _run_all([j for j in stl if _load(logdir, j[0]) is None], args.jobs, logdir)
+        stl = [_job(args.config, logdir, f"stl_{t}_s{s}", s, [f"single_task={t}", *args.overrides])
+               for s in args.seeds for t in TASKS]  # fmt: skip
+        run_jobs(stl, args.jobs, sys.stdout)  # the references first: the methods' Δm reads them
         mtl = []
         for s in args.seeds:
             baseline = "baseline=[" + ", ".join(str(logdir / f"stl_{t}_s{s}") for t in TASKS) + "]"
             for m in args.methods:
-                name = f"{m}_s{s}"
                 extra = [*_method_overrides(m), baseline, *args.overrides]
-                mtl.append((name, _command(args.config, logdir, name, s, extra)))
-        _run_all([j for j in mtl if _load(logdir, j[0]) is None], args.jobs, logdir)
+                mtl.append(_job(args.config, logdir, f"{m}_s{s}", s, extra))
+        run_jobs(mtl, args.jobs, sys.stdout)
         print(f"total wall time {time.perf_counter() - t0:.0f} s with {args.jobs} parallel run(s)\n")
     print(f"synthetic_scenes, {args.config}, overrides {args.overrides or 'none'};")
     print("Δm vs the single-task runs of the same seed;")
