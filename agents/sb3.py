@@ -92,8 +92,16 @@ def reference_differences(sac: SACConfig) -> list[str]:
     out = []
     if sac.alpha_lr != sac.lr:
         out.append(f"temperature lr {sac.alpha_lr} != network lr {sac.lr}: SB3 uses {sac.lr} for both")
-    if sac.grad_clip is not None:
-        out.append(f"grad_clip={sac.grad_clip}: SB3's SAC does not clip gradients")
+    clips = {name: sac.clip_of(name) for name in ("actor", "critic")}
+    if any(clip is not None for clip in clips.values()):
+        out.append(f"gradient clipping {clips}: SB3's SAC does not clip gradients")
+    eps = {"actor": sac.actor_adam_eps, "critic": sac.critic_adam_eps, "alpha": sac.alpha_adam_eps}
+    if any(value != 1e-8 for value in eps.values()):
+        out.append(f"Adam eps {eps}: SB3 uses torch's default 1e-8")
+    if sac.tanh_log_det != "epsilon":
+        out.append(f"tanh_log_det={sac.tanh_log_det!r}: SB3 uses log(1 - tanh(u)^2 + 1e-6)")
+    if sac.trunk_init != "torch" or sac.actor_head_init is not None or sac.critic_head_init is not None:
+        out.append("trunk_init/actor_head_init/critic_head_init: SB3's SAC keeps torch's nn.Linear initialisation")
     if sac.layer_norm or sac.skip_connections:
         out.append("layer_norm/skip_connections: SB3's MlpPolicy has plain Linear-ReLU networks")
     return out

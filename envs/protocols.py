@@ -158,7 +158,9 @@ class Protocol:
 #: over 10 seeds of the final performance; ``report_last_n = 10`` (the last 10 evaluations) is our
 #: own smoothing choice for single-run curves, not theirs. Cadence: rainx0r/metaworld-algorithms'
 #: MT10 script evaluates every 200_000 // 500 = 400 finished episodes, i.e. every 20k vector steps
-#: (Meta-World+'s training script); the same 20k per task is used for MT50 (its script was not checked).
+#: (Meta-World+'s training script). The same 20k is this protocol's default for every task set, although on
+#: MT50 the reference's episode count gives every 4k (8 episodes per task): ``configs/mt50_mwplus.yaml`` sets
+#: ``eval_every: 4000`` (docs/mwplus.md).
 #: One evaluation costs up to 50 × 500 = 25k vector steps (less where episodes end on success).
 METAWORLD_V3 = Protocol(
     name="metaworld-v3",

@@ -13,7 +13,7 @@ import pytest
 
 from agents.config import TrainConfig
 from agents.trainer import Trainer
-from mtrl.config import load_config
+from mtrl.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = {"MT10": ROOT / "configs" / "mt10_mwplus.yaml", "MT50": ROOT / "configs" / "mt50_mwplus.yaml"}
@@ -72,3 +72,22 @@ def test_preset_trains_on_real_metaworld(tmp_path: Path, benchmark: str) -> None
     results = trainer.train()
     assert results["complete"] and trainer.agent.num_updates == 6
     assert len(results["summary"]["final"]["success"]) == int(benchmark[2:])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("sac.actor_adam_eps=0", "bad value 0.0 for 'sac.actor_adam_eps': expected a number > 0"),
+        ("sac.critic_grad_clip=-1", "bad value -1.0 for 'sac.critic_grad_clip': expected a number > 0, or null"),
+        ("sac.critic_head_init=0", "bad value 0.0 for 'sac.critic_head_init': expected a number > 0, or null"),
+        ("sac.grad_clip_formula=jax", "bad value 'jax' for 'sac.grad_clip_formula'; valid choices: 'torch', 'optax'"),
+        ("sac.alpha_loss_reduction=max", "bad value 'max' for 'sac.alpha_loss_reduction'; valid choices: 'sum'"),
+        ("sac.tanh_log_det=approx", "bad value 'approx' for 'sac.tanh_log_det'; valid choices: 'epsilon', 'exact'"),
+        ("sac.trunk_init=xavier", "bad value 'xavier' for 'sac.trunk_init'; valid choices: 'torch', 'he_uniform'"),
+        ("sac.q_input_order=obs", "bad value 'obs' for 'sac.q_input_order'; valid choices: 'obs_action'"),
+    ],
+)
+def test_bad_values_are_one_line_errors(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(TrainConfig, str(PRESETS["MT10"]), [override])
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
