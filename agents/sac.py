@@ -159,40 +159,40 @@ class MultiTaskSAC:
 
     # --- learning ------------------------------------------------------------------------------
     @staticmethod
-    def _td_losses(q1_Tn: Tensor, q2_Tn: Tensor, target_q_Tn: Tensor) -> Tensor:
+    def _td_losses(q1_TN: Tensor, q2_TN: Tensor, target_q_TN: Tensor) -> Tensor:
         """``L^Q_t = ½ [mean (Q_1 − y)² + mean (Q_2 − y)²]`` per task (SB3's ``0.5 · Σ_k MSE``)."""
-        return 0.5 * (((q1_Tn - target_q_Tn) ** 2).mean(1) + ((q2_Tn - target_q_Tn) ** 2).mean(1))
+        return 0.5 * (((q1_TN - target_q_TN) ** 2).mean(1) + ((q2_TN - target_q_TN) ** 2).mean(1))
 
-    def alpha_losses(self, log_prob_Tn: Tensor) -> Tensor:
+    def alpha_losses(self, log_prob_TN: Tensor) -> Tensor:
         """``L^α_t = mean_rows[−log α_t (log π + target_entropy)]`` (gradient with respect to ``log α``)."""
-        return (-self.log_alpha_T[:, None] * (log_prob_Tn.detach() + self.target_entropy)).mean(1)
+        return (-self.log_alpha_T[:, None] * (log_prob_TN.detach() + self.target_entropy)).mean(1)
 
-    def critic_losses(self, batch: Batch, target_q_Tn: Tensor) -> Tensor:
+    def critic_losses(self, batch: Batch, target_q_TN: Tensor) -> Tensor:
         """Per-task twin-Q regression losses ``(T,)``, the critic forward recorded for the engine."""
         with self.critic_capture.record():
-            q1_Tn, q2_Tn = self.critic(batch.obs, batch.action)
-        return self._td_losses(q1_Tn, q2_Tn, target_q_Tn)
+            q1_TN, q2_TN = self.critic(batch.obs, batch.action)
+        return self._td_losses(q1_TN, q2_TN, target_q_TN)
 
-    def critic_loss_fn(self, batch: Batch, target_q_Tn: Tensor) -> LossClosure:
+    def critic_loss_fn(self, batch: Batch, target_q_TN: Tensor) -> LossClosure:
         """Closure ``(shared_values, task_values) -> L^Q (T,)`` on this batch and these targets ``y``."""
 
         def compute(forward: Callable[..., Any]) -> Tensor:
-            q1_Tn, q2_Tn = forward(batch.obs, batch.action)
-            return self._td_losses(q1_Tn, q2_Tn, target_q_Tn)
+            q1_TN, q2_TN = forward(batch.obs, batch.action)
+            return self._td_losses(q1_TN, q2_TN, target_q_TN)
 
         return make_loss_fn(self.critic, self.critic_shared, self.critic_task, compute)
 
-    def _actor_losses(self, action_TnA: Tensor, log_prob_Tn: Tensor, obs_TnO: Tensor, alpha_T: Tensor) -> Tensor:
-        q1_pi_Tn, q2_pi_Tn = self.critic(obs_TnO, action_TnA)
-        return (alpha_T[:, None] * log_prob_Tn - torch.min(q1_pi_Tn, q2_pi_Tn)).mean(1)
+    def _actor_losses(self, action_TNA: Tensor, log_prob_TN: Tensor, obs_TNO: Tensor, alpha_T: Tensor) -> Tensor:
+        q1_pi_TN, q2_pi_TN = self.critic(obs_TNO, action_TNA)
+        return (alpha_T[:, None] * log_prob_TN - torch.min(q1_pi_TN, q2_pi_TN)).mean(1)
 
-    def actor_loss_fn(self, batch: Batch, alpha_T: Tensor, noise_TnA: Tensor) -> LossClosure:
+    def actor_loss_fn(self, batch: Batch, alpha_T: Tensor, noise_TNA: Tensor) -> LossClosure:
         """Closure ``(shared_values, task_values) -> L^π (T,)`` with fixed noise ``ε (T, n, A)``,
         the current critics and temperatures ``α (T,)``."""
 
         def compute(forward: Callable[..., Any]) -> Tensor:
-            action_TnA, log_prob_Tn = forward(batch.obs, noise_TnA)
-            return self._actor_losses(action_TnA, log_prob_Tn, batch.obs, alpha_T)
+            action_TNA, log_prob_TN = forward(batch.obs, noise_TNA)
+            return self._actor_losses(action_TNA, log_prob_TN, batch.obs, alpha_T)
 
         return make_loss_fn(self.actor, self.actor_shared, self.actor_task, compute)
 
@@ -209,18 +209,18 @@ class MultiTaskSAC:
 
         # Critic: TD target from the target critics and a fresh next action.
         with torch.no_grad():
-            next_action_TnA, next_log_prob_Tn = self.actor(batch.next_obs, None if noise is None else noise.next_obs)
-            q1_next_Tn, q2_next_Tn = self.critic_target(batch.next_obs, next_action_TnA)
-            soft_q_next_Tn = torch.min(q1_next_Tn, q2_next_Tn) - alpha_T[:, None] * next_log_prob_Tn
-            target_q_Tn = batch.reward + (1.0 - batch.terminated) * cfg.gamma * soft_q_next_Tn
+            next_action_TNA, next_log_prob_TN = self.actor(batch.next_obs, None if noise is None else noise.next_obs)
+            q1_next_TN, q2_next_TN = self.critic_target(batch.next_obs, next_action_TNA)
+            soft_q_next_TN = torch.min(q1_next_TN, q2_next_TN) - alpha_T[:, None] * next_log_prob_TN
+            target_q_TN = batch.reward + (1.0 - batch.terminated) * cfg.gamma * soft_q_next_TN
         diagnostics = cfg.engine_diagnostics or with_metrics  # G statistics only where they are logged
-        critic_losses_T = self.critic_losses(batch, target_q_Tn)
+        critic_losses_T = self.critic_losses(batch, target_q_TN)
         critic_report = self.critic_engine.backward(
             critic_losses_T,
             self.critic_shared,
             self.critic_task,
             capture=self.critic_capture,
-            loss_fn=self.critic_loss_fn(batch, target_q_Tn) if self.critic_needs_closure else None,
+            loss_fn=self.critic_loss_fn(batch, target_q_TN) if self.critic_needs_closure else None,
             heads=self.critic_heads,
             diagnostics=diagnostics,
         )
@@ -228,25 +228,25 @@ class MultiTaskSAC:
         self.critic_opt.step()
         if self.critic_engine.needs_post_step_losses:  # FAMO (also as dgr's base): losses after the step, same batch.
             with torch.no_grad():
-                self.critic_engine.post_step(self.critic_losses(batch, target_q_Tn))
+                self.critic_engine.post_step(self.critic_losses(batch, target_q_TN))
 
         # Actor: reparametrised actions scored by the (just updated) critics. The noise is drawn
         # explicitly only for closures (same global-generator draws as randn_like inside the actor).
-        noise_TnA = None if noise is None else noise.obs
-        if self.actor_needs_closure and noise_TnA is None:
+        noise_TNA = None if noise is None else noise.obs
+        if self.actor_needs_closure and noise_TNA is None:
             T, n = batch.obs.shape[:2]
-            noise_TnA = torch.randn(T, n, self.action_dim, device=batch.obs.device, dtype=batch.obs.dtype)
+            noise_TNA = torch.randn(T, n, self.action_dim, device=batch.obs.device, dtype=batch.obs.dtype)
         with self.actor_capture.record():
-            action_TnA, log_prob_Tn = self.actor(batch.obs, noise_TnA)
-        actor_losses_T = self._actor_losses(action_TnA, log_prob_Tn, batch.obs, alpha_T)
+            action_TNA, log_prob_TN = self.actor(batch.obs, noise_TNA)
+        actor_losses_T = self._actor_losses(action_TNA, log_prob_TN, batch.obs, alpha_T)
         actor_report = self.actor_engine.backward(
             actor_losses_T,
             self.actor_shared,
             self.actor_task,
             capture=self.actor_capture,
             loss_fn=None
-            if noise_TnA is None or not self.actor_needs_closure
-            else self.actor_loss_fn(batch, alpha_T, noise_TnA),
+            if noise_TNA is None or not self.actor_needs_closure
+            else self.actor_loss_fn(batch, alpha_T, noise_TNA),
             heads=self.actor_heads,
             diagnostics=diagnostics,
         )
@@ -255,7 +255,7 @@ class MultiTaskSAC:
 
         # Temperatures: per-task losses, summed (or averaged: sac.alpha_loss_reduction) unbalanced (α_t only
         # enters L^α_t).
-        alpha_losses_T = self.alpha_losses(log_prob_Tn)
+        alpha_losses_T = self.alpha_losses(log_prob_TN)
         self.alpha_opt.zero_grad()
         (alpha_losses_T.sum() if cfg.alpha_loss_reduction == "sum" else alpha_losses_T.mean()).backward()
         self.alpha_opt.step()
@@ -264,7 +264,7 @@ class MultiTaskSAC:
         self.num_updates += 1
         if not with_metrics:
             return {}
-        return self._metrics(critic_losses_T, actor_losses_T, alpha_losses_T, log_prob_Tn, critic_report, actor_report)
+        return self._metrics(critic_losses_T, actor_losses_T, alpha_losses_T, log_prob_TN, critic_report, actor_report)
 
     def _clip(self, name: Literal["actor", "critic"], net: nn.Module) -> None:
         """Clip ``net``'s global gradient norm at ``sac.<name>_grad_clip`` (else ``grad_clip``) with the
@@ -287,7 +287,7 @@ class MultiTaskSAC:
         critic_losses_T: Tensor,
         actor_losses_T: Tensor,
         alpha_losses_T: Tensor,
-        log_prob_Tn: Tensor,
+        log_prob_TN: Tensor,
         critic_report: BalanceReport,
         actor_report: BalanceReport,
     ) -> dict[str, float]:
@@ -295,7 +295,7 @@ class MultiTaskSAC:
             "train/critic_loss": critic_losses_T.detach().mean().item(),
             "train/actor_loss": actor_losses_T.detach().mean().item(),
             "train/alpha_loss": alpha_losses_T.detach().mean().item(),
-            "train/entropy": -log_prob_Tn.detach().mean().item(),
+            "train/entropy": -log_prob_TN.detach().mean().item(),
         }
         per_task = {
             "critic_loss": critic_losses_T.detach().cpu().tolist(),

@@ -111,16 +111,16 @@ class MultiTaskReplayBuffer:
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer; add transitions first (warm-up steps)")
         gen_device = generator.device if generator is not None else torch.device("cpu")
-        idx_Tn = torch.randint(0, self.size, (self.num_tasks, n_per_task), generator=generator, device=gen_device).to(
+        idx_TN = torch.randint(0, self.size, (self.num_tasks, n_per_task), generator=generator, device=gen_device).to(
             self.device
         )
         rows_T1 = torch.arange(self.num_tasks, device=self.device)[:, None]
         return Batch(
-            obs=self.obs_TCO[rows_T1, idx_Tn],
-            action=self.action_TCA[rows_T1, idx_Tn],
-            reward=self.reward_TC[rows_T1, idx_Tn],
-            next_obs=self.next_obs_TCO[rows_T1, idx_Tn],
-            terminated=self.terminated_TC[rows_T1, idx_Tn],
+            obs=self.obs_TCO[rows_T1, idx_TN],
+            action=self.action_TCA[rows_T1, idx_TN],
+            reward=self.reward_TC[rows_T1, idx_TN],
+            next_obs=self.next_obs_TCO[rows_T1, idx_TN],
+            terminated=self.terminated_TC[rows_T1, idx_TN],
         )
 
     def state_dict(self) -> dict[str, Any]:
