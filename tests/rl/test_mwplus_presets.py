@@ -53,7 +53,8 @@ def test_mt50_preset_derives_batch_and_cadence() -> None:
 @pytest.mark.parametrize("benchmark", list(PRESETS))
 def test_preset_agent_trains_on_the_toy_suite(tmp_path: Path, benchmark: str) -> None:
     """The preset's SAC (every Meta-World+ field on) trains a few steps: updates happen, values stay finite."""
-    overrides = ["env.benchmark=toy", "env.protocol=toy", "total_steps=60", "sac.warmup_steps=20", "eval_every=0"]
+    overrides = ["env.benchmark=toy", "env.protocol=toy", "total_steps=60", "sac.warmup_steps=20", "eval_every=0",
+                 "eval_episodes=1"]  # fmt: skip
     trainer = Trainer(load_config(TrainConfig, str(PRESETS[benchmark]), [f"logdir={tmp_path}", *SMALL, *overrides]))
     results = trainer.train()
     assert results["complete"] and trainer.agent.num_updates == 40
