@@ -177,12 +177,13 @@ def check_run_dir(run_dir: Path, kind: TrainerKind, resume: bool) -> None:
     if resume:
         if not checkpoints:
             why = (
-                f"no {' or '.join(kind.checkpoints)}"
+                f"it has no {' or '.join(kind.checkpoints)}"
                 if run_dir.is_dir()
-                else f"it does not exist: check {kind.run_name_flag} and the log directory"
+                else f"the directory does not exist: check {kind.run_name_flag} and the log directory"
             )
             raise NothingToResume(
-                f"{kind.resume_flag}: nothing to resume in {where} ({why}); start it without {kind.resume_flag}"
+                f"{kind.resume_flag}: nothing to resume in {where}: no checkpoint ({why}); start it without "
+                f"{kind.resume_flag}"
             )
         return
     finished = _finished(run_dir)
