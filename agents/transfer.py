@@ -34,7 +34,7 @@ import numpy as np
 
 from agents.config import TrainConfig
 from mtrl.analysis import run_history
-from mtrl.analysis.transfer import Confirmation, confirm, last_evals_score
+from mtrl.analysis.transfer import Confirmation, confirm, last_evals_score, seeds_for_difference
 from mtrl.config import load_config
 from mtrl.jobs import Job, JobOutcome
 
@@ -53,6 +53,7 @@ __all__ = [
     "core_hours",
     "ew_run_dir",
     "load_setting",
+    "power_line",
     "record_outcomes",
     "scores",
     "screen",
@@ -289,7 +290,25 @@ def screen_markdown(rows: Sequence[ScreenRow], seeds: Sequence[int]) -> str:
             for t, m in zip(r.setting.tasks, r.stl_task_median, strict=True)
         )
         lines.append(f"- {r.setting.name}: {per_task}")
+    lines += [
+        "",
+        "Power (docs/benchmark.md): σ = standard deviation over seeds of ew's score; seeds per method that detect a "
+        "difference of 0.1 with power 0.8, two-sided, at α = 0.05 and at α = 0.05/9:",
+        "",
+    ]
+    for r in rows:
+        lines.append(f"- {r.setting.name}: {power_line(r.ew)}")
     return "\n".join(lines)
+
+
+def power_line(ew: dict[int, np.ndarray]) -> str:
+    """``σ = 0.071 over 3 seeds: 8 seeds (α = 0.05), 14 (α = 0.05/9)``: the power statement of ``ew``'s scores
+    (:func:`mtrl.analysis.transfer.seeds_for_difference`, δ = 0.1); "–" with fewer than 2 seeds."""
+    if len(ew) < 2:
+        return "– (needs 2 finished ew seeds)"
+    sd = float(np.std([v.mean() for v in ew.values()], ddof=1))
+    n, n_holm = seeds_for_difference(sd, 0.1), seeds_for_difference(sd, 0.1, alpha=0.05 / 9)
+    return f"σ = {sd:.3f} over {len(ew)} seeds: {n} seeds (α = 0.05), {n_holm} (α = 0.05/9)"
 
 
 def confirmation(

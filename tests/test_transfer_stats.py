@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtrl.analysis.transfer import confirm, holm, iqm_difference, last_evals_score, seeds_for_difference
+from mtrl.analysis.transfer import (
+    confirm,
+    holm,
+    improvement_p_value,
+    iqm_difference,
+    last_evals_score,
+    seeds_for_difference,
+)
 
 RUNS, TASKS = 10, 4
 
@@ -65,6 +72,13 @@ def test_seeds_for_difference() -> None:
     assert seeds_for_difference(0.0, 0.1) == 2
     with pytest.raises(ValueError):
         seeds_for_difference(0.1, 0.0)
+
+
+def test_improvement_p_value_by_test_inversion() -> None:
+    # a clear gap is excluded by every interval tried, down to the finest level of the bisection (2^-5)
+    assert improvement_p_value(_scores(0.9, 0), _scores(0.3, 1), reps=100, steps=5) == 2.0**-5
+    # two draws of one distribution: only narrow intervals exclude 0.5, if any
+    assert improvement_p_value(_scores(0.6, 3), _scores(0.6, 4), reps=100, steps=5) > 0.2
 
 
 def test_holm_steps_down() -> None:

@@ -9,7 +9,8 @@ multi-task SAC, and how many seeds does a comparison need.
   run of ``x`` beats a run of ``y`` is above 0.5 **and** the interval of ``IQM(x) − IQM(y)`` lies above 0.
 * :func:`seeds_for_difference`: seeds per group that detect a difference ``delta`` of the run score, given its
   standard deviation over seeds (the two-sample normal approximation).
-* :func:`holm`: Holm's step-down rule over several comparisons.
+* :func:`improvement_p_value` and :func:`holm`: the bootstrap p-value of a comparison (by test inversion) and Holm's
+  step-down rule over several comparisons.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from scipy import stats
 
 from mtrl.analysis.core import Interval, _bootstrap, _rliable, _scores, probability_of_improvement
 
-__all__ = ["Confirmation", "confirm", "holm", "iqm_difference", "last_evals_score", "seeds_for_difference"]
+__all__ = [
+    "Confirmation",
+    "confirm",
+    "holm",
+    "improvement_p_value",
+    "iqm_difference",
+    "last_evals_score",
+    "seeds_for_difference",
+]
 
 
 def last_evals_score(
@@ -84,6 +93,26 @@ def confirm(x: np.ndarray, y: np.ndarray, reps: int = 2000, confidence: float = 
                                              seed=seed)[("x", "y")]  # fmt: skip
     diff = iqm_difference(x, y, reps=reps, confidence=confidence, seed=seed)
     return Confirmation(improvement, diff, improvement.low > 0.5 and diff.low > 0.0)
+
+
+def improvement_p_value(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0, steps: int = 12) -> float:
+    """Two-sided bootstrap p-value of "a run of ``x`` beats a run of ``y`` with probability 0.5", by test inversion:
+    the smallest ``α`` for which the ``(1 − α)`` stratified-bootstrap percentile interval of the probability of
+    improvement (:func:`~mtrl.analysis.core.probability_of_improvement`) excludes 0.5. The bootstrap is seeded, so
+    every level resamples the same runs and the intervals are nested; ``α`` is found by bisection to within
+    ``2**-steps`` (``steps + 1`` bootstraps), and is 1.0 when not even the narrowest interval excludes 0.5."""
+
+    def excludes(alpha: float) -> bool:
+        iv = probability_of_improvement({"x": x, "y": y}, [("x", "y")], reps=reps, confidence=1 - alpha, seed=seed)
+        return iv[("x", "y")].low > 0.5 or iv[("x", "y")].high < 0.5
+
+    if not excludes(1.0 - 2.0**-steps):
+        return 1.0
+    low, high = 0.0, 1.0  # the answer is a multiple of 2**-steps
+    for _ in range(steps):
+        mid = (low + high) / 2
+        low, high = (low, mid) if excludes(mid) else (mid, high)
+    return high
 
 
 def seeds_for_difference(sd: float, delta: float = 0.1, alpha: float = 0.05, power: float = 0.8) -> int:

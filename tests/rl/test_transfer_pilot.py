@@ -18,6 +18,7 @@ from agents.transfer import (
     core_hours,
     ew_run_dir,
     load_setting,
+    power_line,
     record_outcomes,
     screen,
     screen_markdown,
@@ -81,6 +82,7 @@ def test_screen_applies_the_pre_stated_rule(tmp_path: Path) -> None:
     assert row.gap == pytest.approx(2.4 / 3 - 0.6)
     table = screen_markdown([row], seeds)
     assert "| mix4 | 4 | 0.60 / 0.74 | 0.60 / 0.80 | 0.60 / 0.80 | 0.60 | 0.80 | +0.20 | yes | 0.00 |" in table
+    assert "- mix4: σ = 0.000 over 3 seeds: 2 seeds (α = 0.05), 2 (α = 0.05/9)" in table  # every ew seed scored 0.6
 
 
 def test_screen_refuses_an_unlearned_task_a_missing_seed_and_no_gap(tmp_path: Path) -> None:
@@ -116,6 +118,13 @@ def test_confirmation_on_finished_fresh_seeds(tmp_path: Path) -> None:
     assert (n_stl, n_ew) == (10, 10) and result.confirmed and result.improvement.point == 1.0
     with pytest.raises(ValueError, match="no finished ew runs"):
         confirmation(tmp_path, setting, [200], reps=300)
+
+
+def test_power_line_uses_the_sd_of_ew_seeds() -> None:
+    ew = {0: np.array([0.5, 0.7]), 1: np.array([0.7, 0.9]), 2: np.array([0.6, 0.8])}  # run scores 0.6, 0.8, 0.7
+    # σ = 0.1: 2 (1.960 + 0.842)^2 = 15.7 -> 16 seeds; 2 (2.773 + 0.842)^2 = 26.1 -> 27 seeds
+    assert power_line(ew) == "σ = 0.100 over 3 seeds: 16 seeds (α = 0.05), 27 (α = 0.05/9)"
+    assert power_line({0: ew[0]}).startswith("–")
 
 
 def test_ledger_adds_every_attempt(tmp_path: Path) -> None:
