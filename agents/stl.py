@@ -423,7 +423,7 @@ class STLRun(LeasedRun):
         write_json(self.ckpt_dir / "state.json", state)
 
     def _load_state(self) -> None:
-        """Read ``checkpoints/state.json`` (checked by :meth:`_check_run_dir`; read under the lease)."""
+        """Read ``checkpoints/state.json`` (its presence checked by the run-directory rule; read under the lease)."""
         path = self.ckpt_dir / "state.json"
         state = json.loads(path.read_text())
         self.saved = {t: int(state["steps"][t]) for t in self.tasks}

@@ -252,3 +252,30 @@ def test_the_job_backend_reads_130_and_143_as_stopped_and_resumes_them(tmp_path:
     assert [o.returncode for o in second] == [0] and "$ " + " ".join(job.argv()) in (
         tmp_path / "j" / "job.log"
     ).read_text()
+
+
+def test_a_full_disk_during_a_vision_checkpoint_keeps_both_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = [VISION_CFG, f"logdir={tmp_path}", "run_name=run", *VISION_ARGS, "optim.steps=9"]
+    real_save, calls = torch.save, []
+
+    def save(obj: Any, f: Any, *rest: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 3:  # the step-9 checkpoint: the disk is full half-way
+            f.write(b"x" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f, *rest, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    result = call("train_vision", *args)
+    assert result.code == 2, result.err[-3000:]
+    run_dir = tmp_path / "run"
+    assert one_line(result.err.split("\n", 1)[1]).startswith(
+        f"error: No space left on device (ENOSPC): {str(run_dir / 'checkpoint.pt')!r}; the disk is full"
+    )  # (the first line is the trainer's AMP note)
+    assert not list(run_dir.glob(".checkpoint.*")) and not (run_dir / "results.json").exists()
+    steps = {
+        name: torch.load(run_dir / name, weights_only=False)["step"] for name in ("checkpoint.pt", "checkpoint.prev.pt")
+    }
+    assert steps == {"checkpoint.pt": 6, "checkpoint.prev.pt": 3}
