@@ -5,6 +5,7 @@ the ledger adds up the runs' seconds."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,9 @@ from agents.transfer import (
     stl_run_dir,
 )
 from mtrl.jobs import JobOutcome, is_finished
-from tests.helpers import load_script
+from tests.helpers import ROOT, load_script, run_script
 
+ROOT_CONFIGS = ROOT / "configs" / "bench"
 EVALS = (10_000, 20_000, 30_000, 40_000)  # the last three enter the score
 
 
@@ -150,3 +152,33 @@ def test_script_dry_run_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         script.main(["--settings", "mix5", "--report-only"])
     assert "no setting 'mix5'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_script_runs_a_tiny_pilot_and_screens_the_real_results(tmp_path: Path) -> None:
+    """bench_pilot.py end to end on a 2-task preset of 30 steps (3 evaluations of one episode): the ew run through
+    scripts/train.py and the two single-task runs through scripts/train_stl.py finish, the screen reads their real
+    results.json files, the ledger has their seconds, and a second call skips them all (~2-3 min here)."""
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    text = (ROOT_CONFIGS / "mix4.yaml").read_text()
+    text = text.replace(
+        "tasks: [reach-v3, drawer-close-v3, window-close-v3, handle-press-v3]", "tasks: [reach-v3, drawer-close-v3]"
+    )
+    for key, value in (("total_steps", 30), ("eval_every", 10), ("eval_episodes", 1), ("checkpoint_every", 10),
+                       ("warmup_steps", 20), ("batch_per_task", 8), ("log_every", 10)):  # fmt: skip
+        text = re.sub(rf"^(\s*{key}): .*$", rf"\g<1>: {value}", text, flags=re.M)
+    (presets / "tiny.yaml").write_text(text)
+    root = tmp_path / "runs"
+    proc = run_script("bench_pilot", "--settings", "tiny", "--presets", str(presets), "--seeds", "0",
+                      "--root", str(root), "--jobs", "2", timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    setting = load_setting("tiny", presets)
+    assert is_finished(ew_run_dir(root, setting, 0))
+    assert all(is_finished(stl_run_dir(root, setting, t, 0)) for t in setting.tasks)
+    (row,) = screen(root, [setting], [0])
+    assert row.complete and sorted(row.ew) == sorted(row.stl) == [0] and row.ew[0].shape == (2,)
+    assert row.core_hours > 0 and "| tiny | 2 |" in proc.stdout
+    again = run_script("bench_pilot", "--settings", "tiny", "--presets", str(presets), "--seeds", "0",
+                       "--root", str(root), timeout=300)  # fmt: skip
+    assert again.returncode == 0 and "3 of 3 runs already finished: skipped" in again.stderr
