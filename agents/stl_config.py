@@ -10,12 +10,15 @@ the :class:`~envs.protocols.Protocol` and the device resolved once (nothing afte
 :func:`run_record` is the ``config.yaml`` a run writes (the multi-task runs' key names where they
 exist, and their protocol stamp).
 
-Because the flags are this configuration's only front end, error messages name keys as flags
-(:func:`flag`), and :class:`STLConfigError` carries the key so the script can prefix ``argument --x:``.
+``scripts/train_stl.py CONFIG key=value`` reads it with :func:`load_stl_config` (errors name the key, as for
+the other trainers). The deprecated ``--flag`` form maps its flags onto the same fields; for it, error messages
+name keys as flags (:func:`flag`), and :class:`STLConfigError` carries the key so the script can prefix
+``argument --x:``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -31,6 +34,7 @@ __all__ = [
     "STLConfig",
     "STLConfigError",
     "flag",
+    "load_stl_config",
     "resolve_stl_config",
     "run_record",
 ]
@@ -203,6 +207,25 @@ def resolve_stl_config(cfg: STLConfig) -> ResolvedSTLConfig:
         protocol=spec,
         device=device,
     )
+
+
+def load_stl_config(config: str, overrides: Sequence[str] = ()) -> ResolvedSTLConfig:
+    """The resolved configuration of ``scripts/train_stl.py CONFIG key=value ...``: ``CONFIG`` is the multi-task
+    preset whose ``sac`` and ``env`` sections the reference copies (the ``preset`` key), the overrides are
+    :class:`STLConfig` keys (``steps=2000000 tasks=[reach-v3,push-v3] seed=1``), as ``scripts/train.py`` takes
+    them, so ``scripts/sweep.py`` launches the reference like the other trainers.
+
+    Raises :class:`~mtrl.config.ConfigError`, one line naming the key (not the flag): an unknown key, a bad
+    value, ``preset`` given again as an override, or any problem :func:`resolve_stl_config` finds."""
+    given = [item for item in overrides if item.split("=", 1)[0].strip() == "preset"]
+    if given:
+        raise ConfigError(f"{given[0]!r}: the preset is CONFIG, the first argument ({config!r}); drop the override")
+    try:
+        return resolve_stl_config(load_config(STLConfig, None, [f"preset={config}", *overrides]))
+    except STLConfigError as err:
+        if err.key is None:
+            raise ConfigError(err.detail) from None
+        raise ConfigError(f"bad value for {err.key!r}: {err.detail}") from None
 
 
 def run_record(settings: ResolvedSTLConfig, sb3_version: str, run_name: str) -> dict[str, Any]:

@@ -8,7 +8,8 @@
     python scripts/sweep.py scripts/train.py configs/mt10_sac_cpu.yaml --balancers ew --seeds 0 1 \
         --vary sac.task_input=one_hot,none,embedding --root runs/task_input --jobs 2   # also sweep a key
 
-Each run gets ``balancer=B seed=S`` (``balancer.name=B`` for ``train_vision.py``), one value of every
+Each run gets ``balancer=B seed=S`` (``balancer.name=B`` for ``train_vision.py``; ``scripts/train_stl.py``, the
+single-task reference, has no balancer: ``--balancers stl`` only names its folder), one value of every
 ``--vary`` key and the given overrides, and the run directory ``ROOT/B/seedS``
 (``ROOT/B/<key>=<value>/seedS`` with ``--vary``). Runs go through :mod:`mtrl.jobs`: a finished run is
 skipped, an interrupted run that left a checkpoint (``checkpoints/last.txt`` of ``train.py``,
@@ -69,6 +70,7 @@ def sweep_jobs(
     """One :class:`~mtrl.jobs.Job` per balancer × (varied values) × seed, in ``ROOT/B[/k=v,...]/seedS``."""
     jobs = []
     key = "balancer.name" if "vision" in Path(script).name else "balancer"  # vision nests balancer hparams
+    balancer_arg = Path(script).name != "train_stl.py"  # the single-task reference has none: B names its folder
     combos: list[list[tuple[str, str]]] = [[]]
     for name, values in vary or []:
         combos = [[*c, (name, v)] for c in combos for v in values]
@@ -77,7 +79,8 @@ def sweep_jobs(
             label = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in combo)
             for seed in seeds:
                 logdir = root / balancer / label / f"seed{seed}" if label else root / balancer / f"seed{seed}"
-                cmd = (sys.executable, script, config, f"{key}={balancer}", *(f"{k}={v}" for k, v in combo),
+                cmd = (sys.executable, script, config, *([f"{key}={balancer}"] if balancer_arg else []),
+                       *(f"{k}={v}" for k, v in combo),
                        f"seed={seed}", f"logdir={logdir.parent}", f"run_name={logdir.name}", *extra)  # fmt: skip
                 name = "/".join(p for p in (balancer, label, f"seed{seed}") if p)
                 jobs.append(Job(name, logdir, cmd, resume_args=("resume=true",)))
@@ -128,12 +131,16 @@ def config_check(script: str, on_ray: bool = False) -> Callable[[Job], object] |
         from mtrl.vision.config import VisionConfig
 
         return lambda job: load_config(VisionConfig, job.argv()[2], job.argv()[3:])
+    if name == "train_stl.py":
+        from agents.stl_config import load_stl_config
+
+        return lambda job: load_stl_config(job.argv()[2], job.argv()[3:])
     return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("script", help="scripts/train.py or scripts/train_vision.py")
+    parser.add_argument("script", help="scripts/train.py, scripts/train_vision.py or scripts/train_stl.py")
     parser.add_argument("config", help="preset YAML")
     parser.add_argument("--balancers", nargs="+", required=True)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

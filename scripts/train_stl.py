@@ -1,10 +1,19 @@
 """The "one SAC agent per task" reference row: stable-baselines3 SAC on each Meta-World task alone.
 
-    python scripts/train_stl.py                       # short: MT10 tasks, 3000 steps each, metaworld-v3
-    python scripts/train_stl.py --steps 2000000 --eval-every 10000 --checkpoint-every 100000 --device cuda
-    python scripts/train_stl.py --tasks reach-v3 push-v3 --protocol mtrl-legacy
-    python scripts/train_stl.py --preset configs/mt10_sac_cpu.yaml --steps 50000   # the CPU preset's network
-    python scripts/train_stl.py --run-name <dir under --logdir> --resume          # continue a run
+    python scripts/train_stl.py configs/mt10_sac.yaml          # short: MT10 tasks, 3000 steps each, metaworld-v3
+    python scripts/train_stl.py configs/mt10_sac.yaml steps=2000000 eval_every=10000 checkpoint_every=100000 \
+        device=cuda
+    python scripts/train_stl.py configs/mt10_sac.yaml 'tasks=[reach-v3, push-v3]' protocol=mtrl-legacy
+    python scripts/train_stl.py configs/mt10_sac_cpu.yaml steps=50000                # the CPU preset's network
+    python scripts/train_stl.py configs/mt10_sac.yaml run_name=<dir under logdir> resume=true   # continue a run
+    python scripts/sweep.py scripts/train_stl.py configs/mt10_sac.yaml --balancers stl --seeds 0 1 2 \
+        --root runs/sweep/stl steps=2000000                                       # seeds of the reference
+
+Like ``scripts/train.py``: ``CONFIG`` is a multi-task preset and ``key=value`` overrides set the keys of
+``agents.stl_config.STLConfig`` (the flags' names with ``_``: ``eval_every``, ``checkpoint_replay``, ...;
+``agents.stl_config.load_stl_config``). Deprecated, kept for this release: the ``--flag`` form
+(``python scripts/train_stl.py --steps 2000000 --preset configs/mt10_sac.yaml``, ``--run-name X --resume``;
+``--help`` lists the flags); it will be removed in the next release.
 
 Each task gets its own stable-baselines3 SAC (:func:`agents.sb3.make_sb3_sac`) with the network,
 optimiser and schedule of a multi-task preset's ``sac`` section (``--preset``; default
@@ -41,6 +50,7 @@ with status 2; a run directory another live process holds exits with status 75.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +58,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.stl_config import ResolvedSTLConfig, STLConfig, STLConfigError, resolve_stl_config
+from agents.stl_config import ResolvedSTLConfig, STLConfig, STLConfigError, load_stl_config, resolve_stl_config
 from envs.protocols import PROTOCOLS
 from envs.task_sets import METAWORLD_BENCHMARKS
 from mtrl.config import ConfigError, update_config
@@ -152,15 +162,26 @@ def parse_args(argv: Sequence[str] | None = None) -> ResolvedSTLConfig:
     p.exit(2, f"{p.prog}: error: {message}\n")  # one line: the usage is for flags argparse itself rejects
 
 
+#: Printed (on stdout) when the deprecated flags are used.
+FLAGS_DEPRECATED = (
+    "note: the --flag form of train_stl.py is deprecated and will be removed in the next release; write "
+    "train_stl.py CONFIG key=value ... (e.g. train_stl.py configs/mt10_sac.yaml steps=2000000 seed=1)"
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_args(argv)
     from mtrl.cli import run_main
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and not args[0].startswith("-"):  # CONFIG key=value, like scripts/train.py
+        return run_main(lambda: train(load_stl_config(args[0], args[1:]), args, dotted=True))
+    settings = parse_args(argv)
+    if args:
+        print(FLAGS_DEPRECATED, flush=True)
     return run_main(lambda: train(settings, args), config_prefix="error")
 
 
-def train(settings: ResolvedSTLConfig, argv: list[str]) -> int:
+def train(settings: ResolvedSTLConfig, argv: list[str], dotted: bool = False) -> int:
     """Build and train the run; the exit statuses of errors and interruptions are :func:`mtrl.cli.run_main`'s."""
     from agents.stl import STLRun
     from agents.trainer import final_report
@@ -173,12 +194,16 @@ def train(settings: ResolvedSTLConfig, argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     results = run.train()
-    raise_if_interrupted(STL, argv, run.run_dir, run.stop_signal, results["complete"], results["steps"],
+    kind = dataclasses.replace(STL, resume_flag="resume=true", run_name_flag="run_name") if dotted else STL
+    raise_if_interrupted(kind, argv, run.run_dir, run.stop_signal, results["complete"], results["steps"],
                          run.ckpt_dir / "state.json")  # fmt: skip
     print(final_report(results))
     if not results["complete"]:
         run_dir = Path(results["run_dir"])
-        print(f"incomplete: continue with --logdir {run_dir.parent} --run-name {run_dir.name} --resume")
+        if dotted:
+            print(f"incomplete: continue with logdir={run_dir.parent} run_name={run_dir.name} resume=true")
+        else:
+            print(f"incomplete: continue with --logdir {run_dir.parent} --run-name {run_dir.name} --resume")
     print(f"TensorBoard: tensorboard --logdir {Path(results['run_dir']).parent}")
     return 0
 
