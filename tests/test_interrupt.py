@@ -55,13 +55,15 @@ def _resume_command(stderr: str) -> list[str]:
 def test_sigterm_checkpoints_exits_143_and_the_printed_command_resumes_to_the_uninterrupted_results(
     tmp_path: Path,
 ) -> None:
-    base = [sys.executable, TRAIN, TOY, f"logdir={tmp_path}", *RL_ARGS, "total_steps=160"]
-    reference = subprocess.Popen([*base, "run_name=full"], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL)
-    proc = subprocess.Popen([*base, "run_name=term"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    """A real SIGTERM to ``scripts/train.py`` (a subprocess) after step 40; the reference run and the resume (the
+    printed command) run in this process."""
+    settings = [f"logdir={tmp_path}", *RL_ARGS, "total_steps=100", "checkpoint_every=30"]
+    settings.remove("checkpoint_every=50")
+    proc = subprocess.Popen([sys.executable, TRAIN, TOY, *settings, "run_name=term"], cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     metrics, deadline = tmp_path / "term" / "metrics.jsonl", time.time() + 120
-    while not (metrics.is_file() and '"step": 60' in metrics.read_text()):  # past the step-50 checkpoint
-        assert proc.poll() is None and time.time() < deadline, "the run ended or stalled before step 60"
+    while not (metrics.is_file() and '"step": 40' in metrics.read_text()):  # past the step-30 checkpoint
+        assert proc.poll() is None and time.time() < deadline, "the run ended or stalled before step 40"
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
@@ -69,14 +71,14 @@ def test_sigterm_checkpoints_exits_143_and_the_printed_command_resumes_to_the_un
     assert "final evaluation success (reported)" not in out + err
     last = err.strip().splitlines()[-2:]
     stopped = json.loads((tmp_path / "term" / "results.json").read_text())
-    assert stopped["complete"] is False and 60 <= stopped["steps"] < 160
+    assert stopped["complete"] is False and 40 <= stopped["steps"] < 100
     assert last[0].startswith(f"interrupted by SIGTERM at step {stopped['steps']}: saved ")
     assert last[1].startswith("resume with: python scripts/train.py ") and last[1].endswith(
         f"logdir={tmp_path} run_name=term resume=true"
     )
-    resumed = subprocess.run(_resume_command(err), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=180)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert reference.wait(timeout=180) == 0
+    assert call("train", TOY, *settings, "run_name=full").code == 0
+    resumed = call("train", *_resume_command(err)[2:])
+    assert resumed.code == 0, resumed.err[-3000:]
     assert _results(tmp_path / "term") == _results(tmp_path / "full")
 
 
