@@ -128,10 +128,14 @@ def continues_episodes(envs: MultiTaskVecEnv, state: dict[str, Any]) -> bool:
 def load_env_state(envs: MultiTaskVecEnv, state: dict[str, Any]) -> np.ndarray:
     """Restore :func:`env_state` into ``envs`` and return the observations ``(T, D)`` to act on next.
 
-    ``envs`` must be built for the same benchmark, protocol and tasks (its seed may differ: the
-    goals and RNGs come from ``state``). Toy envs and sync Meta-World envs continue mid-episode;
-    otherwise (async envs, a state without episodes) the Meta-World envs are reset (see the module
-    docstring) and the caller should also reset its agent's per-episode memory.
+    ``envs`` must be built for the same benchmark, protocol and tasks, and for Meta-World from the same
+    seed: the saved goal sets are matched against the tasks that seed builds (the goal being used and the
+    RNGs come from ``state``). Toy envs and sync Meta-World envs continue mid-episode; otherwise (async
+    envs, a state without episodes) the Meta-World envs are reset (see the module docstring) and the
+    caller should also reset its agent's per-episode memory.
+
+    Raises:
+        UntrustedCheckpointError: a saved Meta-World task is not one of the tasks ``envs`` were built with.
     """
     restore_env_state(envs, state)
     base = envs.vec_env

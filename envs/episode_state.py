@@ -20,7 +20,7 @@ episode boundary). :class:`~metaworld.wrappers.CheckpointWrapper` only covers th
   ``RecordEpisodeStatistics`` returns, lengths and queues, reward-normalisation statistics).
 
 Measured: a sync MT10/MT50 vector env (both protocols) stepped 37 random actions into an episode,
-captured, rebuilt from another seed and restored, gives bit-identical observations, rewards and
+captured, rebuilt from its seed and restored, gives bit-identical observations, rewards and
 truncations to the uninterrupted env for the next 100 steps, across an autoreset
 (``tests/rl/test_envs.py``). Async workers cannot be reached by a function call, so
 :mod:`envs.checkpoint` falls back to resetting them.
