@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 
+from mtrl.checkpoint_io import load_torch
 from tests.faults.harness import call, one_line, snapshot
 from tests.helpers import load_script
 
@@ -193,7 +194,7 @@ def test_a_truncated_vision_checkpoint_falls_back_to_the_previous_one(tmp_path: 
     args = [VISION_CFG, f"logdir={tmp_path}", "run_name=run", *VISION_ARGS]
     assert call("train_vision", *args, "optim.steps=6").code == 0  # checkpoints at steps 3 and 6
     run_dir = tmp_path / "run"
-    assert torch.load(run_dir / "checkpoint.prev.pt", weights_only=False)["step"] == 3
+    assert load_torch(run_dir / "checkpoint.prev.pt")["step"] == 3
     (run_dir / "results.json").unlink()
     latest = run_dir / "checkpoint.pt"
     latest.write_bytes(latest.read_bytes()[:100])
@@ -277,7 +278,5 @@ def test_a_full_disk_during_a_vision_checkpoint_keeps_both_checkpoints(
         f"error: No space left on device (ENOSPC): {str(run_dir / 'checkpoint.pt')!r}; the disk is full"
     )  # (the first line is the trainer's AMP note)
     assert not list(run_dir.glob(".checkpoint.*")) and not (run_dir / "results.json").exists()
-    steps = {
-        name: torch.load(run_dir / name, weights_only=False)["step"] for name in ("checkpoint.pt", "checkpoint.prev.pt")
-    }
+    steps = {name: load_torch(run_dir / name)["step"] for name in ("checkpoint.pt", "checkpoint.prev.pt")}
     assert steps == {"checkpoint.pt": 6, "checkpoint.prev.pt": 3}
