@@ -178,14 +178,15 @@ def _libc() -> Any:
 def _prepare_child(libc: Any, parent: int) -> None:
     """In the child, before exec: SIGKILL when the parent (the Ray worker) dies (tied to the thread
     that forked, which for a Ray task is the worker's main thread) — and at once if it died before
-    ``prctl`` ran — and SIGINT delivered and handled as usual: a Ray worker blocks and ignores SIGINT,
-    and a child would inherit both, so the trainer would never see the driver's stop. Only
+    ``prctl`` ran — and SIGINT and SIGTERM delivered and handled as usual: a Ray worker blocks and ignores
+    SIGINT, and a child would inherit both, so the trainer would never see the driver's stop. Only
     async-signal-safe calls on objects made in the parent."""
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGKILL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     libc.signal(signal.SIGINT, None)  # SIG_DFL; exec keeps an ignored signal ignored (C: any thread may fork)
+    libc.signal(signal.SIGTERM, None)  # the trainer's other clean stop (mtrl.interrupt.STOP_SIGNALS)
 
 
 class _Board:
