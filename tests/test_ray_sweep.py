@@ -42,17 +42,27 @@ def cluster() -> Iterator[str]:
         ray.shutdown()
 
 
-def _stand_in(run_dir: Path, fail_first: bool = False, code: int = 0) -> Job:
+def _stand_in(run_dir: Path, fail_first: bool = False, code: int = 0, first_code: int = 1) -> Job:
     """A real subprocess standing in for a trainer: records its argv and environment in results.json;
-    ``fail_first``: the first attempt leaves a checkpoint and exits 1; ``code``: always exit with it."""
+    ``fail_first``: the first attempt leaves a checkpoint and exits ``first_code``; ``code``: always exit with it."""
     script = (
         "import json, os, pathlib, sys; d = pathlib.Path(sys.argv[1]); d.mkdir(parents=True, exist_ok=True); "
         f"first = {fail_first} and not (d / 'checkpoint.pt').exists(); (d / 'checkpoint.pt').write_text('x'); "
-        f"code = 1 if first else {code}; sys.exit(code) if code else None; "
+        f"code = {first_code} if first else {code}; sys.exit(code) if code else None; "
         "(d / 'results.json').write_text(json.dumps("
         "{'argv': sys.argv[2:], 'lease': os.environ['MTRL_LEASE_WAIT'], 'omp': os.environ['OMP_NUM_THREADS']}))"
     )
     return Job(run_dir.name, run_dir, (sys.executable, "-c", script, str(run_dir)), resume_args=("resume=true",))
+
+
+def test_a_run_stopped_by_sigterm_with_its_checkpoint_is_retried_and_resumes(cluster: str, tmp_path: Path) -> None:
+    """Exit 143 that the driver did not ask for (a preempted node's SIGTERM): the retry resumes the run."""
+    log = io.StringIO()
+    job = _stand_in(tmp_path / "pre", fail_first=True, first_code=143)
+    [outcome] = run_ray_jobs([job], RayOptions(num_cpus=1, retries=1), stream=log)
+    assert (outcome.returncode, outcome.attempts) == (0, 2) and not outcome.failed
+    assert "pre: exit 143 on attempt 1 of 2: retrying (resumes from its checkpoint)" in log.getvalue()
+    assert json.loads((tmp_path / "pre" / "results.json").read_text())["argv"] == ["resume=true"]
 
 
 def test_retries_resume_failed_runs_and_finished_runs_are_skipped(cluster: str, tmp_path: Path) -> None:
