@@ -7,8 +7,9 @@ task). For each setting and seed the pilot runs
 * ``ew`` multi-task SAC, ``scripts/train.py <preset> balancer=ew`` in ``ROOT/<setting>/ew/seed<S>`` — the jobs and
   layout of ``scripts/sweep.py`` (``scripts/bench_pilot.py`` builds them with its ``sweep_jobs``), so a later
   sweep of other balancers over ``ROOT/<setting>`` reuses them and ``scripts/aggregate.py`` reads them;
-* one stable-baselines3 SAC per task, ``scripts/train_stl.py`` on each task alone (:func:`stl_jobs`), with the
-  network, batch, optimiser and warm-up of :data:`REFERENCE_PRESET` and the setting's budget and evaluation, in
+* one stable-baselines3 SAC per task, ``scripts/train_stl.py CONFIG key=value`` on each task alone
+  (:func:`stl_jobs`), with the network, batch, optimiser and warm-up of :data:`REFERENCE_PRESET` and the
+  setting's budget and evaluation, in
   ``ROOT/stl/<budget>/<task>/seed<S>``: a run depends only on its task, seed, budget and evaluation, so settings
   that share them share the run (each task's replay capacity is its whole budget, so nothing is evicted and the
   other tasks of a setting do not change it).
@@ -144,14 +145,14 @@ def stl_jobs(root: Path, settings: Sequence[Setting], seeds: Sequence[int], pyth
             for task in setting.tasks:
                 run_dir = stl_run_dir(root, setting, task, seed)
                 cmd = (
-                    python, str(ROOT / "scripts" / "train_stl.py"), "--preset", str(REFERENCE_PRESET),
-                    "--benchmark", "MT1", "--tasks", task, "--seed", str(seed), "--steps", str(setting.steps),
-                    "--buffer", str(setting.steps), "--eval-every", str(setting.eval_every),
-                    "--eval-episodes", str(setting.eval_episodes), "--checkpoint-every", str(setting.checkpoint_every),
-                    "--logdir", str(run_dir.parent), "--run-name", run_dir.name, "--no-progress", "--device", "cpu",
+                    python, str(ROOT / "scripts" / "train_stl.py"), str(REFERENCE_PRESET), "benchmark=MT1",
+                    f"tasks=[{task}]", f"seed={seed}", f"steps={setting.steps}", f"buffer={setting.steps}",
+                    f"eval_every={setting.eval_every}", f"eval_episodes={setting.eval_episodes}",
+                    f"checkpoint_every={setting.checkpoint_every}", f"logdir={run_dir.parent}",
+                    f"run_name={run_dir.name}", "progress=false", "device=cpu",
                 )  # fmt: skip
                 name = f"{STL}/{setting.budget}/{task}/seed{seed}"
-                jobs.setdefault(run_dir, Job(name, run_dir, cmd, resume_args=("--resume",)))
+                jobs.setdefault(run_dir, Job(name, run_dir, cmd, resume_args=("resume=true",)))
     return list(jobs.values())
 
 

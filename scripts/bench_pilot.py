@@ -93,10 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                             ["progress=false"])  # fmt: skip
             for job in [*ew, *stl_jobs(root, [s], seeds)]:
                 jobs.setdefault(job.run_dir, job)
-        try:  # every ew run's configuration before anything starts
-            check = config_check("train.py", on_ray=ray is not None)
-            if check is not None:
-                check_jobs([j for j in jobs.values() if not j.name.startswith(STL)], check)
+        try:  # every run's configuration, read as its script reads it, before anything starts
+            for script, kind in (("train.py", False), ("train_stl.py", True)):
+                check = config_check(script, on_ray=ray is not None)
+                if check is not None:
+                    check_jobs([j for j in jobs.values() if j.name.startswith(STL) == kind], check)
         except ConfigError as err:
             print(f"bench_pilot.py: config error: {err}", file=sys.stderr)
             return 2

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agents.stl_config import load_stl_config
 from agents.transfer import (
     SETTINGS,
     SOLVED,
@@ -33,15 +34,14 @@ ROOT_CONFIGS = ROOT / "configs" / "bench"
 EVALS = (10_000, 20_000, 30_000, 40_000)  # the last three enter the score
 
 
-def test_single_task_runs_are_shared_and_parse_as_train_stl_commands(tmp_path: Path) -> None:
+def test_single_task_runs_are_shared_and_are_train_stl_commands(tmp_path: Path) -> None:
     settings = [load_setting(name) for name in SETTINGS]
     jobs = stl_jobs(tmp_path, settings, [0, 1])
     tasks = {t for s in settings for t in s.tasks}
     assert len(jobs) == 2 * len(tasks) == 12  # mix4 and mix4_small share all four tasks, mix6 adds two
     assert len({j.run_dir for j in jobs}) == len(jobs)
-    train_stl = load_script("train_stl")
     for job in jobs:
-        resolved = train_stl.parse_args(list(job.command[2:]))  # the command as train_stl.py reads it
+        resolved = load_stl_config(job.command[2], job.command[3:])  # the command as train_stl.py reads it
         (task,) = resolved.tasks
         assert job.run_dir == stl_run_dir(tmp_path, settings[0] if task in settings[0].tasks else settings[2],
                                           task, resolved.cfg.seed)  # fmt: skip
