@@ -120,13 +120,15 @@ def load_setting(name: str, presets: Path = BENCH_PRESETS) -> Setting:
     cfg = load_config(TrainConfig, path, ["device=cpu"], resolve=False)
     if cfg.env.benchmark == "toy" or not cfg.eval_every or cfg.total_steps // cfg.eval_every < LAST_EVALS:
         raise ValueError(f"{path}: a setting needs Meta-World tasks and at least {LAST_EVALS} evaluations")
+    if cfg.eval_episodes is None:
+        raise ValueError(f"{path}: a setting states its eval_episodes (both sides evaluate with that many)")
     return Setting(
         name=name,
         preset=path,
         tasks=cfg.env.task_names,
         steps=cfg.total_steps,
         eval_every=cfg.eval_every,
-        eval_episodes=cfg.eval_episodes or 0,
+        eval_episodes=cfg.eval_episodes,
         checkpoint_every=cfg.checkpoint_every,
     )
 

@@ -152,6 +152,10 @@ def test_script_dry_run_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         script.main(["--settings", "mix5", "--report-only"])
     assert "no setting 'mix5'" in capsys.readouterr().err
+    (tmp_path / "noeval.yaml").write_text((ROOT_CONFIGS / "mix4.yaml").read_text().replace("eval_episodes: 20\n", ""))
+    with pytest.raises(SystemExit):
+        script.main(["--settings", "noeval", "--presets", str(tmp_path), "--report-only"])
+    assert "states its eval_episodes" in capsys.readouterr().err
 
 
 @pytest.mark.slow
