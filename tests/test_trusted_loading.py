@@ -90,6 +90,23 @@ def test_every_torch_loader_refuses_a_malicious_file_and_reads_broken_ones_as_co
         _one_line_naming(str(cut.value), broken)
 
 
+def test_numpy_arrays_written_under_numpy_1_module_names_load(tmp_path: Path) -> None:
+    """numpy 1 pickles its arrays as ``numpy.core.multiarray._reconstruct`` (numpy 2: ``numpy._core``); a
+    checkpoint written with numpy 1 names them so (torch.save's protocol 2 spells each global out as text)."""
+    written, renamed = tmp_path / "numpy2.pt", tmp_path / "numpy1.pt"
+    torch.save({"key": np.arange(5, dtype=np.uint32), "gauss": np.float64(2.5)}, written)
+    with zipfile.ZipFile(written) as old, zipfile.ZipFile(renamed, "w") as new:
+        for item in old.infolist():
+            data = old.read(item.filename)
+            if item.filename.endswith("data.pkl"):
+                assert b"numpy._core.multiarray" in data
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            new.writestr(item, data)
+    loaded = load_torch(renamed)
+    np.testing.assert_array_equal(loaded["key"], np.arange(5, dtype=np.uint32))
+    assert loaded["key"].dtype == np.uint32 and loaded["gauss"] == 2.5
+
+
 def _legacy_run(tmp_path: Path, name: str) -> Path:
     """A copy of a legacy fixture run directory under ``tmp_path`` (the fixtures stay read-only)."""
     run_dir = tmp_path / name
