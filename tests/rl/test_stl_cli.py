@@ -14,6 +14,7 @@ import pytest
 from agents.stl_config import load_stl_config
 from mtrl.config import ConfigError
 from tests.helpers import load_script
+from tests.test_tensorboard_layout import lines, read_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = "configs/mt10_sac.yaml"
@@ -72,6 +73,11 @@ def test_sweep_runs_a_two_seed_single_task_reference(tmp_path: Path) -> None:
         assert (run / "checkpoints" / "reach-v3" / "model.zip").is_file()
         command = (run / "job.log").read_text().splitlines()[0]
         assert f"seed={seed}" in command and "balancer=" not in command and "--" not in command
+    layout, tags = read_layout(tmp_path / "stl" / "seed0")  # TensorBoard's per-task charts, as the RL runs'
+    assert set(layout) == {"per task: evaluation", "per task: training"}  # no balancer
+    for category in layout.values():
+        for title, regexes in category.items():
+            assert [len(found) for found in lines(regexes, tags)] == [1], (title, sorted(tags))  # reach-v3's line
     again = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "sweep.py"), str(ROOT / "scripts" / "train_stl.py"), PRESET,
          "--balancers", "stl", "--seeds", "0", "1", "--root", str(tmp_path), *TINY],
