@@ -67,6 +67,7 @@ __all__ = ["STATE_FORMAT", "STLRun"]
 #: Version of ``checkpoints/state.json``.
 STATE_FORMAT = 1
 
+
 class STLRun(LeasedRun):
     """One run: a SAC per task, trained in rounds, logged and checkpointed in the multi-task layout.
 
