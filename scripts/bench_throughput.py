@@ -41,13 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mtrl.config import load_config
 
     with tempfile.TemporaryDirectory() as logdir:
-        preset = load_config(TrainConfig, args.preset, ["device=cpu", *args.overrides], resolve=False)
+        preset = load_config(TrainConfig, args.preset, args.overrides, resolve=False)
         steps = preset.sac.warmup_steps + args.skip + args.updates + 1
         fixed = [f"total_steps={steps}", "eval_every=0", "eval_episodes=1", "checkpoint_every=0",
                  "checkpoint_replay=false", "progress=false", f"logdir={logdir}", "run_name=throughput"]  # fmt: skip
-        cfg = load_config(TrainConfig, args.preset, [*fixed, "device=cpu", *args.overrides])
+        cfg = load_config(TrainConfig, args.preset, [*fixed, *args.overrides])
         result = loop_throughput(cfg, args.skip)
-    result |= {"loop": "ours (agents/trainer.py)", "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    result |= {"loop": "ours (agents/trainer.py)", "device": cfg.device, "torch_threads": torch.get_num_threads(),
+               "torch": torch.__version__}  # fmt: skip
     print(json.dumps(result))
     return 0
 
