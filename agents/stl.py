@@ -60,7 +60,7 @@ import numpy as np
 
 from agents.stl_config import ResolvedSTLConfig, STLConfig, run_record
 from mtrl.rundir import LeasedRun, atomic_write, check_resume, open_logs, write_json
-from mtrl.runstart import STL, claim_run_dir
+from mtrl.runstart import STL, TrainerKind, claim_run_dir
 
 __all__ = ["STATE_FORMAT", "STLRun"]
 
@@ -71,7 +71,9 @@ STATE_FORMAT = 1
 class STLRun(LeasedRun):
     """One run: a SAC per task, trained in rounds, logged and checkpointed in the multi-task layout.
 
-    ``STLRun(settings).train()`` returns the results dict also written to ``results.json``.
+    ``STLRun(settings).train()`` returns the results dict also written to ``results.json``. ``kind`` is how the
+    run-directory rule's messages name the options (:data:`mtrl.runstart.STL`: ``resume=true``;
+    :data:`mtrl.runstart.STL_FLAGS` for the deprecated ``--resume`` form).
 
     Raises:
         ImportError: stable-baselines3 is not installed (the message names the extra).
@@ -80,7 +82,7 @@ class STLRun(LeasedRun):
             :class:`mtrl.rundir.RunDirBusy`); a fresh start in a directory that has checkpoints.
     """
 
-    def __init__(self, settings: ResolvedSTLConfig) -> None:
+    def __init__(self, settings: ResolvedSTLConfig, kind: TrainerKind = STL) -> None:
         import torch
 
         from agents.sb3 import import_sb3
@@ -107,7 +109,7 @@ class STLRun(LeasedRun):
         self.stop_signal: int | None = None
         # The run-directory rule (mtrl.runstart) before and again under the lease; one writer per run directory:
         # a second process refuses here (RunDirBusy), before writing anything.
-        claim_run_dir(self, self.run_dir, STL, self.cfg.resume, self._check_resume)
+        claim_run_dir(self, self.run_dir, kind, self.cfg.resume, self._check_resume)
         with self._released_on_error():
             if self.cfg.resume:
                 self._load_state()

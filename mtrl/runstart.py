@@ -31,6 +31,7 @@ __all__ = [
     "RL",
     "RUN_FILE",
     "STL",
+    "STL_FLAGS",
     "TRAINERS",
     "VISION",
     "NothingToResume",
@@ -80,9 +81,12 @@ VISION = TrainerKind(
     ("checkpoint.pt", "checkpoint.prev.pt"),
 )  # fmt: skip
 STL = TrainerKind(
-    "stl", "scripts/train_stl.py", "one stable-baselines3 SAC per task", "--resume", "--run-name",
+    "stl", "scripts/train_stl.py", "one stable-baselines3 SAC per task", "resume=true", "run_name",
     ("checkpoints/state.json",),
 )  # fmt: skip
+#: The single-task reference started with the deprecated ``--flag`` form of ``scripts/train_stl.py`` (its
+#: messages and resume command name ``--resume`` and ``--run-name``).
+STL_FLAGS = TrainerKind(STL.name, STL.script, STL.description, "--resume", "--run-name", STL.checkpoints)
 
 #: The trainers by ``run.json`` name.
 TRAINERS: dict[str, TrainerKind] = {kind.name: kind for kind in (RL, VISION, STL)}

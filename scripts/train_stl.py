@@ -50,7 +50,6 @@ with status 2; a run directory another live process holds exits with status 75.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,15 +185,15 @@ def train(settings: ResolvedSTLConfig, argv: list[str], dotted: bool = False) ->
     from agents.stl import STLRun
     from agents.trainer import final_report
     from mtrl.cli import raise_if_interrupted
-    from mtrl.runstart import STL
+    from mtrl.runstart import STL, STL_FLAGS
 
+    kind = STL if dotted else STL_FLAGS  # how its messages and the resume command name the options
     try:
-        run = STLRun(settings)
+        run = STLRun(settings, kind)
     except ImportError as err:  # stable-baselines3 is an extra: one line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
     results = run.train()
-    kind = dataclasses.replace(STL, resume_flag="resume=true", run_name_flag="run_name") if dotted else STL
     raise_if_interrupted(kind, argv, run.run_dir, run.stop_signal, results["complete"], results["steps"],
                          run.ckpt_dir / "state.json")  # fmt: skip
     print(final_report(results))
