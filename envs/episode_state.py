@@ -28,7 +28,8 @@ truncations to the uninterrupted env for the next 100 steps, across an autoreset
 The state is plain data for ``torch.save``: numpy arrays and scalars, and two kinds of object that
 :func:`mtrl.checkpoint_io.safe_globals` allows when a checkpoint is read back with ``weights_only=True`` —
 gymnasium ``Box`` spaces (``sawyer_observation_space``, ``_random_reset_space``) and the ``deque`` queues of
-``RecordEpisodeStatistics``. Anything else in a file is refused, not unpickled.
+``RecordEpisodeStatistics`` (read back as lists, made queues of the live wrapper's length again on restore).
+Anything else in a file is refused, not unpickled.
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ def load_episode_state(env: gym.Env, state: dict[str, Any]) -> None:
         getattr(model, field)[...] = value
     for wrapper, values in zip(chain, restored["wrappers"], strict=True):
         for name, value in values.items():
+            current = getattr(wrapper, name, None)
+            if isinstance(current, deque):  # a queue comes back from a checkpoint as a list of its items
+                value = deque(value, maxlen=current.maxlen)
             setattr(wrapper, name, value)
     spec = getattr(mujoco.mjtState, _MJ_STATE)
     mujoco.mj_setState(model, data, state["physics"], spec)

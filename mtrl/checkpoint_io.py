@@ -58,16 +58,16 @@ def safe_globals() -> list[Any]:
       observations, and numpy's global RNG state tuple in checkpoints of earlier releases. They allocate an
       array or scalar and fill it with bytes, nothing else; an object array's elements are unpickled under the
       same allowlist.
-    * ``collections.deque``: the episode-statistics queues of gymnasium's ``RecordEpisodeStatistics`` in a
-      Meta-World episode state (:mod:`envs.episode_state`).
+    * ``collections.deque``, read as a plain ``list`` (:func:`_deque_items`): the episode-statistics queues of
+      gymnasium's ``RecordEpisodeStatistics`` in a Meta-World episode state (:mod:`envs.episode_state`, which
+      turns them back into queues of the live env's length). torch's weights-only reader fills only lists
+      (``APPENDS``), so a queue holding finished episodes could not be read as a ``deque`` at all.
     * ``gymnasium.spaces.Box``: two attributes of a Meta-World env (``sawyer_observation_space``, a cached
       property whose bounds clip every observation, and ``_random_reset_space``) in a Meta-World episode state;
       its ``__setstate__`` only sets attributes.
 
     Nothing here imports a module by a name read from the file or calls anything but these constructors.
     """
-    from collections import deque
-
     from gymnasium.spaces import Box
 
     try:
@@ -77,7 +77,14 @@ def safe_globals() -> list[Any]:
     numpy_1_names = [(_reconstruct, "numpy.core.multiarray._reconstruct"), (scalar, "numpy.core.multiarray.scalar")]
     # a pickled dtype is rebuilt as np.dtype(code) and then given its state, which needs its concrete class
     dtype_classes = [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGUS"]
-    return [_reconstruct, scalar, *numpy_1_names, np.ndarray, np.dtype, *dtype_classes, deque, Box]
+    deque_as_list = (_deque_items, "collections.deque")
+    return [_reconstruct, scalar, *numpy_1_names, np.ndarray, np.dtype, *dtype_classes, deque_as_list, Box]
+
+
+def _deque_items(iterable: Any = (), maxlen: int | None = None) -> list[Any]:
+    """What a pickled ``collections.deque`` becomes when a checkpoint is read: a list of its items (pickle
+    appends them after the call). ``maxlen`` is dropped: the restoring code knows the queue's length."""
+    return list(iterable)
 
 
 def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> Any:

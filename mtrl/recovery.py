@@ -5,7 +5,9 @@ then ``checkpoints/step_*.pt`` by step; the vision trainer: ``checkpoint.pt``, t
 :func:`load_newest_intact` loads the first that is intact. A truncated or corrupt one
 (:class:`~mtrl.checkpoint_io.CheckpointError`: a disk that filled, a copy cut short) is named in a note that the
 trainer prints and keeps in its run notes, and the next one is used; only when none loads does the resume
-fail, with one line naming every file it tried.
+fail, with one line naming every file it tried. A file refused as untrusted
+(:class:`~mtrl.checkpoint_io.UntrustedCheckpointError`: it asks for more than plain data) is not damage but
+tampering, and stops the resume at once with its one line.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from mtrl.checkpoint_io import CheckpointError
+from mtrl.checkpoint_io import CheckpointError, UntrustedCheckpointError
 
 __all__ = ["load_newest_intact"]
 
@@ -34,6 +36,8 @@ def load_newest_intact(candidates: Sequence[Path], load: Callable[[Path], T]) ->
     for path in candidates:
         try:
             value = load(path)
+        except UntrustedCheckpointError:
+            raise  # tampered or foreign, not damaged: stop rather than resume from an older file
         except CheckpointError as err:
             problems.append(str(err))
             continue

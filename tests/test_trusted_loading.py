@@ -16,6 +16,7 @@ import json
 import pickle
 import shutil
 import zipfile
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from agents.config import TrainConfig
 from agents.trainer import Trainer
 from mtrl.checkpoint_io import CheckpointError, UntrustedCheckpointError, load_torch
 from mtrl.config import load_config, update_config
+from mtrl.recovery import load_newest_intact
 from mtrl.vision import run_state
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.trainer import VisionTrainer
@@ -105,6 +107,36 @@ def test_numpy_arrays_written_under_numpy_1_module_names_load(tmp_path: Path) ->
     loaded = load_torch(renamed)
     np.testing.assert_array_equal(loaded["key"], np.arange(5, dtype=np.uint32))
     assert loaded["key"].dtype == np.uint32 and loaded["gauss"] == 2.5
+
+
+def test_queues_holding_items_load_as_lists(tmp_path: Path) -> None:
+    """gymnasium's episode-statistics queues in an env state hold the last episodes' returns once an episode
+    has ended; torch's weights-only reader fills only lists, so a ``deque`` with items comes back as the list
+    of its items (empty or full, in files of this release and the previous one alike)."""
+    path = tmp_path / "queues.pt"
+    torch.save({"full": deque([1.5, -2.0], maxlen=100), "empty": deque(maxlen=100), "plain": deque([3])}, path)
+    assert load_torch(path) == {"full": [1.5, -2.0], "empty": [], "plain": [3]}
+
+
+def test_an_untrusted_newest_checkpoint_stops_the_resume_instead_of_falling_back(tmp_path: Path) -> None:
+    """A truncated newest checkpoint is damage (the older one is used); one that asks for more than plain data
+    is tampering: the resume stops with its one line and the older file is not read."""
+    marker, newest, older = tmp_path / "marker", tmp_path / "step_2.pt", tmp_path / "step_1.pt"
+    torch.save({"step": 2, "agent": Payload(marker)}, newest)
+    torch.save({"step": 1}, older)
+    read: list[Path] = []
+
+    def load(path: Path) -> Any:
+        read.append(path)
+        return load_torch(path)
+
+    with pytest.raises(UntrustedCheckpointError) as err:
+        load_newest_intact([newest, older], load)
+    _one_line_naming(str(err.value), newest)
+    assert read == [newest] and not marker.exists()
+    newest.write_bytes(newest.read_bytes()[:100])
+    path, state, notes = load_newest_intact([newest, older], load_torch)
+    assert path == older and state == {"step": 1} and newest.name in notes[0]
 
 
 def _legacy_run(tmp_path: Path, name: str) -> Path:
