@@ -17,7 +17,8 @@ __all__ = ["IMTL", "IMTLG", "IMTLL", "imtl_g_weights"]
 
 
 #: ``1 ∈ range(C)`` when its projection onto ``range(C)`` (the kept eigenvectors) misses it by at most this
-#: much relative to ``‖1‖``; the projection is exact to ~1e-15 (no inverse eigenvalues enter it).
+#: much relative to ``‖1‖``, and ``1 ⟂ range(C)`` when the projection is at most this long; the projection is
+#: exact to ~1e-15 (no inverse eigenvalues enter it).
 _CONSISTENT_RTOL = 1e-8
 
 
@@ -30,14 +31,20 @@ def imtl_g_weights(gram: Tensor, rtol: float | None = None) -> Tensor:
     normalised to ``w = v / Σ_t v_t`` when ``1 ∈ range(C)`` (an equal-projection direction exists) and
     to ``w = v / |Σ_t v_t|`` otherwise (the least-squares direction, never reversed). ``C⁺`` drops
     eigenvalues at or below ``rtol·λ_max`` (None: ``T·eps(float64)``). Zero-norm tasks get weight 0 (and
-    ``1`` counts only the other tasks); if ``|Σ_t v_t| ≤ 1e-12 Σ_t |v_t|`` the weights are all zero.
+    ``1`` counts only the other tasks); the weights are all zero when ``1 ⟂ range(C)`` (its projection onto
+    ``range(C)`` is at most ``1e-8·‖1‖`` long, where ``C⁺1 = 0`` exactly and the computed one is round-off
+    that would depend on the task order and the CPU) or ``|Σ_t v_t| ≤ 1e-12 Σ_t |v_t|``.
     """
     cos, norms = cosine_matrix_np(to_numpy64(gram))
     vals, vecs, rank = psd_eigh_np(cos, rtol)
     positive = norms > 0
     ones = positive.astype(np.float64)
     v_r = vecs[:, :rank]
-    coeff = v_r.T @ ones
+    coeff = v_r.T @ ones  # 1 in the basis of range(C): ‖coeff‖ is the length of its projection onto range(C)
+    if float(np.linalg.norm(coeff)) <= _CONSISTENT_RTOL * float(np.linalg.norm(ones)):
+        # 1 ⟂ range(C) (e.g. only pairs of opposite gradients): C⁺1 = 0 exactly, but the computed coeff is
+        # round-off that C⁺ would blow up into O(1) weights changing with the task order and the CPU
+        return torch.zeros(gram.shape[0], dtype=torch.float64, device=gram.device)
     v = v_r @ (coeff / vals[:rank])  # C⁺ 1 on the non-zero tasks
     v = np.divide(v, norms, out=np.zeros_like(v), where=positive)
     total, size = float(v.sum()), float(np.abs(v).sum())

@@ -403,6 +403,20 @@ def test_imtl_g_zero_task_and_degenerate_inputs() -> None:
     assert torch.equal(imtl_g_weights(jac @ jac.T), torch.zeros(2, dtype=torch.float64))
 
 
+def test_imtl_g_weights_are_zero_when_ones_is_orthogonal_to_range_c_whatever_the_rounding() -> None:
+    """Pairs of opposite gradients (``g, −k·g``): ``1 ⟂ range(C)``, so ``C⁺1 = 0`` and the weights are exactly
+    zero. The computed projection of ``1`` is round-off of ~1e-16, which ``C⁺`` used to turn into O(1) weights
+    that changed with the task order and with rounding at the 1e-15 level (as on another CPU); the rows are
+    perturbed at that level and permuted here, and every draw must give zeros."""
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(7, generator=g, dtype=torch.float64) for _ in range(3))
+    jac = torch.stack([a, -a, b, -2 * b, 3 * c, -0.5 * c])
+    for _ in range(8):
+        noise = 1e-15 * torch.randn(jac.shape, generator=g, dtype=torch.float64)
+        perturbed = (jac * (1.0 + noise))[torch.randperm(6, generator=g)]
+        assert torch.equal(imtl_g_weights(perturbed @ perturbed.T), torch.zeros(6, dtype=torch.float64))
+
+
 def _spec_imtl_g(jac: Tensor) -> Tensor:
     """The spec's form ``w ∝ G⁺·diag(G)^½`` (torchjd), for comparison."""
     gram = jac @ jac.T
