@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -206,19 +207,25 @@ def test_a_truncated_vision_checkpoint_falls_back_to_the_previous_one(tmp_path: 
     assert [e["step"] for e in results["evals"]] == [3, 6, 9]  # resumed at 3: evaluated at 6 again, then 9
 
 
-def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_is_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _disk_full_at(call: int) -> Callable[..., None]:
+    """A ``torch.save`` whose ``call``-th call finds the disk full half-way through its file (the others save)."""
     real_save, calls = torch.save, []
 
     def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
         calls.append(1)
-        if len(calls) == 2:  # the step-100 checkpoint: the disk is full half-way
+        if len(calls) == call:
             f.write(b"x" * 1000)
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "save", save)
+    return save
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", _disk_full_at(2))  # the step-100 checkpoint
     result = call("train", TOY, f"logdir={tmp_path}", "run_name=full", *RL_ARGS, "total_steps=160")
     assert result.code == 2, result.err[-3000:]
     ckpts = tmp_path / "full" / "checkpoints"
@@ -261,16 +268,7 @@ def test_a_full_disk_during_a_vision_checkpoint_keeps_both_checkpoints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = [VISION_CFG, f"logdir={tmp_path}", "run_name=run", *VISION_ARGS, "optim.steps=9"]
-    real_save, calls = torch.save, []
-
-    def save(obj: Any, f: Any, *rest: Any, **kwargs: Any) -> None:
-        calls.append(1)
-        if len(calls) == 3:  # the step-9 checkpoint: the disk is full half-way
-            f.write(b"x" * 1000)
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(obj, f, *rest, **kwargs)
-
-    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(torch, "save", _disk_full_at(3))  # the step-9 checkpoint
     result = call("train_vision", *args)
     assert result.code == 2, result.err[-3000:]
     run_dir = tmp_path / "run"

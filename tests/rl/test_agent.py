@@ -7,7 +7,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from agents.config import SACConfig, TrainConfig, resolve_balancers
 from agents.networks import Actor, TwinCritic, polyak_update
@@ -15,7 +14,7 @@ from agents.sac import EvalAgent, MultiTaskSAC
 from mtrl.balancers import make_balancer
 from mtrl.config import ConfigError
 from mtrl.replay import Batch
-from tests.rl.helpers import agent_params, random_batch
+from tests.rl.helpers import agent_params, hand_written_sac_update, random_batch
 
 T, O, A, N = 3, 5, 2, 8
 CFG = SACConfig(hidden_sizes=(32, 32), batch_per_task=N, init_temperature=0.5)
@@ -31,35 +30,6 @@ def _batch(device: torch.device, seed: int = 0) -> Batch:
 
 
 _params = agent_params
-
-
-def _plain_sac_update(agent: MultiTaskSAC, batch: Batch) -> None:
-    """Hand-written multi-task SAC (CleanRL ``sac_continuous_action.py`` order) on the sum of per-task losses,
-    with stable-baselines3's loss forms: ``½ Σ_k MSE`` for the critics, the temperature loss in ``log α``."""
-    cfg = agent.cfg
-    alpha_T1 = agent.log_alpha_T.detach().exp()[:, None]
-    with torch.no_grad():
-        next_a, next_logp = agent.actor(batch.next_obs)
-        q1_t, q2_t = agent.critic_target(batch.next_obs, next_a)
-        y = batch.reward + (1 - batch.terminated) * cfg.gamma * (torch.min(q1_t, q2_t) - alpha_T1 * next_logp)
-    q1, q2 = agent.critic(batch.obs, batch.action)
-    qf_loss = torch.stack([0.5 * (F.mse_loss(q1[t], y[t]) + F.mse_loss(q2[t], y[t])) for t in range(T)]).sum()
-    agent.critic_opt.zero_grad()
-    qf_loss.backward()
-    agent.critic_opt.step()
-    pi, logp = agent.actor(batch.obs)
-    q1_pi, q2_pi = agent.critic(batch.obs, pi)
-    actor_loss = torch.stack([(alpha_T1[t] * logp[t] - torch.min(q1_pi[t], q2_pi[t])).mean() for t in range(T)]).sum()
-    agent.actor_opt.zero_grad()
-    actor_loss.backward()
-    agent.actor_opt.step()
-    alpha_loss = torch.stack(
-        [(-agent.log_alpha_T[t] * (logp[t].detach() + agent.target_entropy)).mean() for t in range(T)]
-    ).sum()
-    agent.alpha_opt.zero_grad()
-    alpha_loss.backward()
-    agent.alpha_opt.step()
-    polyak_update(agent.critic.parameters(), agent.critic_target.parameters(), cfg.tau)
 
 
 def test_update_shapes_and_metrics(device: torch.device) -> None:
@@ -87,7 +57,7 @@ def test_ew_reproduces_plain_multitask_sac(device: torch.device) -> None:
         torch.manual_seed(100 + step)
         ours.update(batch, with_metrics=False)
         torch.manual_seed(100 + step)
-        _plain_sac_update(plain, batch)
+        hand_written_sac_update(plain, batch)
         for a, b in zip(_params(ours), _params(plain), strict=True):
             assert torch.equal(a, b)  # exact: the engine's ew path is one backward of Σ_t L_t
 

@@ -6,18 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from agents.config import SACConfig, TrainConfig
-from agents.networks import polyak_update
 from agents.sac import MultiTaskSAC
 from mtrl.balancers import make_balancer
 from mtrl.balancers.alpha_weights import AlphaWeights, alpha_task_weights
 from mtrl.config import ConfigError, load_config
 from mtrl.nn import VanillaMLP
 from mtrl.replay import Batch
-from tests.rl.helpers import agent_params, random_batch
+from tests.rl.helpers import agent_params, hand_written_sac_update, random_batch
 
 T, O, A, N = 3, 5, 2, 8
 
@@ -65,33 +63,9 @@ def test_layer_norm_and_skip_trunks_train_with_a_gradient_balancer() -> None:
 
 
 def _weighted_sac_update(agent: MultiTaskSAC, batch: Batch) -> None:
-    """Hand-written multi-task SAC whose critic and actor losses are weighted by w = T·softmax(−log α)
-    (Meta-World+ use_task_weights, summed over tasks); the temperature loss is not weighted."""
-    cfg = agent.cfg
-    w_T = alpha_task_weights(agent.log_alpha_T).to(torch.float32)
-    alpha_T1 = agent.log_alpha_T.detach().exp()[:, None]
-    with torch.no_grad():
-        next_a, next_logp = agent.actor(batch.next_obs)
-        q1_t, q2_t = agent.critic_target(batch.next_obs, next_a)
-        y = batch.reward + (1 - batch.terminated) * cfg.gamma * (torch.min(q1_t, q2_t) - alpha_T1 * next_logp)
-    q1, q2 = agent.critic(batch.obs, batch.action)
-    critic = torch.stack([0.5 * (F.mse_loss(q1[t], y[t]) + F.mse_loss(q2[t], y[t])) for t in range(T)])
-    agent.critic_opt.zero_grad()
-    (w_T * critic).sum().backward()
-    agent.critic_opt.step()
-    pi, logp = agent.actor(batch.obs)
-    q1_pi, q2_pi = agent.critic(batch.obs, pi)
-    actor = torch.stack([(alpha_T1[t] * logp[t] - torch.min(q1_pi[t], q2_pi[t])).mean() for t in range(T)])
-    agent.actor_opt.zero_grad()
-    (w_T * actor).sum().backward()
-    agent.actor_opt.step()
-    alpha_loss = torch.stack(
-        [(-agent.log_alpha_T[t] * (logp[t].detach() + agent.target_entropy)).mean() for t in range(T)]
-    ).sum()
-    agent.alpha_opt.zero_grad()
-    alpha_loss.backward()
-    agent.alpha_opt.step()
-    polyak_update(agent.critic.parameters(), agent.critic_target.parameters(), cfg.tau)
+    """Hand-written multi-task SAC whose critic and actor losses are weighted by w = T·softmax(−log α) from the
+    temperatures before the update (Meta-World+ use_task_weights, summed over tasks)."""
+    hand_written_sac_update(agent, batch, alpha_task_weights(agent.log_alpha_T).to(torch.float32))
 
 
 def test_alpha_weights_is_the_weighted_sac_update() -> None:
