@@ -58,6 +58,7 @@ def test_a_bad_override_is_one_line_naming_the_key(
     assert list(tmp_path.iterdir()) == []  # nothing created
 
 
+@pytest.mark.slow  # two real Meta-World single-task runs through sweep.py: ~18 s on a quiet 2-core machine
 def test_sweep_runs_a_two_seed_single_task_reference(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "sweep.py"), str(ROOT / "scripts" / "train_stl.py"), PRESET,

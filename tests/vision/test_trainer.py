@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -352,6 +353,12 @@ def test_resumed_run_logs_every_step_once(tmp_path: Path) -> None:
     stale.scalars({"train/loss_sum": 1e6, "eval/seg/miou": -1.0}, 6)
     stale.scalars({"train/loss_sum": 1e6}, 7)
     stale.close()
+    # Event files sort by their name, whose time is in whole seconds and whose last part is a per-process writer
+    # counter compared as text ("100" < "99"): in a long test session the resumed run's file could sort before
+    # the crashed writer's. A resume happens in a later second than the crash it follows; so does this one.
+    second = int(time.time())
+    while int(time.time()) == second:
+        time.sleep(0.02)
     VisionTrainer(update_config(cfg, {"run_name": "resumed", "resume": True})).run()
 
     def curves(run: str) -> dict[str, list[tuple[int, float]]]:
