@@ -16,9 +16,11 @@ reference's stable-baselines3 files are read without cloudpickle (:mod:`agents.s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import pickle
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +97,19 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> An
             or refused as untrusted (it names a global outside the allowlist, which is never imported or called).
     """
     path = Path(path)
-    try:
+    damage = (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, AttributeError)
+    with _read_errors(path, damage, ", and never with weights_only=False"):
         with torch.serialization.safe_globals(safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
+
+
+@contextlib.contextmanager
+def _read_errors(path: Path, damage: tuple[type[Exception], ...], hint: str = "") -> Iterator[None]:
+    """The one-line errors of reading ``path`` (both loaders): missing; refused as untrusted (an unpickling error
+    about a global, ``hint`` appended to the advice); corrupt (any other unpickling error); truncated or corrupt
+    (the reader's ``damage`` exceptions)."""
+    try:
+        yield
     except FileNotFoundError as e:
         raise CheckpointError(f"checkpoint file {str(path)!r} does not exist") from e
     except pickle.UnpicklingError as e:
@@ -105,10 +117,10 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> An
         if "global" in message.lower():
             raise UntrustedCheckpointError(
                 f"refusing to load {str(path)!r}: it is not plain checkpoint data ({_first_global(message)}); "
-                "only load checkpoints you wrote or trust, and never with weights_only=False"
+                f"only load checkpoints you wrote or trust{hint}"
             ) from e
         raise CheckpointError(f"checkpoint file {str(path)!r} is corrupt ({_one_line(message)})") from e
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as e:
+    except damage as e:
         raise CheckpointError(
             f"checkpoint file {str(path)!r} is truncated or corrupt ({type(e).__name__}: {_one_line(str(e))})"
         ) from e
@@ -192,19 +204,6 @@ def load_pickle(path: str | Path, allowed: frozenset[tuple[str, str]]) -> Any:
         CheckpointError: as :func:`load_torch` (untrusted: a global outside ``allowed``).
     """
     path = Path(path)
-    try:
+    with _read_errors(path, (EOFError, OSError, ValueError, KeyError, AttributeError, TypeError, IndexError)):
         with path.open("rb") as file:
             return _AllowlistUnpickler(file, allowed).load()
-    except FileNotFoundError as e:
-        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist") from e
-    except pickle.UnpicklingError as e:
-        if "global" in str(e):
-            raise UntrustedCheckpointError(
-                f"refusing to load {str(path)!r}: it is not plain checkpoint data ({_one_line(str(e))}); "
-                "only load checkpoints you wrote or trust"
-            ) from e
-        raise CheckpointError(f"checkpoint file {str(path)!r} is corrupt ({_one_line(str(e))})") from e
-    except (EOFError, OSError, ValueError, KeyError, AttributeError, TypeError, IndexError) as e:
-        raise CheckpointError(
-            f"checkpoint file {str(path)!r} is truncated or corrupt ({type(e).__name__}: {_one_line(str(e))})"
-        ) from e
