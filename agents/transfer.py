@@ -36,10 +36,13 @@ import numpy as np
 from agents.config import TrainConfig
 from mtrl.analysis import run_history
 from mtrl.analysis.transfer import Confirmation, confirm, last_evals_score, seeds_for_difference
+from mtrl.balancers.registry import BALANCERS
 from mtrl.config import load_config
 from mtrl.jobs import Job, JobOutcome
 
 __all__ = [
+    "BENCHMARK_METHODS",
+    "BENCHMARK_SEEDS",
     "BENCH_PRESETS",
     "CONFIRM_SEEDS",
     "LAST_EVALS",
@@ -54,6 +57,7 @@ __all__ = [
     "core_hours",
     "ew_run_dir",
     "load_setting",
+    "method_overrides",
     "power_line",
     "record_outcomes",
     "scores",
@@ -79,6 +83,13 @@ LAST_EVALS = 3
 #: The pilot's seeds, and the fresh seeds of the confirmation (never used by the pilot).
 PILOT_SEEDS: tuple[int, ...] = (0, 1, 2)
 CONFIRM_SEEDS: tuple[int, ...] = tuple(range(100, 110))
+#: The benchmark's seeds per method (at least five; the power rule of docs/benchmark.md may ask for more).
+BENCHMARK_SEEDS: tuple[int, ...] = tuple(range(100, 105))
+#: The benchmark's methods in the order they run: the founding methods (``dgr`` over its default base, ``ew``),
+#: then ``pcgrad``, ``cagrad``, ``nash_mtl`` and ``famo``, and ``sgsu`` last (about 10x ``ew``'s update cost).
+BENCHMARK_METHODS: tuple[str, ...] = (
+    "imtl", "aligned_mtl", "task_tensioner", "dgr", "pcgrad", "cagrad", "nash_mtl", "famo", "sgsu",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -328,3 +339,15 @@ def confirmation(
         )
     x, y = np.stack([stl[s] for s in sorted(stl)]), np.stack([ew[s] for s in sorted(ew)])
     return confirm(x, y, reps=reps, seed=seed), len(stl), len(ew)
+
+
+def method_overrides(name: str) -> list[str]:
+    """The config overrides that give benchmark method ``name`` its published Meta-World hyper-parameters (the
+    class's :attr:`~mtrl.balancers.base.Balancer.metaworld_hparams`; ``[]`` when it has none, so the class
+    defaults apply): ``["balancer_hparams={c: 0.9}"]`` for ``cagrad``. ``ValueError`` for an unknown method."""
+    if name not in BALANCERS:
+        raise ValueError(f"unknown balancer {name!r}; known: {', '.join(sorted(BALANCERS))}")
+    hparams = BALANCERS[name].metaworld_hparams
+    if not hparams:
+        return []
+    return ["balancer_hparams={" + ", ".join(f"{k}: {v!r}" for k, v in hparams.items()) + "}"]

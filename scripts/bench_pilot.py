@@ -6,6 +6,7 @@
     python scripts/bench_pilot.py --report-only                # the screen of what has finished
     python scripts/bench_pilot.py --dry-run                    # the command of every run still to do
     python scripts/bench_pilot.py --confirm --settings mix4 --jobs 2   # fresh seeds 100-109, runs/bench
+    python scripts/bench_pilot.py --benchmark --settings mix4 --jobs 2 # every method, seeds 100-104, runs/bench
 
 For every setting (``configs/bench/<name>.yaml``) and seed: the ``ew`` run of ``scripts/train.py`` in
 ``ROOT/<setting>/ew/seed<S>`` (the jobs of ``scripts/sweep.py``, so a balancer sweep over ``ROOT/<setting>``
@@ -16,7 +17,10 @@ so the command can be stopped and started again; every run's seconds go to ``ROO
 At the end it prints the pre-stated screen (per setting and seed the score of each side — the mean success of a
 run's last 3 evaluations — the medians, the gap, whether the setting qualifies, its core-hours) and writes it to
 ``ROOT/screen.md``; with ``--confirm`` (one setting, fresh seeds) the confirmation rule instead, to
-``ROOT/<setting>/confirmation.md``.
+``ROOT/<setting>/confirmation.md``. With ``--benchmark`` (one setting) it runs the benchmark's methods
+(``agents.transfer.BENCHMARK_METHODS``, or ``--methods``) with their published Meta-World hyper-parameters
+(``agents.transfer.method_overrides``) into ``ROOT/<setting>/<method>/seed<S>``, beside the confirmation's ``ew``
+runs, for ``scripts/aggregate.py ROOT/<setting>``.
 """
 
 from __future__ import annotations
@@ -32,12 +36,15 @@ from sweep import config_check, sweep_jobs
 
 from agents.transfer import (
     BENCH_PRESETS,
+    BENCHMARK_METHODS,
+    BENCHMARK_SEEDS,
     CONFIRM_SEEDS,
     PILOT_SEEDS,
     SETTINGS,
     STL,
     confirmation,
     load_setting,
+    method_overrides,
     record_outcomes,
     screen,
     screen_markdown,
@@ -64,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the command of every unfinished run and stop")
     p.add_argument("--confirm", action="store_true", help="the confirmation on fresh seeds of one setting")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples of the confirmation")
+    p.add_argument("--benchmark", action="store_true", help="the benchmark's methods on one setting (seeds 100-104)")
+    p.add_argument("--methods", nargs="+", default=list(BENCHMARK_METHODS), help="with --benchmark: which methods")
     add_ray_arguments(p)
     return p
 
@@ -78,17 +87,32 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(err))
     if ray is not None and args.jobs is not None:
         p.error("--jobs is for local runs: on Ray, --num-cpus/--num-gpus and the cluster set how many run at once")
-    seeds = args.seeds or list(CONFIRM_SEEDS if args.confirm else PILOT_SEEDS)
-    if args.confirm:
+    if args.confirm and args.benchmark:
+        p.error("--confirm and --benchmark are separate steps: confirm first, then run the benchmark")
+    seeds = args.seeds or list(CONFIRM_SEEDS if args.confirm else BENCHMARK_SEEDS if args.benchmark else PILOT_SEEDS)
+    overrides: dict[str, list[str]] = {}
+    if args.confirm or args.benchmark:
+        step = "--confirm" if args.confirm else "--benchmark"
         if len(settings) != 1:
-            p.error("--confirm takes one setting (--settings NAME): the one the screen chose")
+            p.error(f"{step} takes one setting (--settings NAME): the one the screen chose")
         reused = sorted(set(seeds) & set(PILOT_SEEDS))
         if reused:
-            p.error(f"--confirm needs fresh seeds; {reused} are the pilot's seeds")
-    root = (args.root or ROOT / "runs" / "bench" / ("" if args.confirm else "pilot")).resolve()
+            p.error(f"{step} needs fresh seeds; {reused} are the pilot's seeds")
+    if args.benchmark:
+        try:
+            overrides = {m: method_overrides(m) for m in args.methods}
+        except ValueError as err:
+            p.error(str(err))
+    fresh = args.confirm or args.benchmark
+    root = (args.root or ROOT / "runs" / "bench" / ("" if fresh else "pilot")).resolve()
     if not args.report_only:
         jobs: dict[Path, Job] = {}  # setting after setting (its ew runs, then its single-task runs), shared once
-        for s in settings:
+        for method in args.methods if args.benchmark else []:
+            s = settings[0]
+            for job in sweep_jobs(root / s.name, str(ROOT / "scripts" / "train.py"), str(s.preset), [method], seeds,
+                                  ["progress=false", *overrides[method]]):  # fmt: skip
+                jobs.setdefault(job.run_dir, job)
+        for s in [] if args.benchmark else settings:
             ew = sweep_jobs(root / s.name, str(ROOT / "scripts" / "train.py"), str(s.preset), ["ew"], seeds,
                             ["progress=false"])  # fmt: skip
             for job in [*ew, *stl_jobs(root, [s], seeds)]:
@@ -117,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         for o in outcomes:
             if o.failed:
                 print(f"FAILED: {o.job.name} (exit {o.returncode}); see {o.log}", file=sys.stderr)
+    if args.benchmark:
+        print(f"report: .venv/bin/python scripts/aggregate.py {root / settings[0].name}", file=sys.stderr)
+        return 0
     if args.confirm:
         setting = settings[0]
         try:

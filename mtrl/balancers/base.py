@@ -27,6 +27,7 @@ Only the engine (:mod:`mtrl.engine`) writes ``.grad``; balancers are pure maths 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -102,6 +103,10 @@ class Balancer:
     #: (``imtl``): without ``features`` the engine falls back to parameter gradients and flags it in
     #: the report (``BalanceReport.representation_fallback``).
     representation_required: ClassVar[bool] = False
+    #: The hyper-parameters the method's own paper or code used on Meta-World MT10, as keyword arguments of
+    #: the constructor (``{}``: none published, the class defaults apply). The balancer benchmark
+    #: (``agents.transfer.benchmark_jobs``) runs every method with these and gives no method tuning of its own.
+    metaworld_hparams: ClassVar[Mapping[str, float]] = {}
 
     @property
     def needs_task_gradients(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -47,6 +48,8 @@ class CAGrad(GramianWeighting):
     #: Loss scaling ``L → S·L`` (``G → S² G``): the dual works on ``G / mean(diag G)`` with relative
     #: thresholds only, so the weights are invariant and ``d → S d``.
     loss_scale_problem: ClassVar[str | None] = None
+    #: MT10: ``c = 0.9``, the official MT10 script (Cranial-XIX/CAGrad ``mtrl/mtrl_files/run.sh``; 0.5 on MT50).
+    metaworld_hparams: ClassVar[Mapping[str, float]] = {"c": 0.9}
 
     def __init__(self, num_tasks: int, c: float = 0.4, rescale: bool = True) -> None:
         super().__init__(num_tasks)

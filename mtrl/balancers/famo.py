@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -52,6 +53,8 @@ class FAMO(LossWeighting):
     #: ``∇(S L_t)`` is unchanged and ``d → S d``; in ``post_step`` the common offset ``log S`` of
     #: ``Δ = log(S L) − log L'`` cancels in ``z ⊙ (Δ − zᵀΔ)``.
     loss_scale_problem: ClassVar[str | None] = None
+    #: MT10: ``γ = 0.01``, the FAMO repository's MT10 script (``mtrl_files/run.sh``).
+    metaworld_hparams: ClassVar[Mapping[str, float]] = {"gamma": 0.01}
 
     def __init__(self, num_tasks: int, w_lr: float = 0.025, gamma: float = 1e-3) -> None:
         super().__init__(num_tasks)

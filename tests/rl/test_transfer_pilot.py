@@ -13,6 +13,8 @@ import pytest
 
 from agents.stl_config import load_stl_config
 from agents.transfer import (
+    BENCHMARK_METHODS,
+    BENCHMARK_SEEDS,
     SETTINGS,
     SOLVED,
     STL,
@@ -20,6 +22,7 @@ from agents.transfer import (
     core_hours,
     ew_run_dir,
     load_setting,
+    method_overrides,
     power_line,
     record_outcomes,
     screen,
@@ -27,6 +30,7 @@ from agents.transfer import (
     stl_jobs,
     stl_run_dir,
 )
+from mtrl.balancers.registry import BALANCERS
 from mtrl.jobs import JobOutcome, is_finished
 from tests.helpers import ROOT, load_script, run_script
 
@@ -156,6 +160,36 @@ def test_script_dry_run_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         script.main(["--settings", "noeval", "--presets", str(tmp_path), "--report-only"])
     assert "states its eval_episodes" in capsys.readouterr().err
+
+
+def test_benchmark_runs_every_method_with_its_published_hparams(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--benchmark: one train.py run per method and fresh seed beside the confirmation's ew runs, sgsu last, and the
+    hyper-parameters of each run are the class's ``metaworld_hparams`` (CAGrad c = 0.9, FAMO gamma = 0.01), read
+    back through the script's own config check."""
+    script = load_script("bench_pilot")
+    assert script.main(["--benchmark", "--settings", "mix4", "--root", str(tmp_path), "--dry-run"]) == 0
+    commands = capsys.readouterr().out.splitlines()
+    assert len(commands) == len(BENCHMARK_METHODS) * len(BENCHMARK_SEEDS) == 45
+    methods = [re.search(r" balancer=(\w+) ", c).group(1) for c in commands]  # type: ignore[union-attr]
+    assert list(dict.fromkeys(methods)) == list(BENCHMARK_METHODS) and methods[-1] == "sgsu"
+    assert "ew" not in methods  # the confirmation's ew runs are reused
+    for command, method in zip(commands, methods, strict=True):
+        assert f"logdir={tmp_path}/mix4/{method} " in command
+        assert command.endswith(" ".join(method_overrides(method)) if BALANCERS[method].metaworld_hparams else "false")
+    assert method_overrides("cagrad") == ["balancer_hparams={c: 0.9}"]
+    assert method_overrides("famo") == ["balancer_hparams={gamma: 0.01}"]
+    assert method_overrides("imtl") == []
+    for argv, message in (
+        (["--benchmark", "--settings", "mix4", "mix4_small"], "--benchmark takes one setting"),
+        (["--benchmark", "--settings", "mix4", "--seeds", "2", "100"], "--benchmark needs fresh seeds; [2]"),
+        (["--benchmark", "--settings", "mix4", "--methods", "ew", "nope"], "unknown balancer 'nope'"),
+        (["--benchmark", "--confirm", "--settings", "mix4"], "separate steps"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            script.main([*argv, "--root", str(tmp_path), "--dry-run"])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.slow
