@@ -71,7 +71,7 @@ _TEMPORARY = re.compile(r"^\..+\.\d+\.tmp(\.[^.]+)?$")
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     """Delete the temporaries that writers killed in mid-write left in ``run_dir`` (a checkpoint's can be
     hundreds of MB); returns them. Only safe while holding the run directory's lease
-    (:class:`mtrl.rundir.RunLease` calls it when it takes the lease)."""
+    (:class:`mtrl.lease.RunLease` calls it when it takes the lease)."""
     removed = []
     for tmp in run_dir.rglob(".*.tmp*"):
         if tmp.is_file() and _TEMPORARY.match(tmp.name):

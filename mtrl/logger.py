@@ -16,7 +16,7 @@ process logged after ``s`` is stale (the resumed run logs those steps again), so
 TensorBoard's default view groups scalars by tag prefix, so an MT10 run shows one card per task and metric.
 :func:`custom_scalars_layout` builds the layout of its CUSTOM SCALARS tab (:data:`RL_CHARTS`,
 :data:`STL_CHARTS`, :data:`VISION_CHARTS`): one chart per metric with a line per task (evaluation success
-and return, the balancer's weights, α, the losses), which ``mtrl.rundir.open_logs`` writes once into every
+and return, the balancer's weights, α, the losses), which ``mtrl.resume.open_logs`` writes once into every
 run's event file.
 """
 

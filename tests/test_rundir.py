@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from mtrl.config import ConfigError
-from mtrl.rundir import LEASE_FILE, RunDirBusy, RunLease, _pid_space, atomic_write, check_resume, write_json
+from mtrl.lease import _pid_space
+from mtrl.rundir import LEASE_FILE, RunDirBusy, RunLease, atomic_write, check_resume, write_json
 
 
 def _foreign_lease(run_dir: Path, expires_in: float, host: str = "other-host.example", space: str = "") -> None:
@@ -107,10 +108,10 @@ def test_a_stopped_holder_finds_out_at_its_next_check_without_its_heartbeat(tmp_
 def test_a_transient_io_error_of_the_heartbeat_does_not_lose_the_lease(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mtrl.rundir as rundir
+    import mtrl.lease as lease_module
 
     lease = RunLease(tmp_path, ttl=0.4).acquire()
-    real, failures = rundir.write_json, [0]
+    real, failures = lease_module.write_json, [0]
 
     def flaky(path: Path, data: object) -> Path:
         if failures[0] < 2:
@@ -118,7 +119,7 @@ def test_a_transient_io_error_of_the_heartbeat_does_not_lose_the_lease(
             raise OSError(116, "Stale file handle")
         return real(path, data)
 
-    monkeypatch.setattr(rundir, "write_json", flaky)
+    monkeypatch.setattr(lease_module, "write_json", flaky)  # the lease's heartbeat writes
     time.sleep(0.5)  # two failed renewals, then a good one
     lease.check()
     assert failures[0] == 2 and lease.held
