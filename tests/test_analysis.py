@@ -47,6 +47,30 @@ def test_summary_over_seeds(tmp_path: Path) -> None:
     assert half[0] == pytest.approx(0.0, abs=1e-12) and half[1] > 0.1
 
 
+def test_one_loader_keeps_the_files_as_read_and_names_every_run_it_leaves_out(tmp_path: Path) -> None:
+    """find_runs is the one loader of the statistics and the sweep report: a record holds results.json and
+    config.yaml as read and the numeric results flattened; a caller's rule refuses runs with a note, as the
+    loader's own rules do (crashed, unfinished)."""
+    _write_run(tmp_path / "ew" / "seed0", "ew", 0, 0.5, [0.5])
+    _write_run(tmp_path / "ew" / "seed1", "ew", 1, 0.7, [0.7])
+    _write_run(tmp_path / "ew" / "seed2", "ew", 2, 0.1, [0.1])
+    (tmp_path / "ew" / "seed2" / "results.json").write_text(json.dumps({"complete": False}))
+    (tmp_path / "ew" / "seed3").mkdir()
+    (tmp_path / "ew" / "seed3" / "config.yaml").write_text("balancer: ew\nseed: 3\n")  # crashed: no results.json
+    skipped: list[str] = []
+    records = find_runs(tmp_path, skipped=skipped, reject=lambda r: "too low" if r.seed == 0 else None)
+    assert [(r.group, r.seed) for r in records] == [("ew", 1)]
+    (run,) = records
+    assert run.results == {"eval": {"success_mean": {"final": 0.7}}, "flag": True}  # as read
+    assert run.config == {"balancer": "ew", "seed": 1}
+    assert run.values == {"eval/success_mean/final": 0.7}  # numeric leaves only (no bool)
+    assert skipped[0].startswith(f"{tmp_path / 'ew' / 'seed3'}: no results.json")
+    assert skipped[1:] == ["too low", f'{tmp_path / "ew" / "seed2"}: unfinished ("complete": false); resume it to '
+                           "include it"]  # fmt: skip
+    # Without a skipped list the unfinished run is kept (and the rule still applies).
+    assert [r.seed for r in find_runs(tmp_path, reject=lambda r: "too low" if r.seed == 0 else None)] == [1, 2]
+
+
 def test_aggregate_script_prints_table_and_plots(tmp_path: Path) -> None:
     for seed in range(2):
         _write_run(tmp_path / "ew" / f"seed{seed}", "ew", seed, 0.5 + seed / 10, [0.1, 0.5])
@@ -99,7 +123,7 @@ def test_real_sweep_then_aggregate_on_the_toy_suite(tmp_path: Path) -> None:
     subprocess.run(sweep, cwd=ROOT, check=True, capture_output=True, text=True)
     records = find_runs(tmp_path)
     assert sorted(r.group for r in records) == ["ew", "pcgrad"]
-    assert all(r.results["steps"] == 40 and 0.0 <= r.results["summary/reported/final"] <= 1.0 for r in records)
+    assert all(r.results["steps"] == 40 and 0.0 <= r.values["summary/reported/final"] <= 1.0 for r in records)
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts/aggregate.py"), str(tmp_path), "--metrics", "summary/reported/final"],
         check=True, capture_output=True, text=True,

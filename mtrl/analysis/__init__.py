@@ -1,11 +1,12 @@
 """Turn run directories into tables and plots: groups × seeds, point estimates and confidence intervals.
 
-Three modules, all re-exported here (``from mtrl.analysis import ...``):
+Four modules, all re-exported here (``from mtrl.analysis import ...``):
 
-* :mod:`mtrl.analysis.core`: reading run directories (:func:`find_runs`, :func:`run_history`), mean ± std
-  over seeds (:func:`summarize`), and rliable's aggregate statistics with stratified-bootstrap
-  intervals (:func:`interval_estimates`, :func:`curve_estimates`, :func:`probability_of_improvement`,
-  :func:`performance_profiles`).
+* :mod:`mtrl.analysis.runs`: the one run loader: run directories as :class:`RunRecord` s
+  (:func:`find_runs`; skipped runs named with the reason), one RL run's evaluations (:func:`run_history`).
+* :mod:`mtrl.analysis.core`: mean ± std over seeds (:func:`summarize`), and rliable's aggregate
+  statistics with stratified-bootstrap intervals (:func:`interval_estimates`, :func:`curve_estimates`,
+  :func:`probability_of_improvement`, :func:`performance_profiles`).
 * :mod:`mtrl.analysis.sweep`: a whole sweep (balancers × seeds, RL or vision) as one report: the
   protocol's headline statistic, IQM/mean/median/optimality gap per group, probability of improvement,
   per-task table, sample-efficiency curves (``scripts/aggregate.py``).
@@ -17,30 +18,23 @@ from __future__ import annotations
 from mtrl.analysis.core import (
     STATISTICS,
     Interval,
-    RunRecord,
     Summary,
     area_under_curve,
     curve_estimates,
-    find_runs,
-    flatten,
-    group_name,
     interval_estimates,
     learning_curves,
     markdown_table,
     performance_profiles,
     probability_of_improvement,
-    run_files,
-    run_history,
     summarize,
     task_scores,
     task_table,
-    unfinished_note,
 )
+from mtrl.analysis.runs import RunRecord, find_runs, flatten, group_name, run_files, run_history, unfinished_note
 from mtrl.analysis.sweep import (
     GroupScores,
     Sweep,
     SweepReport,
-    SweepRun,
     group_scores,
     load_sweep,
     report_markdown,
@@ -57,7 +51,6 @@ __all__ = [
     "Summary",
     "Sweep",
     "SweepReport",
-    "SweepRun",
     "area_under_curve",
     "curve_estimates",
     "find_runs",

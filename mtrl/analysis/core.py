@@ -1,8 +1,5 @@
-"""Run records and their statistics: groups × seeds, point estimates and confidence intervals.
-
-A run directory (written by ``scripts/train.py``, ``scripts/train_stl.py`` or ``scripts/train_vision.py``)
-holds ``config.yaml`` (the resolved config; its ``balancer`` and ``seed`` keys group the runs),
-``results.json`` (final numbers) and ``metrics.jsonl`` (the logged scalars over time).
+"""Statistics of run records (:class:`~mtrl.analysis.runs.RunRecord`, read by
+:func:`~mtrl.analysis.runs.find_runs`): groups × seeds, point estimates and confidence intervals.
 
 Two kinds of statistics:
 
@@ -29,47 +26,28 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from scipy import stats
 
-from mtrl.config import yaml_problem
+from mtrl.analysis.runs import RunRecord
 
 __all__ = [
     "STATISTICS",
     "Interval",
-    "RunRecord",
     "Summary",
     "area_under_curve",
     "curve_estimates",
-    "find_runs",
-    "flatten",
-    "group_name",
     "interval_estimates",
     "learning_curves",
     "markdown_table",
     "performance_profiles",
     "probability_of_improvement",
-    "run_files",
-    "run_history",
     "summarize",
     "task_scores",
     "task_table",
-    "unfinished_note",
 ]
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One finished (or interrupted) run."""
-
-    path: Path
-    group: str
-    seed: int
-    results: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -85,106 +63,6 @@ class Summary:
         if self.n == 0:
             return "–"
         return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} (n={self.n})"
-
-
-def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a nested mapping as ``{"a/b": value}``."""
-    flat: dict[str, float] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name + "/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[name] = float(value)
-    return flat
-
-
-def group_name(cfg: Mapping[str, Any], group_keys: Sequence[str]) -> str:
-    """The group of a run: the values of ``group_keys`` (dotted paths) in its config, ``key=value`` joined by
-    commas when there are several keys (a ``{name, hparams}`` mapping counts by its name)."""
-    parts = []
-    for key in group_keys:
-        node: Any = cfg
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, Mapping) else None
-        if isinstance(node, Mapping) and "name" in node:  # the vision config nests {name, hparams}
-            node = node["name"]
-        if node is not None:
-            parts.append(str(node) if len(group_keys) == 1 else f"{key}={node}")
-    return ",".join(parts) or "run"
-
-
-def run_files(root: str | Path, skipped: list[str] | None = None) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
-    """``(run directory, config, results)`` of every directory under ``root`` holding ``config.yaml``, in path
-    order.
-
-    A run directory without ``results.json`` (the run crashed, or is still running) is left out; one whose
-    ``config.yaml`` or ``results.json`` cannot be read (a truncated write, not YAML/JSON, not a mapping) is left
-    out with a note naming the file and why when ``skipped`` is a list (crashed runs get a note too), and raises
-    ``ValueError`` naming it otherwise."""
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"run root {str(root)!r} does not exist; pass the folder holding the run directories")
-    runs = []
-    for cfg_path in sorted(root.rglob("config.yaml")):
-        res_path = cfg_path.parent / "results.json"
-        if not res_path.is_file():
-            if skipped is not None:
-                skipped.append(
-                    f"{cfg_path.parent}: no results.json (crashed, or still running); resume it to include it"
-                )
-            continue
-        try:
-            cfg, results = _read_mapping(cfg_path), _read_mapping(res_path)
-        except ValueError as err:
-            if skipped is None:
-                raise
-            skipped.append(str(err))
-            continue
-        runs.append((cfg_path.parent, cfg, results))
-    return runs
-
-
-def _read_mapping(path: Path) -> dict[str, Any]:
-    """The mapping a run's ``config.yaml`` or ``results.json`` holds; ``ValueError`` naming the file otherwise."""
-    try:
-        data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
-        detail = yaml_problem(err) if isinstance(err, yaml.YAMLError) else str(err)
-        raise ValueError(f"{path}: unreadable ({detail}; a truncated write?); run or resume it again") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: holds {type(data).__name__}, not a mapping; run or resume it again")
-    return data
-
-
-def unfinished_note(path: Path, results: Mapping[str, Any]) -> str | None:
-    """The note that skips a run whose ``results.json`` says ``"complete": false`` (interrupted, not
-    finished), or None for a finished run."""
-    if results.get("complete") is False:
-        return f'{path}: unfinished ("complete": false); resume it to include it'
-    return None
-
-
-def find_runs(
-    root: str | Path, group_keys: Sequence[str] = ("balancer",), skipped: list[str] | None = None
-) -> list[RunRecord]:
-    """Every directory under ``root`` holding ``config.yaml`` and ``results.json``.
-
-    With a ``skipped`` list, runs whose ``results.json`` says ``"complete": false`` (interrupted, not
-    finished), runs without ``results.json`` (crashed) and runs whose files cannot be read are left out and a
-    note naming each and why is appended to it (:func:`run_files`)."""
-    records = []
-    for path, cfg, results in run_files(root, skipped):
-        note = unfinished_note(path, results)
-        if skipped is not None and note is not None:
-            skipped.append(note)
-            continue
-        records.append(
-            RunRecord(
-                path=path, group=group_name(cfg, group_keys), seed=int(cfg.get("seed", 0)), results=flatten(results)
-            )
-        )
-    return records
 
 
 def _summary(values: Sequence[float], confidence: float) -> Summary:
@@ -205,7 +83,7 @@ def summarize(
     for rec in records:
         by_group[rec.group].append(rec)
     return {
-        group: {m: _summary([r.results.get(m, math.nan) for r in recs], confidence) for m in metrics}
+        group: {m: _summary([r.values.get(m, math.nan) for r in recs], confidence) for m in metrics}
         for group, recs in sorted(by_group.items())
     }
 
@@ -460,15 +338,15 @@ def task_scores(
         by_group[rec.group].append(rec)
     out: dict[str, tuple[list[str], np.ndarray]] = {}
     for group, recs in sorted(by_group.items()):
-        tasks = sorted(k[len(prefix) :] for k in recs[0].results if k.startswith(prefix))
+        tasks = sorted(k[len(prefix) :] for k in recs[0].values if k.startswith(prefix))
         if not tasks:
             raise ValueError(f"run {recs[0].path} has no results keys starting with {prefix!r}")
         rows = []
         for rec in sorted(recs, key=lambda r: r.seed):
-            have = sorted(k[len(prefix) :] for k in rec.results if k.startswith(prefix))
+            have = sorted(k[len(prefix) :] for k in rec.values if k.startswith(prefix))
             if have != tasks:
                 raise ValueError(f"run {rec.path} reports tasks {have}, other runs of {group!r} {tasks}")
-            rows.append([rec.results[prefix + t] for t in tasks])
+            rows.append([rec.values[prefix + t] for t in tasks])
         out[group] = (tasks, np.asarray(rows, dtype=np.float64))
     return out
 
@@ -489,27 +367,3 @@ def task_table(scores: Mapping[str, tuple[list[str], np.ndarray]], reps: int = 2
             cells.append(f"{m[:, names.index(task)].mean():.2f}" if task in names else "–")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def run_history(run_dir: str | Path, finished_only: bool = True) -> dict[str, dict[int, dict[str, float]]] | None:
-    """Per task, ``{step: {"success": s, "return": r}}`` of every evaluation of one RL run, from its
-    ``results.json`` (``scripts/train.py``'s ``evals`` or ``scripts/train_stl.py``'s per-task
-    ``history``); None if there is no results file, or, with ``finished_only``, the run is not complete."""
-    path = Path(run_dir) / "results.json"
-    if not path.is_file():
-        return None
-    results = _read_mapping(path)  # ValueError naming the file when it cannot be read
-    if finished_only and results.get("complete") is False:
-        return None
-    if "history" in results:  # train_stl.py: one history per task
-        return {
-            task: {int(h["step"]): {"success": float(h["success"]), "return": float(h["return"])} for h in hist}
-            for task, hist in results["history"].items()
-        }
-    out: dict[str, dict[int, dict[str, float]]] = {}
-    for e in results.get("evals", []):
-        if "return" not in e:
-            raise ValueError(f"{path} has no per-task returns (written before they were recorded); run it again")
-        for task, success in e["success"].items():
-            out.setdefault(task, {})[int(e["step"])] = {"success": float(success), "return": float(e["return"][task])}
-    return out

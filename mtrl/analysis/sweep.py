@@ -27,27 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from mtrl.analysis.core import (
-    Interval,
-    RunRecord,
-    curve_estimates,
-    flatten,
-    group_name,
-    interval_estimates,
-    probability_of_improvement,
-    run_files,
-    run_history,
-    unfinished_note,
-)
+from mtrl.analysis.core import Interval, curve_estimates, interval_estimates, probability_of_improvement
+from mtrl.analysis.runs import RunRecord, find_runs, flatten, run_history
 
 __all__ = [
     "CONFIG_KEYS",
     "GroupScores",
     "Sweep",
     "SweepReport",
-    "SweepRun",
     "group_scores",
     "load_sweep",
     "report_markdown",
@@ -59,16 +47,6 @@ __all__ = [
 #: Top-level ``results.json`` keys copied from the configuration, never shown unless asked for by name.
 CONFIG_KEYS: tuple[str, ...] = ("seed", "protocol_details", "config", "single_task", "complete")
 _LABELS = {"iqm": "IQM", "mean": "mean", "median": "median", "optimality_gap": "optimality gap"}
-
-
-@dataclass(frozen=True)
-class SweepRun:
-    """One finished run of a sweep: its directory, group, seed and ``results.json``."""
-
-    path: Path
-    group: str
-    seed: int
-    results: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -88,7 +66,7 @@ class Sweep:
     kind: str
     protocol: str
     statistic: str
-    runs: tuple[SweepRun, ...]
+    runs: tuple[RunRecord, ...]
     skipped: tuple[str, ...]
 
     @property
@@ -137,6 +115,17 @@ def _kind(results: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _unusable(run: RunRecord) -> str | None:
+    """The note that leaves a finished run out of a sweep: results of neither kind, or an RL run not yet
+    evaluated; None for a run the sweep can use."""
+    kind = _kind(run.results)
+    if kind is None:
+        return f"{run.path}: results.json of neither an RL nor a vision run"
+    if kind == "rl" and not run.results["summary"].get("num_evals"):
+        return f"{run.path}: no evaluation yet"
+    return None
+
+
 def _protocol(kind: str, results: Mapping[str, Any]) -> str:
     if kind == "rl":
         return str(results["protocol"])
@@ -153,18 +142,9 @@ def load_sweep(root: str | Path, group_keys: Sequence[str] = ("balancer",)) -> S
     fix) when nothing is left, when RL and vision runs or several protocols (vision: data sets or Δm
     baselines) are mixed, or when vision runs have no Δm."""
     root = Path(root)
-    runs: list[tuple[str, SweepRun]] = []
     skipped: list[str] = []
-    for path, cfg, results in run_files(root, skipped):
-        kind, note = _kind(results), unfinished_note(path, results)
-        if note is not None:
-            skipped.append(note)
-        elif kind is None:
-            skipped.append(f"{path}: results.json of neither an RL nor a vision run")
-        elif kind == "rl" and not results["summary"].get("num_evals"):
-            skipped.append(f"{path}: no evaluation yet")
-        else:
-            runs.append((kind, SweepRun(path, group_name(cfg, group_keys), int(cfg.get("seed", 0)), results)))
+    records = find_runs(root, group_keys, skipped, reject=_unusable)  # every one of a kind (_unusable)
+    runs = [(kind, run) for run in records if (kind := _kind(run.results)) is not None]
     if not runs:
         raise ValueError(
             f"no finished runs (config.yaml + results.json) under {root}"
@@ -198,7 +178,7 @@ def load_sweep(root: str | Path, group_keys: Sequence[str] = ("balancer",)) -> S
     return Sweep(root, kind, next(iter(protocols)), statistic, tuple(r for _, r in runs), tuple(skipped))
 
 
-def _row(sweep: Sweep, run: SweepRun) -> tuple[dict[str, float], dict[str, float]]:
+def _row(sweep: Sweep, run: RunRecord) -> tuple[dict[str, float], dict[str, float]]:
     """A run's scores by task (or metric) and its headline numbers by label."""
     if sweep.kind == "rl":
         summary = run.results["summary"]
@@ -217,7 +197,7 @@ def group_scores(sweep: Sweep) -> dict[str, GroupScores]:
     """Per group (sorted by name), the ``(runs, tasks)`` score matrix of its runs, ordered by seed.
 
     Every run must report the same tasks (metrics), else ``ValueError`` naming the run."""
-    by_group: dict[str, list[SweepRun]] = defaultdict(list)
+    by_group: dict[str, list[RunRecord]] = defaultdict(list)
     for run in sweep.runs:
         by_group[run.group].append(run)
     tasks: tuple[str, ...] | None = None
@@ -344,7 +324,7 @@ def sample_efficiency(
 ) -> tuple[np.ndarray, dict[str, list[Interval]]]:
     """The evaluation steps every run logged and, per group, ``statistic`` (default IQM) over runs × tasks at
     each of them, with its stratified-bootstrap interval. RL: per-task success, read from each run's
-    ``results.json`` (:func:`~mtrl.analysis.core.run_history`). Vision: ``100·r_m`` of every evaluation against
+    ``results.json`` (:func:`~mtrl.analysis.runs.run_history`). Vision: ``100·r_m`` of every evaluation against
     the run's Δm baseline (``delta_m.baseline_values``), lower is better; a vision run written before its
     results stored the baseline values raises ``ValueError``."""
     groups = group_scores(sweep)
@@ -387,10 +367,10 @@ def _vision_history(
 
 def result_keys(records: Sequence[RunRecord]) -> list[str]:
     """The numeric ``results.json`` keys of ``records`` (``a/b`` for nested ones) that are results, not
-    configuration: no key under :data:`CONFIG_KEYS` and none that the run's ``config.yaml`` also holds."""
+    configuration: no key under :data:`CONFIG_KEYS` and none that the run's ``config.yaml`` also holds (its
+    ``config``, as :func:`~mtrl.analysis.runs.find_runs` read it)."""
     keys: set[str] = set()
     for rec in records:
-        cfg_path = rec.path / "config.yaml"
-        cfg = flatten(yaml.safe_load(cfg_path.read_text()) or {}) if cfg_path.is_file() else {}
-        keys.update(k for k in rec.results if k.split("/")[0] not in CONFIG_KEYS and k not in cfg)
+        cfg = flatten(rec.config)
+        keys.update(k for k in rec.values if k.split("/")[0] not in CONFIG_KEYS and k not in cfg)
     return sorted(keys)

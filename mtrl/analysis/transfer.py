@@ -40,7 +40,7 @@ def last_evals_score(
 ) -> np.ndarray:
     """Per task (in ``tasks`` order), the mean of ``key`` over the last ``n`` evaluation steps of a run.
 
-    ``history`` is :func:`~mtrl.analysis.core.run_history`'s ``{task: {step: {"success": s, "return": r}}}``.
+    ``history`` is :func:`~mtrl.analysis.runs.run_history`'s ``{task: {step: {"success": s, "return": r}}}``.
     Raises ``ValueError`` naming the task when it is missing or has fewer than ``n`` evaluations."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
