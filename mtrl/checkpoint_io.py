@@ -12,6 +12,18 @@ it asked for; a truncated or corrupt file gives a one-line :class:`CheckpointErr
 Pickles nested inside the data are not unpickled either: Meta-World's task data in an env state is checked
 against the tasks rebuilt from the run's seed by its sha256 (:mod:`envs.checkpoint`), and the single-task
 reference's stable-baselines3 files are read without cloudpickle (:mod:`agents.sb3`).
+
+Every trainer's checkpoint is one envelope around the trainer's own contents, written by :func:`save_envelope`
+(atomically: a save that fails, a full disk, leaves the previous checkpoint as it was and no temporary) and read
+by :func:`load_envelope`::
+
+    {"mtrl_checkpoint": 1, "kind": "rl" | "vision" | "stl", "script": "scripts/train.py", "step": 130,
+     "state": {...}}
+
+``kind`` and ``script`` name the trainer that wrote it (:class:`mtrl.runstart.TrainerKind`), so a checkpoint of
+another trainer is refused in one line naming the script that wrote it (:class:`ForeignCheckpointError`). The
+un-enveloped checkpoints of earlier releases (the multi-task trainer's ``step_*.pt``, the vision trainer's
+``checkpoint.pt``) are read as they are.
 """
 
 from __future__ import annotations
@@ -20,23 +32,31 @@ import contextlib
 import functools
 import pickle
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import torch
 
+from mtrl.atomic import save_torch
 from mtrl.config import ConfigError
 
+if TYPE_CHECKING:
+    from mtrl.runstart import TrainerKind
+
 __all__ = [
+    "ENVELOPE_FORMAT",
     "SB3_REPLAY_GLOBALS",
     "CheckpointError",
+    "ForeignCheckpointError",
     "UntrustedCheckpointError",
+    "load_envelope",
     "load_pickle",
     "load_torch",
     "numpy_global_state",
     "safe_globals",
+    "save_envelope",
     "set_numpy_global_state",
 ]
 
@@ -49,6 +69,11 @@ class UntrustedCheckpointError(CheckpointError):
     """A checkpoint or state file refused because it asks for more than plain data (a global outside the
     allowlist, pickled bytes that do not match what the run's seed rebuilds): not a damaged file but a
     tampered or foreign one, so a resume should stop rather than fall back to an older checkpoint."""
+
+
+class ForeignCheckpointError(CheckpointError):
+    """A checkpoint that another trainer wrote (or a newer release, in an envelope format this one does not
+    know): intact but not this trainer's, so a resume stops rather than fall back to an older checkpoint."""
 
 
 @functools.cache
@@ -101,6 +126,93 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> An
     with _read_errors(path, damage, ", and never with weights_only=False"):
         with torch.serialization.safe_globals(safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
+
+
+#: The envelope format :func:`save_envelope` writes (``"mtrl_checkpoint"``); :func:`load_envelope` refuses a
+#: higher one.
+ENVELOPE_FORMAT = 1
+
+#: The scripts that wrote the un-enveloped checkpoints of earlier releases, by trainer (``TrainerKind.name``).
+_LEGACY_WRITERS = {"rl": "scripts/train.py", "vision": "scripts/train_vision.py"}
+
+
+def save_envelope(
+    path: str | Path, kind: TrainerKind, state: Mapping[str, Any], step: int, previous: str | Path | None = None
+) -> Path:
+    """Write ``state`` (the trainer's own checkpoint contents) in the envelope of ``kind`` to ``path``, atomically
+    (:func:`mtrl.atomic.save_torch`: a temporary renamed over ``path``; a save that fails leaves ``path`` as it
+    was and no temporary; ``previous``: the file at ``path`` is renamed to it first). Returns ``path``.
+
+    Example (the single-task reference's state file)::
+
+        from mtrl.checkpoint_io import load_envelope, save_envelope
+        from mtrl.runstart import STL
+
+        save_envelope(run_dir / "checkpoints" / "state.pt", STL, {"steps": {"reach-v3": 500}}, step=500)
+        state = load_envelope(run_dir / "checkpoints" / "state.pt", STL)  # {"steps": {"reach-v3": 500}}
+
+    Raises:
+        OSError: the write failed (e.g. ``ENOSPC``), naming ``path``.
+    """
+    envelope = {
+        "mtrl_checkpoint": ENVELOPE_FORMAT,
+        "kind": kind.name,
+        "script": kind.script,
+        "step": int(step),
+        "state": dict(state),
+    }
+    return save_torch(envelope, path, previous)
+
+
+def load_envelope(path: str | Path, kind: TrainerKind, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The trainer's contents (``state``) of a :func:`save_envelope` checkpoint of ``kind``, read as plain data
+    onto ``map_location`` (:func:`load_torch`). An un-enveloped checkpoint of an earlier release of the same
+    trainer (multi-task or vision) is returned as it is.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupt, or holds no checkpoint (one line naming it).
+        UntrustedCheckpointError: the file asks for more than plain data.
+        ForeignCheckpointError: another trainer wrote the file (one line naming the file and that trainer's
+            script), or a newer release in an envelope format this one does not know.
+    """
+    path = Path(path)
+    data = load_torch(path, map_location=map_location)
+    where = repr(str(path))
+    if not isinstance(data, dict):
+        raise CheckpointError(f"checkpoint file {where} holds a {type(data).__name__}, not a checkpoint dict")
+    if "mtrl_checkpoint" not in data:
+        return _legacy_state(data, where, kind)
+    version = data["mtrl_checkpoint"]
+    if not isinstance(version, int) or version > ENVELOPE_FORMAT:
+        raise ForeignCheckpointError(
+            f"checkpoint file {where} has envelope format {version!r}, newer than this release reads "
+            f"({ENVELOPE_FORMAT}): load it with the release that wrote it"
+        )
+    if data.get("kind") != kind.name:
+        _refuse(where, str(data.get("script")), str(data.get("kind")), kind)
+    state = data.get("state")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint file {where} is corrupt (its envelope holds no state dict)")
+    return state
+
+
+def _legacy_state(data: dict[str, Any], where: str, kind: TrainerKind) -> dict[str, Any]:
+    """An un-enveloped checkpoint of an earlier release: ``data`` itself if ``kind`` wrote such files and it does
+    not hold the parts of the other trainer's (the multi-task ``agent``, the vision ``model``)."""
+    writer = "vision" if "model" in data or "train_time_s" in data else "rl" if "agent" in data else None
+    if kind.name not in _LEGACY_WRITERS:
+        script = _LEGACY_WRITERS.get(writer or "", "an earlier release")
+        _refuse(where, script, writer or "no envelope", kind)
+    if writer is not None and writer != kind.name:
+        _refuse(where, _LEGACY_WRITERS[writer], writer, kind)
+    return data
+
+
+def _refuse(where: str, script: str, writer: str, kind: TrainerKind) -> NoReturn:
+    raise ForeignCheckpointError(
+        f"checkpoint file {where} was written by {script} ({writer}), not by {kind.script}: "
+        f"continue or evaluate it with {script}, or pass a checkpoint of {kind.script}"
+    )
 
 
 @contextlib.contextmanager

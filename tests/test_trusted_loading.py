@@ -27,9 +27,10 @@ import torch
 from agents.checkpoint import load_checkpoint
 from agents.config import TrainConfig
 from agents.trainer import Trainer
-from mtrl.checkpoint_io import CheckpointError, UntrustedCheckpointError, load_torch
+from mtrl.checkpoint_io import CheckpointError, UntrustedCheckpointError, load_envelope, load_torch
 from mtrl.config import load_config, update_config
 from mtrl.recovery import load_newest_intact
+from mtrl.runstart import VISION as VISION_TRAINER
 from mtrl.vision import run_state
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.trainer import VisionTrainer
@@ -297,7 +298,7 @@ def test_legacy_vision_checkpoint_resumes_to_the_uninterrupted_results(tmp_path:
     assert resumed_results == full_results
     recorded = json.loads((LEGACY / "vision_uninterrupted.json").read_text())
     assert {k: v for k, v in recorded.items() if k not in drop} == full_results
-    a, b = load_torch(tmp_path / "full" / "checkpoint.pt"), load_torch(tmp_path / "vision" / "checkpoint.pt")
+    a, b = (load_envelope(tmp_path / run / "checkpoint.pt", VISION_TRAINER) for run in ("full", "vision"))
     for part in ("model", "optimizer", "balancer", "rng"):
         _assert_same_tensors(a[part], b[part], part)
 

@@ -1,9 +1,10 @@
 """The run directory of a vision run: what it holds, and how it is written, resumed and purged.
 
 ``<logdir>/<run_name>/`` holds ``config.yaml``, TensorBoard events + ``metrics.jsonl``, ``checkpoint.pt``
-(model, optimizer, scheduler, balancer state, GradScaler, RNGs, evaluation history, training time), the one
-before it as ``checkpoint.prev.pt`` (a resume falls back to it when ``checkpoint.pt`` is unreadable) and, once
-training completes, ``results.json``. Every function here is one step of that plumbing: the resume check
+(model, optimizer, scheduler, balancer state, GradScaler, RNGs, evaluation history, training time, in the
+envelope of :func:`mtrl.checkpoint_io.save_envelope`, kind ``"vision"``), the one before it as
+``checkpoint.prev.pt`` (a resume falls back to it when ``checkpoint.pt`` is unreadable) and, once training
+completes, ``results.json``. Every function here is one step of that plumbing: the resume check
 (:func:`resume_checkpoint`, with ``VisionConfig.RESUME_MAY_CHANGE``), checkpoint writes (:func:`save_checkpoint`)
 and the results file (:func:`write_results`). What every trainer's run directory shares — the single-writer lease,
 atomic files, the resume check and the logs cut back to a checkpoint — is :mod:`mtrl.rundir`.
@@ -11,7 +12,6 @@ atomic files, the resume check and the logs cut back to a checkpoint — is :mod
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +19,12 @@ from typing import Any, Protocol
 
 import torch
 
-from mtrl.checkpoint_io import load_torch, numpy_global_state, set_numpy_global_state
+from mtrl import recovery
+from mtrl.checkpoint_io import load_envelope, save_envelope
 from mtrl.config import config_to_dict, load_config, save_config
-from mtrl.rundir import check_resume, save_torch, write_json
+from mtrl.rng import capture_rng, restore_rng
+from mtrl.rundir import check_resume, write_json
+from mtrl.runstart import VISION
 from mtrl.vision.config import VisionConfig
 
 __all__ = [
@@ -88,8 +91,10 @@ def check_resume_config(run_dir: Path, cfg: VisionConfig) -> None:
 def checkpoint_candidates(run_dir: Path) -> list[Path]:
     """The run's checkpoints, newest first: ``checkpoint.pt``, then ``checkpoint.prev.pt`` (the one before it,
     kept by :func:`save_checkpoint` so that a resume whose newest checkpoint is unreadable has one to fall back
-    to, :func:`mtrl.recovery.load_newest_intact`)."""
-    return [path for path in (run_dir / CHECKPOINT, run_dir / PREVIOUS_CHECKPOINT) if path.is_file()]
+    to, :func:`mtrl.recovery.load_newest_intact`): :func:`mtrl.recovery.checkpoint_candidates` for kind
+    ``"vision"``."""
+    candidates, _ = recovery.checkpoint_candidates(run_dir, VISION)
+    return candidates
 
 
 def resume_checkpoint(run_dir: Path, cfg: VisionConfig) -> list[Path]:
@@ -108,46 +113,32 @@ def save_run_config(run_dir: Path, cfg: VisionConfig) -> None:
     save_config(cfg, run_dir / CONFIG)
 
 
-def _rng_state() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": numpy_global_state(),
-        "python": random.getstate(),
-    }
-
-
-def _restore_rng(rng: Mapping[str, Any]) -> None:
-    torch.set_rng_state(rng["torch"].cpu())
-    if rng["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-    set_numpy_global_state(rng["numpy"])
-    random.setstate(rng["python"])
-
-
 def save_checkpoint(path: Path, parts: Mapping[str, Stateful | None], progress: Progress) -> None:
     """Write ``parts`` (their ``state_dict``; ``None`` for an absent part), ``progress`` and the global RNGs
-    (torch, CUDA, numpy, python) to ``path`` atomically (a temporary file renamed over it); the checkpoint it
-    replaces becomes ``checkpoint.prev.pt`` beside it. A write that fails leaves both as they were."""
+    (:func:`mtrl.rng.capture_rng`: torch, CUDA, numpy, python) to ``path`` atomically, in the envelope of kind
+    ``"vision"`` (:func:`mtrl.checkpoint_io.save_envelope`); the checkpoint it replaces becomes
+    ``checkpoint.prev.pt`` beside it. A write that fails leaves both as they were."""
     state: dict[str, Any] = {"step": progress.step}
     state.update({key: part.state_dict() if part is not None else None for key, part in parts.items()})
-    state.update({"evals": progress.evals, "train_time_s": progress.train_time_s, "rng": _rng_state()})
-    save_torch(state, path, previous=path.with_name(PREVIOUS_CHECKPOINT))
+    state.update({"evals": progress.evals, "train_time_s": progress.train_time_s, "rng": capture_rng()})
+    save_envelope(path, VISION, state, progress.step, previous=path.with_name(PREVIOUS_CHECKPOINT))
 
 
 def load_checkpoint(path: Path, parts: Mapping[str, Stateful | None], device: torch.device) -> Progress:
     """Restore ``parts`` (those not ``None``, from a saved state that is not ``None``) and the global RNGs from
-    a :func:`save_checkpoint` file; returns its progress. The file is read as plain data only
-    (:func:`mtrl.checkpoint_io.load_torch`: ``weights_only=True``, nothing in it is executed).
+    a :func:`save_checkpoint` file (or an un-enveloped ``checkpoint.pt`` of an earlier release); returns its
+    progress. The file is read as plain data only (:func:`mtrl.checkpoint_io.load_envelope`: ``weights_only=True``,
+    nothing in it is executed).
 
     Raises:
-        CheckpointError: the file is truncated or corrupt, or refused as untrusted (one line naming it).
+        CheckpointError: the file is truncated or corrupt, refused as untrusted, or written by another trainer
+            (one line naming it).
     """
-    state = load_torch(path, map_location=device)
+    state = load_envelope(path, VISION, map_location=device)
     for key, part in parts.items():
         if part is not None and state[key] is not None:
             part.load_state_dict(state[key])
-    _restore_rng(state["rng"])
+    restore_rng(state["rng"])
     return Progress(int(state["step"]), list(state["evals"]), float(state["train_time_s"]))
 
 

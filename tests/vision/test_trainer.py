@@ -14,8 +14,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtrl.balancers import BALANCERS, make_balancer
-from mtrl.checkpoint_io import load_torch
+from mtrl.checkpoint_io import load_envelope
 from mtrl.config import ConfigError, load_config, update_config
+from mtrl.runstart import VISION
 from mtrl.vision.config import VisionConfig
 from mtrl.vision.data.synthetic import SyntheticScenes
 from mtrl.vision.loading import EpochSampler
@@ -112,8 +113,8 @@ def test_resumed_run_continues_identically(key: str, model: str, tmp_path: Path)
     assert resumed_trainer.step == 5
     resumed = resumed_trainer.run()
     assert resumed["evals"] == straight["evals"]
-    a = load_torch(tmp_path / "straight" / "checkpoint.pt")
-    b = load_torch(tmp_path / "resumed" / "checkpoint.pt")
+    a = load_envelope(tmp_path / "straight" / "checkpoint.pt", VISION)
+    b = load_envelope(tmp_path / "resumed" / "checkpoint.pt", VISION)
     for part in ("model", "optimizer", "scheduler", "balancer", "scaler", "rng"):
         _assert_same(a[part], b[part], part)
     _assert_same(a["evals"], b["evals"], "evals")
