@@ -261,9 +261,11 @@ def test_evaluate_refuses_an_out_path_below_a_file_at_start_up(
 
 
 def test_evaluate_creates_the_missing_folders_of_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agents.evaluate import check_out
+
     evaluate = load_script("evaluate")
     out = tmp_path / "missing" / "dir" / "x.json"
-    assert evaluate.check_out(str(out)) == out and not (tmp_path / "missing").exists()  # nothing created yet
+    assert check_out(str(out)) == out and not (tmp_path / "missing").exists()  # nothing created yet
     assert evaluate.main([str(LEGACY_TOY), f"out={out}", "episodes=1"]) == 0
     assert json.loads(out.read_text())["step"] == 130
     assert f"wrote {out}" in capsys.readouterr().out

@@ -23,7 +23,6 @@ import torch
 
 from mtrl.checkpoint_io import load_torch
 from tests.faults.harness import call, one_line, snapshot
-from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(ROOT / "scripts" / "train.py")
@@ -183,8 +182,9 @@ def test_a_missing_last_txt_resumes_from_the_highest_step_file(stopped_rl_run: P
 
     run_dir = Path(shutil.copytree(stopped_rl_run, tmp_path / "run"))
     (run_dir / "checkpoints" / "last.txt").unlink()
-    evaluate = load_script("evaluate")  # scripts/evaluate.py looks the checkpoint up the same way
-    assert evaluate.find_checkpoint(run_dir) == run_dir / "checkpoints" / "step_000000100.pt"
+    from agents.evaluate import find_checkpoint  # scripts/evaluate.py looks the checkpoint up the same way
+
+    assert find_checkpoint(run_dir) == run_dir / "checkpoints" / "step_000000100.pt"
     resumed = _resume_rl(run_dir)
     assert resumed.code == 0, resumed.err[-3000:]
     assert "last.txt is missing: using the highest step file, step_000000100.pt" in one_line(resumed.err)
