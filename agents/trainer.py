@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
 import signal
-import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -37,27 +35,28 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from agents.checkpoint import capture_rng, checkpoint_candidates, load_checkpoint, restore_rng, save_checkpoint
+from agents.checkpoint import checkpoint_candidates, load_checkpoint, save_checkpoint
 from agents.config import TrainConfig, balancer_notes
+from agents.report import final_report, hparam_metrics, log_hparams, summarize  # final_report, summarize re-exported
 from agents.sac import EvalAgent, build_agent
 from agents.step import training_step
 from envs import (
     MultiTaskVecEnv,
-    Protocol,
     continues_episodes,
     env_state,
     evaluate,
     load_env_state,
     restore_env_state,
 )
-from mtrl.config import ConfigError, config_to_dict, load_config, save_config
+from mtrl.config import ConfigError, config_to_dict, load_config
 from mtrl.device import resolve_device  # re-exported (agents.trainer.resolve_device)
 from mtrl.interrupt import install_stop_handler
-from mtrl.logger import RL_CHARTS, custom_scalars_layout, flatten_hparams
-from mtrl.recovery import load_newest_intact
+from mtrl.logger import RL_CHARTS, Layout, Logger, custom_scalars_layout
 from mtrl.replay import MultiTaskReplayBuffer
-from mtrl.rundir import LeasedRun, check_resume, open_logs, write_json
-from mtrl.runstart import RL, NothingToResume, claim_run_dir
+from mtrl.rng import capture_rng, restore_rng
+from mtrl.rundir import LeasedRun, check_resume
+from mtrl.runstart import RL, NothingToResume
+from mtrl.skeleton import report_notes, restore_newest, start_run, write_results
 
 __all__ = ["Trainer", "build_envs", "final_report", "resolve_device", "summarize", "train_from_args"]
 
@@ -82,56 +81,6 @@ def build_envs(cfg: TrainConfig, seed: int) -> tuple[MultiTaskVecEnv, list[str]]
     return envs, list(envs.task_names)
 
 
-def summarize(evals: list[dict[str, Any]], protocol: Protocol) -> dict[str, Any]:
-    """The protocol's reported numbers (``Protocol.summarize``: final and last-n mean, or best), the
-    headline statistic of the protocol (``reported_statistic`` and its ``reported_value``), plus the
-    final and the best evaluation with their per-task success."""
-    if not evals:
-        return {"num_evals": 0, "report_rule": protocol.report, "reported_statistic": protocol.reported_statistic}
-    means = [e["success_mean"] for e in evals]
-    best = int(np.argmax(means))
-    reported = protocol.summarize(means)
-    return {
-        "num_evals": len(evals),
-        "report_rule": protocol.report,
-        "reported_statistic": protocol.reported_statistic,
-        "reported_value": reported[protocol.reported_statistic],
-        "reported": reported,
-        "final": evals[-1],
-        "best": evals[best],
-    }
-
-
-def final_report(results: dict[str, Any]) -> str:
-    """The lines a training script prints at the end of a run (``scripts/train.py``, ``scripts/train_stl.py``):
-    the run, the protocol's reported success and the last evaluation per task (with its return when the
-    results carry one)."""
-    summary = results["summary"]
-    lines = [f"run: {results['run_dir']} ({results['steps']:,} steps, {results['protocol']})"]
-    if not summary.get("num_evals"):
-        return "\n".join([*lines, "no evaluation yet"])
-    final = summary["final"]
-    lines.append(
-        f"{summary['reported_statistic']} evaluation success (reported): {summary['reported_value']:.2f}; "
-        f"last evaluation at step {final['step']:,}: mean {final['success_mean']:.2f}"
-    )
-    width = max(len(t) for t in final["success"])
-    returns = final.get("return", {})
-    for task, success in final["success"].items():
-        ret = f"  return {returns[task]:9,.0f}" if task in returns else ""
-        lines.append(f"  {task:<{width}}  success {success:.2f}{ret}")
-    return "\n".join(lines)
-
-
-def hparam_metrics(evals: list[dict[str, Any]], protocol: Protocol) -> dict[str, float]:
-    """The scalars behind the hparams metrics after each evaluation: ``hparam/success_reported`` (the
-    protocol's headline statistic) and ``hparam/success_<key>`` for every key of ``Protocol.summarize``."""
-    reported = protocol.summarize([e["success_mean"] for e in evals])
-    out = {f"hparam/success_{key}": value for key, value in reported.items()}
-    out["hparam/success_reported"] = reported[protocol.reported_statistic]
-    return out
-
-
 class Trainer(LeasedRun):
     """Builds everything from a resolved :class:`TrainConfig` and runs (or resumes) the loop.
 
@@ -143,7 +92,7 @@ class Trainer(LeasedRun):
     """
 
     def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg = cfg = cfg if cfg.is_resolved else cfg.resolve()
+        cfg = cfg if cfg.is_resolved else cfg.resolve()
         #: Notes on automatic choices (balancers, resume), logged in the ``run/notes`` text.
         self.notes = balancer_notes(cfg)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -156,13 +105,17 @@ class Trainer(LeasedRun):
         self.stop_signal: int | None = None
         self.saved_at: Path | None = None
         self._lookup_notes: list[str] = []
-        # The run-directory rule (mtrl.runstart) before and again under the lease; one writer per run directory:
-        # a second process refuses (RunDirBusy) before it writes anything; released when the run ends (train())
-        # or fails to start.
-        candidates = claim_run_dir(self, self.run_dir, RL, cfg.resume, lambda: self._check_resume(cfg))
+        # (a resume names its run, so the saved config.yaml compares with the config as given)
         self.cfg = cfg = dataclasses.replace(cfg, run_name=name)
-        with self._released_on_error():
-            self._build(cfg, candidates)
+        # The run skeleton (mtrl.skeleton): the run-directory rule and the resume check before and again under the
+        # lease (one writer per run directory: a second process refuses, RunDirBusy, before it writes anything),
+        # then envs and agent, the checkpoint, config.yaml and the logs; the lease is released when the run ends
+        # (train()) or fails to start.
+        self.logger = start_run(
+            self, self.run_dir, RL, cfg.resume,
+            check=lambda: self._check_resume(cfg), build=lambda: self._build(cfg), restore=self._resume,
+            config=cfg, layout=self._layout, opened=self._log_start,
+        )  # fmt: skip
 
     def _check_resume(self, cfg: TrainConfig) -> list[Path]:
         """The checkpoints a resume may continue from, newest first (its saved config checked against ``cfg``),
@@ -181,18 +134,17 @@ class Trainer(LeasedRun):
         self._lookup_notes = notes
         return candidates
 
-    def _resume(self, candidates: list[Path]) -> Path:
+    def _resume(self, candidates: list[Path]) -> int:
         """Load the newest intact of ``candidates`` (an unreadable newer one is named in a note, printed and
-        kept in the run notes); returns its path."""
-        path, state, skipped = load_newest_intact(candidates, lambda p: load_checkpoint(p, map_location=self.device))
-        for note in [*self._lookup_notes, *skipped]:
-            print(f"note: {note}", file=sys.stderr)
-            self.notes.append(note)
+        kept in the run notes); returns the step it continues from."""
+        report_notes(self._lookup_notes, self.notes)
+        path, state = restore_newest(candidates, lambda p: load_checkpoint(p, map_location=self.device), self.notes)
         self._load(state)
-        return path
+        self.notes.append(f"resumed from {path.name} at step {self.step}")
+        return self.step
 
-    def _build(self, cfg: TrainConfig, candidates: list[Path]) -> None:
-        """Everything after the lease: seeds, envs, agent, buffer, checkpoint, config.yaml, logs."""
+    def _build(self, cfg: TrainConfig) -> None:
+        """Everything built once the run directory is held: seeds, envs, agent, buffer."""
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
@@ -219,15 +171,14 @@ class Trainer(LeasedRun):
         self.obs, _ = self.envs.reset(seed=cfg.seed)
         self._stop = False
 
-        if candidates:
-            ckpt_path = self._resume(candidates)
-            self.notes.append(f"resumed from {ckpt_path.name} at step {self.step}")
-        save_config(cfg, self.run_dir / "config.yaml")
-        self.logger = open_logs(
-            self.run_dir, self.step if candidates else None, layout=custom_scalars_layout(RL_CHARTS, self.task_names)
-        )
-        metric_tags = [*hparam_metrics([{"success_mean": 0.0}], self.protocol)]
-        self.logger.hparams(flatten_hparams(config_to_dict(cfg)), dict.fromkeys(metric_tags, math.nan))
+    def _layout(self) -> Layout:
+        """The custom-scalars layout: the RL charts, a line per task."""
+        return custom_scalars_layout(RL_CHARTS, self.task_names)
+
+    def _log_start(self, logger: Logger) -> None:
+        """The hparams, ``run/notes`` (protocol, balancers, device, notes) and ``run/config`` of a (re)started run."""
+        cfg = self.cfg
+        log_hparams(logger, config_to_dict(cfg), self.protocol)
         reported = self.protocol.reported_statistic
         header = [
             f"protocol: {cfg.env.protocol} — " + ", ".join(f"{k}={v}" for k, v in cfg.protocol_details.items()),
@@ -238,9 +189,9 @@ class Trainer(LeasedRun):
             f"device: {cfg.device}",
             *self.notes,
         ]
-        self.logger.text("run/notes", "\n\n".join(header), self.step)
-        self.logger.text("run/config", "```\n" + json.dumps(config_to_dict(cfg), indent=2) + "\n```", self.step)
-        self.logger.flush()
+        logger.text("run/notes", "\n\n".join(header), self.step)
+        logger.text("run/config", "```\n" + json.dumps(config_to_dict(cfg), indent=2) + "\n```", self.step)
+        logger.flush()
 
     # --- loop ----------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
@@ -337,7 +288,7 @@ class Trainer(LeasedRun):
         return {
             "step": self.step,
             "agent": self.agent.state_dict(),
-            "rng": capture_rng(self.np_rng, self.sample_gen),
+            "rng": capture_rng({"np_rng": self.np_rng}, {"sample_gen": self.sample_gen}),
             "env_state": env_state(self.envs),
             "eval_env_state": env_state(self.eval_envs, episodes=False),  # evaluations start with a reset
             "obs": np.array(self.obs, copy=True),
@@ -349,7 +300,7 @@ class Trainer(LeasedRun):
     def _load(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.agent.load_state_dict(state["agent"])
-        restore_rng(state["rng"], self.np_rng, self.sample_gen)
+        restore_rng(state["rng"], {"np_rng": self.np_rng}, {"sample_gen": self.sample_gen})
         self.evals, self.last_metrics = list(state["evals"]), dict(state["last_metrics"])
         if state["replay"] is not None:
             self.buffer.load_state_dict(state["replay"])
@@ -388,8 +339,7 @@ class Trainer(LeasedRun):
             "summary": summarize(self.evals, self.protocol),
             "evals": self.evals,
         }
-        self.lease.check()
-        write_json(self.run_dir / "results.json", results)
+        write_results(self, self.run_dir, results)
         self.logger.close()
         self.envs.close()
         self.eval_envs.close()

@@ -27,7 +27,7 @@ from mtrl.interrupt import RunInterrupted
 from mtrl.rundir import EXIT_BUSY, RunDirBusy
 from mtrl.runstart import TrainerKind, resume_command
 
-__all__ = ["EXIT_ERROR", "describe_os_error", "raise_if_interrupted", "run_main"]
+__all__ = ["EXIT_ERROR", "config_script_main", "describe_os_error", "print_run_end", "raise_if_interrupted", "run_main"]
 
 #: Exit status of a usage, configuration or file-system error (the run can only go on once it is fixed).
 EXIT_ERROR = 2
@@ -94,3 +94,20 @@ def run_main(body: Callable[[], int], config_prefix: str = "config error") -> in
     except KeyboardInterrupt:
         print("aborted by a second interrupt: nothing saved since the last checkpoint", file=sys.stderr)
         return 130
+
+
+def config_script_main(usage: str | None, argv: Sequence[str], body: Callable[[], int]) -> int:
+    """The ``main`` of a ``CONFIG key=value ...`` training script: no argument prints ``usage`` (the script's
+    docstring) and returns 2, ``-h``/``--help`` prints it and returns 0; otherwise ``body`` runs through
+    :func:`run_main`."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else EXIT_ERROR
+    return run_main(body)
+
+
+def print_run_end(report: str, run_dir: Path) -> None:
+    """What a training script prints when its run ends: the end-of-run ``report`` (:mod:`mtrl.report`), then
+    the TensorBoard command for the run's log directory (``run_dir``'s parent)."""
+    print(report)
+    print(f"TensorBoard: tensorboard --logdir {Path(run_dir).parent}")

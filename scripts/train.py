@@ -24,16 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.config import TrainConfig
 from agents.trainer import Trainer, final_report
-from mtrl.cli import raise_if_interrupted, run_main
+from mtrl.cli import config_script_main, print_run_end, raise_if_interrupted
 from mtrl.config import load_config
 from mtrl.runstart import RL
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    return run_main(lambda: train(argv))
+    return config_script_main(__doc__, argv, lambda: train(argv))
 
 
 def train(argv: list[str]) -> int:
@@ -44,8 +41,7 @@ def train(argv: list[str]) -> int:
     raise_if_interrupted(
         RL, argv, trainer.run_dir, trainer.stop_signal, results["complete"], trainer.step, trainer.saved_at
     )
-    print(final_report(results))
-    print(f"TensorBoard: tensorboard --logdir {Path(results['run_dir']).parent}")
+    print_run_end(final_report(results), trainer.run_dir)
     return 0
 
 

@@ -182,9 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def train(settings: ResolvedSTLConfig, argv: list[str], dotted: bool = False) -> int:
     """Build and train the run; the exit statuses of errors and interruptions are :func:`mtrl.cli.run_main`'s."""
+    from agents.report import final_report
     from agents.stl import STLRun
-    from agents.trainer import final_report
-    from mtrl.cli import raise_if_interrupted
+    from mtrl.cli import print_run_end, raise_if_interrupted
     from mtrl.runstart import STL, STL_FLAGS
 
     kind = STL if dotted else STL_FLAGS  # how its messages and the resume command name the options
@@ -196,14 +196,13 @@ def train(settings: ResolvedSTLConfig, argv: list[str], dotted: bool = False) ->
     results = run.train()
     raise_if_interrupted(kind, argv, run.run_dir, run.stop_signal, results["complete"], results["steps"],
                          run.ckpt_dir / "state.json")  # fmt: skip
-    print(final_report(results))
+    report, run_dir = final_report(results), run.run_dir
     if not results["complete"]:
-        run_dir = Path(results["run_dir"])
         if dotted:
-            print(f"incomplete: continue with logdir={run_dir.parent} run_name={run_dir.name} resume=true")
+            report += f"\nincomplete: continue with logdir={run_dir.parent} run_name={run_dir.name} resume=true"
         else:
-            print(f"incomplete: continue with --logdir {run_dir.parent} --run-name {run_dir.name} --resume")
-    print(f"TensorBoard: tensorboard --logdir {Path(results['run_dir']).parent}")
+            report += f"\nincomplete: continue with --logdir {run_dir.parent} --run-name {run_dir.name} --resume"
+    print_run_end(report, run_dir)
     return 0
 
 

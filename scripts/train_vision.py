@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtrl.cli import raise_if_interrupted, run_main
+from mtrl.cli import config_script_main, print_run_end, raise_if_interrupted
 from mtrl.config import load_config
 from mtrl.runstart import VISION
 from mtrl.vision.config import VisionConfig
@@ -31,10 +31,7 @@ from mtrl.vision.trainer import VisionTrainer
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    return run_main(lambda: train(argv))
+    return config_script_main(__doc__, argv, lambda: train(argv))
 
 
 def train(argv: list[str]) -> int:
@@ -47,8 +44,7 @@ def train(argv: list[str]) -> int:
     finished = results.get("finished", True) is not False
     raise_if_interrupted(VISION, argv, trainer.run_dir, trainer.stop_signal, finished, trainer.step,
                          trainer.checkpoint_path)  # fmt: skip
-    print(final_report(results))
-    print(f"TensorBoard: tensorboard --logdir {trainer.run_dir.parent}")
+    print_run_end(final_report(results), trainer.run_dir)
     return 0
 
 

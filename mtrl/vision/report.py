@@ -1,7 +1,8 @@
 """The end-of-run report of a vision run: a table of each task's metrics, and Δm when a baseline is set.
 
-The vision counterpart of :func:`agents.trainer.final_report` (what ``scripts/train_vision.py`` prints when a
-run completes), read from the results record (``results.json``, :meth:`mtrl.vision.trainer.VisionTrainer.results`).
+The vision counterpart of :func:`agents.report.final_report` (what ``scripts/train_vision.py`` prints when a
+run completes), read from the results record (``results.json``, :meth:`mtrl.vision.trainer.VisionTrainer.results`)
+and laid out by :func:`mtrl.report.end_of_run_report`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mtrl.report import end_of_run_report
 from mtrl.vision.metrics import HIGHER_IS_BETTER
 
 __all__ = ["final_report"]
@@ -44,7 +46,7 @@ def final_report(results: Mapping[str, Any]) -> str:
     header = ["task", "metric", "", "selected", "final"]
     if delta is not None:
         header += ["baseline", "r_m %"]
-    table = [header]
+    table = []
     for (task, metric), key in rows:
         row = [task, metric, _direction(metric), f"{selected[key]:.4f}", f"{final[key]:.4f}"]
         if delta is not None:
@@ -52,13 +54,10 @@ def final_report(results: Mapping[str, Any]) -> str:
             drop = delta["relative"].get(key)
             row += ["" if base is None else f"{base:.4f}", "" if drop is None else f"{100 * drop:+.2f}"]
         table.append(row)
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:  # text columns left-aligned, numbers right-aligned
-        cells = [c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-        lines.append("  " + "  ".join(cells).rstrip())
+    tail = []
     if delta is not None:
-        lines.append(
+        tail.append(
             f"Δm vs {delta['baseline']}: {delta['metric_weighted']:+.2f} % metric-weighted, "
             f"{delta['task_weighted']:+.2f} % task-weighted (lower is better)"
         )
-    return "\n".join(lines)
+    return end_of_run_report(lines, header, table, text_columns=3, tail=tail)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -45,10 +44,10 @@ from mtrl.config import ConfigError, config_to_dict
 from mtrl.device import resolve_device_name
 from mtrl.engine import BalanceReport, core_balancer
 from mtrl.interrupt import install_stop_handler
-from mtrl.logger import VISION_CHARTS, custom_scalars_layout
-from mtrl.recovery import load_newest_intact
-from mtrl.rundir import LeasedRun, open_logs
-from mtrl.runstart import VISION, claim_run_dir
+from mtrl.logger import VISION_CHARTS, Layout, Logger, custom_scalars_layout
+from mtrl.rundir import LeasedRun
+from mtrl.runstart import VISION
+from mtrl.skeleton import restore_newest, start_run, write_results
 from mtrl.vision.amp import make_grad_scaler, resolve_amp
 from mtrl.vision.baseline import baseline_delta_m, load_baseline
 from mtrl.vision.config import VisionConfig
@@ -63,8 +62,6 @@ from mtrl.vision.run_state import (
     resume_checkpoint,
     run_dir_of,
     save_checkpoint,
-    save_run_config,
-    write_results,
 )
 from mtrl.vision.step import BalancedStep, strategy_problem
 from mtrl.vision.tasks import TaskSpec
@@ -162,18 +159,24 @@ class VisionTrainer(LeasedRun):
         #: The signal that stopped the last run() call (None: it was not stopped).
         self.stop_signal: int | None = None
         self._stop = False
-        # The run-directory rule (mtrl.runstart) before and again under the lease; one writer per run directory:
-        # a second process refuses here (RunDirBusy), before writing anything.
-        candidates = claim_run_dir(self, self.run_dir, VISION, cfg.resume, lambda: resume_checkpoint(self.run_dir, cfg))
-        with self._released_on_error():
-            if candidates:
-                self._resume(candidates)
-            save_run_config(self.run_dir, cfg)
-            layout = custom_scalars_layout(VISION_CHARTS, self.task_names)
-            self.logger = open_logs(self.run_dir, self.step if candidates else None, layout=layout)
-            self.logger.text("amp", self.amp.note, self.step)
-            if self.notes:
-                self.logger.text("run/notes", "\n\n".join(self.notes), self.step)
+        # The run skeleton (mtrl.skeleton): the run-directory rule and the resume check before and again under the
+        # lease (one writer per run directory: a second process refuses here, RunDirBusy, before writing
+        # anything), then the checkpoint, config.yaml and the logs.
+        self.logger = start_run(
+            self, self.run_dir, VISION, cfg.resume,
+            check=lambda: resume_checkpoint(self.run_dir, cfg), restore=self._resume, config=cfg,
+            layout=self._layout, opened=self._log_start,
+        )  # fmt: skip
+
+    def _layout(self) -> Layout:
+        """The custom-scalars layout: the vision charts, a line per task."""
+        return custom_scalars_layout(VISION_CHARTS, self.task_names)
+
+    def _log_start(self, logger: Logger) -> None:
+        """The texts ``amp`` and (after a resume that skipped a checkpoint) ``run/notes`` of a (re)started run."""
+        logger.text("amp", self.amp.note, self.step)
+        if self.notes:
+            logger.text("run/notes", "\n\n".join(self.notes), self.step)
 
     def _to_device(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         return to_device(batch, self.task_names, self.device, self.channels_last)
@@ -270,8 +273,7 @@ class VisionTrainer(LeasedRun):
             self.logger.close()
             return {"step": self.step, "finished": False}
         results = self.results()
-        self.lease.check()
-        write_results(self.run_dir, results)
+        write_results(self, self.run_dir, results)
         metrics = {f"hparam/{k}": v for k, v in results["selected"].items() if math.isfinite(v)}
         self.logger.scalars(metrics, self.step)
         self.logger.hparams(
@@ -334,13 +336,11 @@ class VisionTrainer(LeasedRun):
         progress = load_checkpoint(path, self._stateful(), self.device)
         self.step, self.evals, self.train_time_s = progress.step, progress.evals, progress.train_time_s
 
-    def _resume(self, candidates: list[Path]) -> None:
+    def _resume(self, candidates: list[Path]) -> int:
         """Continue from the newest intact of ``candidates`` (an unreadable ``checkpoint.pt`` is named in a note,
-        printed and logged as the text ``run/notes``, and ``checkpoint.prev.pt`` is used)."""
-        _, _, notes = load_newest_intact(candidates, self.load_checkpoint)
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        self.notes = notes
+        printed and logged as the text ``run/notes``, and ``checkpoint.prev.pt`` is used); returns the step."""
+        restore_newest(candidates, self.load_checkpoint, self.notes)
+        return self.step
 
 
 def train(cfg: VisionConfig) -> dict[str, Any]:
