@@ -24,14 +24,14 @@ shows both side by side (step = environment steps per task = the multi-task runs
   (environment steps per task per second of training, i.e. vector-step equivalents),
   ``perf/updates_per_s`` (SB3 updates of all tasks per second), ``perf/sps/<task>``; text
   ``run/notes`` and ``run/config``; hparams with the config, written at start-up, whose metrics
-  ``hparam/success_reported`` and ``hparam/success_<key>`` (:func:`agents.trainer.hparam_metrics`)
+  ``hparam/success_reported`` and ``hparam/success_<key>`` (:func:`agents.report.hparam_metrics`)
   are logged at every evaluation of all tasks;
 * ``checkpoints/<task>/model.zip`` (SB3 ``save``), ``checkpoints/<task>/replay.pkl`` (unless
   ``checkpoint_replay`` is off) and ``checkpoints/state.json`` (steps per task, evaluation
   history), written at every ``checkpoint_every`` boundary, when a task finishes, at the end and on
   a stop request (Ctrl-C); a resume reads them back without unpickling anything from them
   (:func:`agents.sb3.load_sb3_sac`, :func:`agents.sb3.load_sb3_replay`);
-* ``results.json`` — the shape of the multi-task runs' (``summary`` from ``agents.trainer.summarize``,
+* ``results.json`` — the shape of the multi-task runs' (``summary`` from ``agents.report.summarize``,
   ``evals`` with ``step``/``success_mean``/``success``), plus the per-task ``history``.
 
 A resumed run (``resume``) skips finished tasks, reloads the task in progress from its checkpoint (its
@@ -39,16 +39,17 @@ replay buffer too, when saved; its episode restarts from a reset) and appends to
 ``STLConfig.RESUME_MAY_CHANGE`` may differ from the run's ``config.yaml``. One process at a time writes
 a run directory (the lease of :mod:`mtrl.rundir`).
 
-The run directory goes through :mod:`mtrl.rundir` (the single-writer lease, atomic saves of the models,
-``state.json`` and ``results.json``, the resume check, the logs) from the "run directory" section of
-:class:`STLRun`.
-SB3 models are reached only through :mod:`agents.sb3`'s adapter functions.
+The run directory starts through the run skeleton (:func:`mtrl.skeleton.start_run`: the run-directory rule, the
+single-writer lease, the resume check, ``config.yaml``, the logs) and ``results.json`` is written by
+:func:`mtrl.skeleton.write_results`. The run's parts live in their own modules: the per-task SB3 models
+(:mod:`agents.stl_models`; SB3 is reached only through :mod:`agents.sb3`'s adapter functions), the evaluation
+history, training-loss means and results record (:mod:`agents.stl_metrics`) and ``checkpoints/state.json``
+(:mod:`agents.stl_state`); :class:`STLRun` is the round loop that drives them.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import time
@@ -56,16 +57,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from agents.report import hparam_metrics, log_hparams
 from agents.stl_config import ResolvedSTLConfig, STLConfig, run_record
-from mtrl.rundir import LeasedRun, atomic_write, check_resume, open_logs, write_json
-from mtrl.runstart import STL, TrainerKind, claim_run_dir
+from agents.stl_metrics import EvalHistory, TrainLossMeans, results_record, train_row
+from agents.stl_models import build_task_model, save_task_model
+from agents.stl_state import STATE_FILE, STATE_FORMAT, read_state, write_state
+from mtrl.logger import STL_CHARTS, Layout, Logger, custom_scalars_layout
+from mtrl.rundir import LeasedRun, check_resume
+from mtrl.runstart import STL, TrainerKind
+from mtrl.skeleton import start_run, write_results
 
 __all__ = ["STATE_FORMAT", "STLRun"]
-
-#: Version of ``checkpoints/state.json``.
-STATE_FORMAT = 1
 
 
 class STLRun(LeasedRun):
@@ -89,35 +91,34 @@ class STLRun(LeasedRun):
 
         sb3 = import_sb3()
         self.settings, self.cfg = settings, settings.cfg
-        self.SAC = sb3.SAC
         assert self.cfg.protocol is not None  # filled by resolve_stl_config
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         run_name = self.cfg.run_name or f"STL_{self.cfg.protocol}_s{self.cfg.seed}_{stamp}"
+        self.run_dir = Path(self.cfg.logdir) / run_name
         self.device = torch.device(settings.device)  # resolved by resolve_stl_config
         #: The run's settings as written to ``config.yaml``.
         self.record = run_record(settings, sb3.__version__, run_name)
         self.protocol = settings.protocol
         self.tasks: list[str] = list(settings.tasks)
-        self.run_dir = Path(self.cfg.logdir) / run_name
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.notes: list[str] = []
         self.steps = {t: 0 for t in self.tasks}  # env steps done per task (= SB3 num_timesteps)
         self.saved = {t: 0 for t in self.tasks}  # step of each task's checkpoint on disk (0 = none)
-        self.history: dict[str, list[dict[str, float]]] = {t: [] for t in self.tasks}
-        self.mean_logged: set[int] = set()
+        self.history = EvalHistory(self.tasks)
         #: The signal that stopped the last train() call (None: it was not stopped).
         self.stop_signal: int | None = None
-        # The run-directory rule (mtrl.runstart) before and again under the lease; one writer per run directory:
-        # a second process refuses here (RunDirBusy), before writing anything.
-        claim_run_dir(self, self.run_dir, kind, self.cfg.resume, self._check_resume)
-        with self._released_on_error():
-            if self.cfg.resume:
-                self._load_state()
-            self._write_config()
-            self.logger = self._open_logs()
+        # The run skeleton (mtrl.skeleton): the run-directory rule and the resume check before and again under the
+        # lease (one writer per run directory: a second process refuses here, RunDirBusy, before writing
+        # anything), then state.json, config.yaml and the logs. A fresh run starts with clean logs; a resumed one
+        # appends (tasks stop at different steps, so no single purge step fits them all).
+        self.logger = start_run(
+            self, self.run_dir, kind, self.cfg.resume,
+            check=self._check_resume, restore=self._restore, config=self.record, layout=self._layout,
+            opened=lambda logger: log_hparams(logger, self.record, self.protocol), cut_logs=False,
+        )  # fmt: skip
         self.models: dict[str, Any] = {}
         self.eval_envs: dict[str, Any] = {}
-        self.pending_train: dict[int, dict[str, dict[str, float]]] = {}
+        self.train_means = TrainLossMeans(len(self.tasks))
         self.updates_done = 0
         self.train_seconds = 0.0
         self._stop = False
@@ -133,13 +134,44 @@ class STLRun(LeasedRun):
         with self._holding_run_dir():  # held since __init__; taken again if this run already finished once
             return self._train()
 
+    def evals(self) -> list[dict[str, Any]]:
+        """The multi-task runs' ``evals``: ``{step, success_mean, success: {task: rate}}`` for every
+        step at which all tasks were evaluated, in step order."""
+        return self.history.evals()
+
+    # --- start-up (the run skeleton's callbacks) -------------------------------------------------
+    def _check_resume(self) -> None:
+        """Resume: the saved config matches (:func:`mtrl.rundir.check_resume`). Whether there is a state to resume
+        and whether a fresh start would overwrite one is the run-directory rule's
+        (:func:`mtrl.runstart.check_run_dir`). Reads only."""
+        import yaml
+
+        saved_path = self.run_dir / "config.yaml"
+        if self.cfg.resume and saved_path.is_file():
+            saved_cfg = yaml.safe_load(saved_path.read_text()) or {}
+            check_resume(saved_cfg, self.record, STLConfig.RESUME_MAY_CHANGE, "--resume", saved_path)
+
+    def _restore(self, _: None) -> int:
+        """Read ``checkpoints/state.json`` (its presence checked by the run-directory rule; read under the lease);
+        returns the step of the task furthest behind (the logs append from there)."""
+        state = read_state(self.ckpt_dir / STATE_FILE, self.tasks)
+        self.saved, self.history = state.steps, state.history
+        self.steps = dict(self.saved)
+        self.notes.append(f"resumed at steps {self.steps}")
+        return min(self.steps.values())
+
+    def _layout(self) -> Layout:
+        """The custom-scalars layout: the single-task reference's charts, a line per task."""
+        return custom_scalars_layout(STL_CHARTS, self.tasks)
+
+    # --- the round loop --------------------------------------------------------------------------
     def _train(self) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
         from mtrl.interrupt import install_stop_handler
 
         total = self.cfg.steps
-        self._log_header()
+        self._log_header(self.logger)
         self._bar = tqdm(
             total=len(self.tasks) * total,
             initial=sum(min(s, total) for s in self.steps.values()),
@@ -160,19 +192,7 @@ class STLRun(LeasedRun):
             restore_sigint()
         return self._finish()
 
-    def evals(self) -> list[dict[str, Any]]:
-        """The multi-task runs' ``evals``: ``{step, success_mean, success: {task: rate}}`` for every
-        step at which all tasks were evaluated, in step order."""
-        out: list[dict[str, Any]] = []
-        for step in sorted({int(h["step"]) for hs in self.history.values() for h in hs}):
-            mean = self._mean_at(step)
-            if mean is not None:
-                success = {t: next(h["success"] for h in self.history[t] if h["step"] == step) for t in self.tasks}
-                out.append({"step": step, "success_mean": mean, "success": success})
-        return out
-
-    # --- loop pieces ---------------------------------------------------------------------------
-    def _log_header(self) -> None:
+    def _log_header(self, logger: Logger) -> None:
         """``run/notes`` and ``run/config`` at the first step this (possibly resumed) run trains."""
         header = [
             f"protocol: {self.protocol.name}",
@@ -181,8 +201,8 @@ class STLRun(LeasedRun):
             *self.notes,
         ]
         start_step = min(self.steps.values())
-        self.logger.text("run/notes", "\n\n".join(header), start_step)
-        self.logger.text("run/config", "```\n" + json.dumps(self.record, indent=2) + "\n```", start_step)
+        logger.text("run/notes", "\n\n".join(header), start_step)
+        logger.text("run/config", "```\n" + json.dumps(self.record, indent=2) + "\n```", start_step)
 
     def _boundaries(self) -> list[int]:
         """Round ends: every evaluation and checkpoint step, and the end."""
@@ -213,52 +233,19 @@ class STLRun(LeasedRun):
                 "perf/updates_per_s": (self.updates_done - updates_before) / elapsed,
             }
             self.logger.scalars(perf, boundary)
-            self._bar.set_postfix(sps=f"{perf['perf/sps']:.1f}", success=self._latest_mean())
+            self._bar.set_postfix(sps=f"{perf['perf/sps']:.1f}", success=self.history.latest_mean())
 
     def _model(self, task: str) -> Any:
         """The task's SB3 SAC: already in memory, reloaded from its checkpoint, or new."""
-        if task in self.models:
-            return self.models[task]
-        from agents.sb3 import (
-            load_sb3_replay,
-            load_sb3_sac,
-            make_sb3_sac,
-            make_task_env,
-            restart_episode,
-            silence_logger,
-        )
-
-        env = make_task_env(task, self.protocol, self.cfg.seed)
-        path = self.ckpt_dir / task / "model.zip"
-        if self.steps[task] > 0 and path.is_file():
-            # SB3's own SAC.load and load_replay_buffer unpickle the files: read them as plain data instead.
-            model = load_sb3_sac(
-                path,
-                env,
-                self.settings.sac,
-                seed=self.cfg.seed,
-                device=str(self.device),
-                buffer_size=self.settings.buffer_capacity,
+        if task not in self.models:
+            folder = self.ckpt_dir / task
+            model, reloaded = build_task_model(
+                task, self.settings, str(self.device), folder, self.steps[task], self.notes
             )
-            restart_episode(model)  # the interrupted episode restarts from a reset (train.py continues it)
-            replay = self.ckpt_dir / task / "replay.pkl"
-            if replay.is_file():
-                load_sb3_replay(model, replay)
-            else:
-                self.notes.append(f"{task}: resumed without a saved replay buffer: its buffer restarts empty")
-            print(f"{task}: resumed at step {model.num_timesteps}", file=sys.stderr)
-            self.steps[task] = int(model.num_timesteps)
-        else:
-            model = make_sb3_sac(
-                env,
-                self.settings.sac,
-                seed=self.cfg.seed,
-                device=str(self.device),
-                buffer_size=self.settings.buffer_capacity,
-            )
-        silence_logger(model)  # we read its values, it writes nothing
-        self.models[task] = model
-        return model
+            if reloaded:
+                self.steps[task] = int(model.num_timesteps)
+            self.models[task] = model
+        return self.models[task]
 
     def _train_chunk(self, task: str, boundary: int) -> None:
         """Advance ``task`` to step ``boundary`` (or until a stop is requested)."""
@@ -295,25 +282,13 @@ class STLRun(LeasedRun):
         """``train/*/<task>`` from SB3's latest update, and their task means once every task logged ``step``."""
         from agents.sb3 import last_train_values
 
-        values = last_train_values(self.models[task])
-        if "train/critic_loss" not in values:  # still warming up: no update yet
+        row = train_row(last_train_values(self.models[task]))
+        if row is None:  # still warming up: no update yet
             return
-        row = {
-            "critic_loss": float(values["train/critic_loss"]),  # ½ Σ_k MSE: the multi-task agent's definition
-            "actor_loss": float(values["train/actor_loss"]),
-            "alpha": float(values["train/ent_coef"]),
-            "alpha_loss": float(values.get("train/ent_coef_loss", math.nan)),
-        }
         self.logger.scalars({f"train/{k}/{task}": v for k, v in row.items()}, step)
-        pending = self.pending_train.setdefault(step, {})
-        pending[task] = row
-        if len(pending) == len(self.tasks):
-            means = {
-                f"train/{k}": float(np.mean([r[k] for r in pending.values()]))
-                for k in ("critic_loss", "actor_loss", "alpha_loss")
-            }
+        means = self.train_means.add(task, step, row)
+        if means is not None:
             self.logger.scalars(means, step)
-            del self.pending_train[step]
 
     def _after_boundary(self, task: str, boundary: int) -> None:
         """Evaluate and checkpoint ``task`` at a round end as the schedule says."""
@@ -333,38 +308,26 @@ class STLRun(LeasedRun):
     def _evaluate(self, task: str, step: int) -> None:
         """Evaluate ``task`` under the protocol; log its success, and the mean once all tasks have one."""
         from agents.sb3 import SB3EvalAgent, make_task_eval_env
-        from agents.trainer import hparam_metrics
         from envs import evaluate
 
         if task not in self.eval_envs:
             self.eval_envs[task] = make_task_eval_env(task, self.protocol, self.cfg.seed)
         episodes = self.settings.eval_episodes
         result = evaluate(SB3EvalAgent(self.models[task]), self.eval_envs[task], episodes_per_task=episodes)
-        self.history[task].append(
-            {"step": step, "success": float(result.success_mean), "return": float(result.return_per_task[0])}
-        )
+        self.history.add(task, step, float(result.success_mean), float(result.return_per_task[0]))
         self.logger.scalars(
             {f"eval/success/{task}": result.success_mean, f"eval/return/{task}": float(result.return_per_task[0])},
             step,
         )
         tqdm_write = getattr(self._bar, "write", print)
         tqdm_write(f"{task} step {step}: success {result.success_mean:.2f}")
-        mean = self._mean_at(step)
-        if mean is not None and step not in self.mean_logged:
+        mean = self.history.mean_to_log(step)
+        if mean is not None:
             evals = [e for e in self.evals() if e["step"] <= step]
             self.logger.scalars({"eval/success_mean": mean, **hparam_metrics(evals, self.protocol)}, step)
-            self.mean_logged.add(step)
         self.logger.flush()
 
-    def _mean_at(self, step: int) -> float | None:
-        """Mean success over tasks at ``step`` once every task has been evaluated there."""
-        values = [next((h["success"] for h in self.history[t] if h["step"] == step), None) for t in self.tasks]
-        return None if any(v is None for v in values) else float(np.mean(values))  # type: ignore[arg-type]
-
-    def _latest_mean(self) -> str:
-        steps = sorted(self.mean_logged)
-        return f"{self._mean_at(steps[-1]):.2f}" if steps else "-"
-
+    # --- checkpoints and results -------------------------------------------------------------------
     def _save_on_stop(self) -> None:
         """After a stop request: checkpoint every task in memory whose checkpoint is behind, and the state."""
         for task in self.models:
@@ -372,100 +335,26 @@ class STLRun(LeasedRun):
                 self._save(task)
         self._write_state()
 
-    # --- run directory -------------------------------------------------------------------------
-    def _check_resume(self) -> None:
-        """Resume: the saved config matches (:func:`mtrl.rundir.check_resume`). Whether there is a state to resume
-        and whether a fresh start would overwrite one is the run-directory rule's
-        (:func:`mtrl.runstart.check_run_dir`). Reads only."""
-        import yaml
-
-        saved_path = self.run_dir / "config.yaml"
-        if self.cfg.resume and saved_path.is_file():
-            saved_cfg = yaml.safe_load(saved_path.read_text()) or {}
-            check_resume(saved_cfg, self.record, STLConfig.RESUME_MAY_CHANGE, "--resume", saved_path)
-
-    def _write_config(self) -> None:
-        """``config.yaml``: :attr:`record`."""
-        from mtrl.config import save_config
-
-        save_config(self.record, self.run_dir / "config.yaml")
-
-    def _open_logs(self) -> Any:
-        """TensorBoard and ``metrics.jsonl`` writers, with the hparams written.
-
-        A fresh run starts with clean logs (purge_step 0 hides an earlier attempt's events); a resumed
-        one appends (tasks stop at different steps, so no single purge step fits them all)."""
-        from agents.trainer import hparam_metrics
-        from mtrl.logger import STL_CHARTS, custom_scalars_layout, flatten_hparams
-
-        resumed_at = min(self.steps.values()) if self.cfg.resume else None
-        logger = open_logs(self.run_dir, resumed_at, cut=False, layout=custom_scalars_layout(STL_CHARTS, self.tasks))
-        metric_tags = hparam_metrics([{"success_mean": 0.0}], self.protocol)
-        logger.hparams(flatten_hparams(self.record), dict.fromkeys(metric_tags, math.nan))
-        return logger
-
     def _save(self, task: str) -> None:
-        """SB3 ``save`` (and replay buffer) of ``task``, written under temporary names and renamed."""
+        """``task``'s checkpoint (:func:`agents.stl_models.save_task_model`), if this run still holds the lease."""
         self.lease.check()  # never write after another process took the run directory over
-        model = self.models[task]
-        folder = self.ckpt_dir / task
-        atomic_write(folder / "model.zip", model.save)
-        if self.cfg.checkpoint_replay:
-            atomic_write(folder / "replay.pkl", model.save_replay_buffer)
+        save_task_model(self.models[task], self.ckpt_dir / task, self.cfg.checkpoint_replay)
         self.saved[task] = self.steps[task]
 
     def _write_state(self) -> None:
         """``checkpoints/state.json`` (what the checkpoints on disk hold), written atomically."""
-        state = {
-            "format": STATE_FORMAT,
-            "steps": self.saved,  # what the checkpoints on disk hold
-            "history": self.history,
-            "mean_logged": sorted(self.mean_logged),
-        }
         self.lease.check()
-        write_json(self.ckpt_dir / "state.json", state)
-
-    def _load_state(self) -> None:
-        """Read ``checkpoints/state.json`` (its presence checked by the run-directory rule; read under the lease)."""
-        path = self.ckpt_dir / "state.json"
-        state = json.loads(path.read_text())
-        self.saved = {t: int(state["steps"][t]) for t in self.tasks}
-        self.steps = dict(self.saved)
-        self.history = {t: list(state["history"][t]) for t in self.tasks}
-        self.mean_logged = set(state["mean_logged"])
-        self.notes.append(f"resumed at steps {self.steps}")
+        write_state(self.ckpt_dir / STATE_FILE, self.saved, self.history)
 
     def _finish(self) -> dict[str, Any]:
-        """The results (the multi-task runs' keys plus the per-task history), written to ``results.json``;
-        closes the logs and the evaluation envs."""
-        from agents.trainer import summarize
-
-        evals = self.evals()
-        steps = {t: min(self.steps[t], self.cfg.steps) for t in self.tasks}
-        results = {
-            "run_dir": str(self.run_dir),
-            "method": "stl_sb3_sac",
-            "protocol": self.protocol.name,
-            "protocol_details": self.record["protocol_details"],
-            "benchmark": self.cfg.benchmark,
-            "tasks": self.tasks,
-            "critic_balancer": "stl",
-            "actor_balancer": "stl",
-            "seed": self.cfg.seed,
-            "steps": min(steps.values()),
-            "steps_per_task": steps,
-            "complete": all(s >= self.cfg.steps for s in steps.values()),
-            "summary": summarize(evals, self.protocol),
-            "evals": evals,
-            "history": self.history,
-        }
-        self._write_results(results)
+        """The results (:func:`agents.stl_metrics.results_record`), written to ``results.json``; closes the logs
+        and the evaluation envs."""
+        results = results_record(
+            self.run_dir, self.record, self.protocol, self.cfg.benchmark, self.cfg.seed,
+            {t: self.steps[t] for t in self.tasks}, self.cfg.steps, self.history,
+        )  # fmt: skip
+        write_results(self, self.run_dir, results)
         self.logger.close()
         for env in self.eval_envs.values():
             env.close()
         return results
-
-    def _write_results(self, results: dict[str, Any]) -> None:
-        """``results.json``, atomically."""
-        self.lease.check()
-        write_json(self.run_dir / "results.json", results)
