@@ -27,8 +27,9 @@ shows both side by side (step = environment steps per task = the multi-task runs
   ``hparam/success_reported`` and ``hparam/success_<key>`` (:func:`agents.report.hparam_metrics`)
   are logged at every evaluation of all tasks;
 * ``checkpoints/<task>/model.zip`` (SB3 ``save``), ``checkpoints/<task>/replay.pkl`` (unless
-  ``checkpoint_replay`` is off) and ``checkpoints/state.json`` (steps per task, evaluation
-  history), written at every ``checkpoint_every`` boundary, when a task finishes, at the end and on
+  ``checkpoint_replay`` is off) and ``checkpoints/state.pt`` (steps per task, evaluation
+  history, in the trainers' checkpoint envelope; an earlier release's ``state.json`` is read too),
+  written at every ``checkpoint_every`` boundary, when a task finishes, at the end and on
   a stop request (Ctrl-C); a resume reads them back without unpickling anything from them
   (:func:`agents.sb3.load_sb3_sac`, :func:`agents.sb3.load_sb3_replay`);
 * ``results.json`` — the shape of the multi-task runs' (``summary`` from ``agents.report.summarize``,
@@ -43,7 +44,7 @@ The run directory starts through the run skeleton (:func:`mtrl.skeleton.start_ru
 single-writer lease, the resume check, ``config.yaml``, the logs) and ``results.json`` is written by
 :func:`mtrl.skeleton.write_results`. The run's parts live in their own modules: the per-task SB3 models
 (:mod:`agents.stl_models`; SB3 is reached only through :mod:`agents.sb3`'s adapter functions), the evaluation
-history, training-loss means and results record (:mod:`agents.stl_metrics`) and ``checkpoints/state.json``
+history, training-loss means and results record (:mod:`agents.stl_metrics`) and ``checkpoints/state.pt``
 (:mod:`agents.stl_state`); :class:`STLRun` is the round loop that drives them.
 """
 
@@ -100,7 +101,10 @@ class STLRun(LeasedRun):
         self.record = run_record(settings, sb3.__version__, run_name)
         self.protocol = settings.protocol
         self.tasks: list[str] = list(settings.tasks)
+        self.kind = kind
         self.ckpt_dir = self.run_dir / "checkpoints"
+        #: The state file (:mod:`agents.stl_state`): what the checkpoints on disk hold.
+        self.state_path = self.ckpt_dir / STATE_FILE
         self.notes: list[str] = []
         self.steps = {t: 0 for t in self.tasks}  # env steps done per task (= SB3 num_timesteps)
         self.saved = {t: 0 for t in self.tasks}  # step of each task's checkpoint on disk (0 = none)
@@ -109,7 +113,7 @@ class STLRun(LeasedRun):
         self.stop_signal: int | None = None
         # The run skeleton (mtrl.skeleton): the run-directory rule and the resume check before and again under the
         # lease (one writer per run directory: a second process refuses here, RunDirBusy, before writing
-        # anything), then state.json, config.yaml and the logs. A fresh run starts with clean logs; a resumed one
+        # anything), then the state file, config.yaml and the logs. A fresh run starts with clean logs; a resumed one
         # appends (tasks stop at different steps, so no single purge step fits them all).
         self.logger = start_run(
             self, self.run_dir, kind, self.cfg.resume,
@@ -152,9 +156,9 @@ class STLRun(LeasedRun):
             check_resume(saved_cfg, self.record, STLConfig.RESUME_MAY_CHANGE, "--resume", saved_path)
 
     def _restore(self, _: None) -> int:
-        """Read ``checkpoints/state.json`` (its presence checked by the run-directory rule; read under the lease);
-        returns the step of the task furthest behind (the logs append from there)."""
-        state = read_state(self.ckpt_dir / STATE_FILE, self.tasks)
+        """Read the state file (:func:`agents.stl_state.read_state`; its presence checked by the run-directory
+        rule; read under the lease); returns the step of the task furthest behind (the logs append from there)."""
+        state = read_state(self.ckpt_dir, self.tasks, self.kind)
         self.saved, self.history = state.steps, state.history
         self.steps = dict(self.saved)
         self.notes.append(f"resumed at steps {self.steps}")
@@ -342,9 +346,9 @@ class STLRun(LeasedRun):
         self.saved[task] = self.steps[task]
 
     def _write_state(self) -> None:
-        """``checkpoints/state.json`` (what the checkpoints on disk hold), written atomically."""
+        """``checkpoints/state.pt`` (what the checkpoints on disk hold), written atomically."""
         self.lease.check()
-        write_state(self.ckpt_dir / STATE_FILE, self.saved, self.history)
+        write_state(self.ckpt_dir, self.kind, self.saved, self.history)
 
     def _finish(self) -> dict[str, Any]:
         """The results (:func:`agents.stl_metrics.results_record`), written to ``results.json``; closes the logs

@@ -1,9 +1,12 @@
-"""``checkpoints/state.json`` of a single-task reference run (:mod:`agents.stl`): what its checkpoints hold.
+"""The single-task reference's state file (:mod:`agents.stl`): what its checkpoints hold.
 
-The file records the step of each task's checkpoint on disk (``checkpoints/<task>/model.zip``), the evaluation
-history and the steps whose task mean was logged, so that a resume skips finished tasks, reloads the one in
-progress and neither loses nor repeats an evaluation. It is plain JSON (nothing in it is executed), written
-atomically; the run-directory rule (:func:`mtrl.runstart.check_run_dir`) counts it as the run's checkpoint.
+``checkpoints/state.pt`` records the step of each task's checkpoint on disk (``checkpoints/<task>/model.zip``),
+the evaluation history and the steps whose task mean was logged, so that a resume skips finished tasks, reloads
+the one in progress and neither loses nor repeats an evaluation. It is the trainers' one checkpoint envelope
+(:func:`mtrl.checkpoint_io.save_envelope`: written atomically, read as plain data, a file of another trainer
+refused in one line) around this content; the run-directory rule (:func:`mtrl.runstart.check_run_dir`) counts it
+as the run's checkpoint. The plain-JSON ``checkpoints/state.json`` of earlier releases (same content) is still
+read when a run has no ``state.pt``.
 """
 
 from __future__ import annotations
@@ -14,39 +17,49 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.stl_metrics import EvalHistory
-from mtrl.atomic import write_json
+from mtrl.checkpoint_io import load_envelope, save_envelope
+from mtrl.runstart import TrainerKind
 
-__all__ = ["STATE_FILE", "STATE_FORMAT", "SavedState", "read_state", "write_state"]
+__all__ = ["LEGACY_STATE_FILE", "STATE_FILE", "STATE_FORMAT", "SavedState", "read_state", "write_state"]
 
-#: Version of ``checkpoints/state.json``.
+#: Version of the state's content (inside the envelope; the key ``format`` of the older ``state.json``).
 STATE_FORMAT = 1
-#: Its name under the run's ``checkpoints/``.
-STATE_FILE = "state.json"
+#: Its name under the run's ``checkpoints/``, and that of earlier releases.
+STATE_FILE, LEGACY_STATE_FILE = "state.pt", "state.json"
 
 
 @dataclass(frozen=True)
 class SavedState:
-    """What ``state.json`` holds: the step of each task's checkpoint and the evaluation history."""
+    """What the state file holds: the step of each task's checkpoint and the evaluation history."""
 
     #: ``{task: step}`` of the checkpoints on disk (0: the task has none).
     steps: dict[str, int]
     history: EvalHistory
 
 
-def write_state(path: Path, saved_steps: Mapping[str, int], history: EvalHistory) -> None:
-    """Write ``state.json`` at ``path`` atomically: ``saved_steps`` (what the checkpoints on disk hold) and
-    ``history`` (with the steps whose mean was logged)."""
+def write_state(ckpt_dir: Path, kind: TrainerKind, saved_steps: Mapping[str, int], history: EvalHistory) -> Path:
+    """Write ``ckpt_dir/state.pt`` atomically in ``kind``'s envelope: ``saved_steps`` (what the checkpoints on
+    disk hold) and ``history`` (with the steps whose mean was logged). Returns its path."""
     state = {
         "format": STATE_FORMAT,
         "steps": dict(saved_steps),
         "history": history.by_task,
         "mean_logged": sorted(history.mean_logged),
     }
-    write_json(path, state)
+    return save_envelope(Path(ckpt_dir) / STATE_FILE, kind, state, step=min(saved_steps.values(), default=0))
 
 
-def read_state(path: Path, tasks: Sequence[str]) -> SavedState:
-    """Read a :func:`write_state` file for the run's ``tasks``."""
-    state = json.loads(Path(path).read_text())
+def read_state(ckpt_dir: Path, tasks: Sequence[str], kind: TrainerKind) -> SavedState:
+    """Read the run's state for its ``tasks``: ``state.pt`` (:func:`write_state`; through
+    :func:`mtrl.checkpoint_io.load_envelope`), or the ``state.json`` of an earlier release where there is none.
+
+    Raises:
+        CheckpointError: ``state.pt`` is truncated or corrupt, untrusted, or another trainer's (one line).
+    """
+    path = Path(ckpt_dir) / STATE_FILE
+    if path.is_file():
+        state = load_envelope(path, kind)
+    else:
+        state = json.loads((Path(ckpt_dir) / LEGACY_STATE_FILE).read_text())
     steps = {t: int(state["steps"][t]) for t in tasks}
     return SavedState(steps, EvalHistory(tasks, state["history"], state["mean_logged"]))

@@ -12,7 +12,7 @@ on a Ray cluster with :func:`mtrl.ray_jobs.run_ray_jobs` (resources per run, ret
 A run is *finished* when its ``results.json`` exists and does not say ``"complete": false`` (the
 RL trainers write that on Ctrl-C). It can be *resumed* when it left a checkpoint of its trainer
 (:func:`mtrl.runstart.has_checkpoint`: ``checkpoints/last.txt`` or ``step_*.pt`` of ``scripts/train.py``,
-``checkpoints/state.json`` of ``scripts/train_stl.py``, ``checkpoint.pt`` or ``checkpoint.prev.pt`` of
+``checkpoints/state.pt`` (``state.json``) of ``scripts/train_stl.py``, ``checkpoint.pt`` or ``checkpoint.prev.pt`` of
 ``scripts/train_vision.py``). A trainer stopped by SIGINT or SIGTERM checkpoints and exits with status 130 or
 143 (:data:`mtrl.interrupt.RESUMABLE_EXITS`): such a job is *stopped*, not failed, and the next invocation of
 the same jobs resumes it.

@@ -82,7 +82,7 @@ VISION = TrainerKind(
 )  # fmt: skip
 STL = TrainerKind(
     "stl", "scripts/train_stl.py", "one stable-baselines3 SAC per task", "resume=true", "run_name",
-    ("checkpoints/state.json",),
+    ("checkpoints/state.pt", "checkpoints/state.json"),  # state.json: earlier releases
 )  # fmt: skip
 #: The single-task reference started with the deprecated ``--flag`` form of ``scripts/train_stl.py`` (its
 #: messages and resume command name ``--resume`` and ``--run-name``).
@@ -129,8 +129,9 @@ def _writer_of_record(record: dict[str, Any]) -> str | None:
 def written_by(run_dir: Path) -> str | None:
     """Which trainer wrote ``run_dir`` (``"rl"``, ``"vision"``, ``"stl"``), or None for a directory no trainer
     wrote. ``run.json`` says it; for a directory of an older release it is inferred from the files: vision's
-    ``checkpoint.pt``, the single-task reference's ``checkpoints/state.json`` or ``checkpoints/<task>/model.zip``,
-    the multi-task trainer's ``checkpoints/step_*.pt``/``last.txt``, else ``config.yaml`` or ``results.json``."""
+    ``checkpoint.pt``, the single-task reference's ``checkpoints/state.pt`` (or ``state.json``) or
+    ``checkpoints/<task>/model.zip``, the multi-task trainer's ``checkpoints/step_*.pt``/``last.txt``, else
+    ``config.yaml`` or ``results.json``."""
     run_dir = Path(run_dir)
     recorded = _read_mapping(run_dir / RUN_FILE, json.loads).get("trainer")
     if recorded in TRAINERS:

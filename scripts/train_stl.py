@@ -30,7 +30,7 @@ Tasks are trained in rounds up to every evaluation / checkpoint boundary, so eve
 same step whenever the tasks are evaluated. The run directory (``--logdir/--run-name``) has the
 layout of ``scripts/train.py`` runs: ``config.yaml`` (with ``protocol_details``), TensorBoard events
 and ``metrics.jsonl`` (``train/*/<task>``, ``eval/success/<task>``, ``eval/success_mean``,
-``perf/sps``, hparams), ``checkpoints/<task>/model.zip`` (+ ``replay.pkl``), ``checkpoints/state.json``
+``perf/sps``, hparams), ``checkpoints/<task>/model.zip`` (+ ``replay.pkl``), ``checkpoints/state.pt``
 and ``results.json``; every file and tag is listed in ``agents/stl.py``, which does the work
 (this script maps the flags onto ``agents.stl_config.STLConfig``).
 
@@ -195,7 +195,7 @@ def train(settings: ResolvedSTLConfig, argv: list[str], dotted: bool = False) ->
         return 2
     results = run.train()
     raise_if_interrupted(kind, argv, run.run_dir, run.stop_signal, results["complete"], results["steps"],
-                         run.ckpt_dir / "state.json")  # fmt: skip
+                         run.state_path)  # fmt: skip
     report, run_dir = final_report(results), run.run_dir
     if not results["complete"]:
         if dotted:

@@ -174,7 +174,9 @@ def test_vision_trainer_one_writer_and_a_sigkill_during_a_checkpoint_write(tmp_p
 
 def test_single_task_reference_one_writer_and_a_sigkill_during_a_model_write(tmp_path: Path) -> None:
     from agents.stl import STLRun
+    from agents.stl_state import STATE_FILE, read_state
     from mtrl.rundir import RunDirBusy
+    from mtrl.runstart import STL
 
     stl = load_script("train_stl")
     logdir, go = tmp_path / "runs", tmp_path / "go"
@@ -184,7 +186,7 @@ def test_single_task_reference_one_writer_and_a_sigkill_during_a_model_write(tmp
     script = str(ROOT / "scripts" / "train_stl.py")
     killed = start_killed(tmp_path, "model.zip", 2, go, [script, *args])  # the 2nd model write: step 60
     try:
-        wait_for(logdir / "killed" / "checkpoints" / "state.json", killed)
+        wait_for(logdir / "killed" / "checkpoints" / STATE_FILE, killed)
         with pytest.raises(RunDirBusy, match=f"is in use by pid {killed.pid}"):
             STLRun(stl.parse_args([*args, "--resume"]))
         go.touch()
@@ -193,7 +195,7 @@ def test_single_task_reference_one_writer_and_a_sigkill_during_a_model_write(tmp
         killed.kill()
     folder = logdir / "killed" / "checkpoints" / "reach-v3"
     assert list(folder.glob(".model.*.tmp.zip")), "the kill landed during the write"
-    assert json.loads((logdir / "killed" / "checkpoints" / "state.json").read_text())["steps"] == {"reach-v3": 30}
+    assert read_state(logdir / "killed" / "checkpoints", ["reach-v3"], STL).steps == {"reach-v3": 30}
     resumed = subprocess.run([sys.executable, script, *args, "--resume"], env=_env(), capture_output=True,
                              text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr

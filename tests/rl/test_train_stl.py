@@ -22,8 +22,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents.config import EnvConfig, TrainConfig, protocol_details
 from agents.stl import STLRun
 from agents.stl_config import STLConfig, STLConfigError
+from agents.stl_state import read_state
 from envs.protocols import PROTOCOLS
 from mtrl.config import ConfigError, update_config
+from mtrl.runstart import STL
 from tests.helpers import load_script, run_script
 from tests.rl.helpers import interrupt_once_logged
 
@@ -130,8 +132,7 @@ def test_resume_skips_finished_task_and_reloads_the_one_in_progress(
     run._after_env_step = interrupt
     first = run.train()
     run_dir = tmp_path / "r"
-    state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
-    assert state["steps"] == {"reach-v3": 120, "push-v3": 110}
+    assert read_state(run_dir / "checkpoints", ["reach-v3", "push-v3"], STL).steps == {"reach-v3": 120, "push-v3": 110}
     assert first["complete"] is False and first["steps_per_task"] == {"reach-v3": 120, "push-v3": 110}
     assert first["evals"] == []  # no step at which both tasks were evaluated yet
     reach_model = (run_dir / "checkpoints" / "reach-v3" / "model.zip").read_bytes()
@@ -228,8 +229,8 @@ def test_ctrl_c_saves_and_writes_results(tmp_path: Path) -> None:
     rc, err = interrupt_once_logged(cmd, ROOT, tmp_path / "int" / "metrics.jsonl", "train/critic_loss/reach-v3", 120)
     assert rc == 130, err[-3000:]  # 128 + SIGINT: stopped with a checkpoint, not finished
     assert err.strip().endswith(f"--logdir {tmp_path} --run-name int --resume")
-    state = json.loads((tmp_path / "int" / "checkpoints" / "state.json").read_text())
-    assert 20 < state["steps"]["reach-v3"] < 1_000_000
+    saved = read_state(tmp_path / "int" / "checkpoints", ["reach-v3"], STL).steps["reach-v3"]
+    assert 20 < saved < 1_000_000
     results = json.loads((tmp_path / "int" / "results.json").read_text())
-    assert results["complete"] is False and results["steps"] == state["steps"]["reach-v3"]
+    assert results["complete"] is False and results["steps"] == saved
     assert (tmp_path / "int" / "checkpoints" / "reach-v3" / "model.zip").is_file()
