@@ -1,7 +1,7 @@
 """A sweep (balancers × seeds under one root) as one report of reliable statistics.
 
-:func:`load_sweep` reads every finished run under a root and tells RL runs from vision runs by their
-``results.json``:
+:func:`load_sweep` reads every finished run under a root (through the one run loader,
+:func:`~mtrl.analysis.runs.find_runs`) and tells RL runs from vision runs by their ``results.json``:
 
 * **RL** (``scripts/train.py``, ``scripts/train_stl.py``): ``summary.reported_statistic`` names the
   protocol's headline evaluation (``"final"`` for ``metaworld-v3`` and ``toy``, ``"best"`` for
