@@ -6,6 +6,7 @@
         --out runs/sweep/mt10/report.md --plots runs/sweep/mt10/plots
     python scripts/aggregate.py runs/task_input --group sac.task_input   # groups by another config key
     python scripts/aggregate.py runs/sweep/mt10 --metrics summary/reported/last_mean   # mean ± std of keys
+    python scripts/aggregate.py runs/bench/mix4 --last 3 --confidence 0.995 --holm 0.05 --compare imtl ew ...
 
 Runs are grouped by their config's ``balancer`` (``--group`` to change). The default report (the
 ``stats`` extra: rliable) reads the protocol's headline evaluation of each RL run (``final`` or ``best``,
@@ -16,6 +17,9 @@ the probability that X beats Y. ``--plots DIR`` writes performance profiles and 
 training steps. Unfinished runs, crashed runs (no ``results.json``) and runs whose ``config.yaml`` or
 ``results.json`` cannot be read (a truncated write) are skipped, each named with the reason (exit status 1
 only when no run is left); a root mixing protocols is refused.
+``--last N`` scores each RL run by the mean success of its last N evaluations instead; ``--holm ALPHA`` adds
+each comparison's bootstrap p-value and Holm's decision over all of them; ``--confidence`` sets the intervals'
+level (the benchmark's report: ``--last 3 --confidence 0.995 --holm 0.05``, docs/benchmark.md).
 ``--metrics [KEY ...]`` prints mean ± std over seeds of results.json keys instead (all result keys
 when none is named, configuration fields never); ``--curve TAG --plot PNG`` draws a metrics.jsonl tag.
 """
@@ -50,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--plots", default=None, help="folder for profiles.png and sample_efficiency.png")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    parser.add_argument("--last", type=int, default=None, metavar="N",
+                        help="RL: score each run by the mean success of its last N evaluations per task")  # fmt: skip
+    parser.add_argument("--confidence", type=float, default=0.95, help="level of every interval (default 0.95)")
+    parser.add_argument("--holm", type=float, default=None, metavar="ALPHA",
+                        help="bootstrap p-value of every --compare and Holm's step-down decision at family-wise "
+                        "level ALPHA (e.g. 0.05)")  # fmt: skip
     parser.add_argument("--metrics", nargs="*", default=None,
                         help="instead of the report: mean ± std of these results.json keys (a/b for nested; none "
                         "named: every result key, configuration fields excluded)")  # fmt: skip
@@ -76,12 +86,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--curve TAG and --plot PNG go together")
     if args.plots and args.metrics is not None:
         parser.error("--plots draws the report's plots; leave out --metrics")
+    if not 0 < args.confidence < 1:
+        parser.error(f"--confidence must be in (0, 1), e.g. 0.995; got {args.confidence}")
+    if args.holm is not None and not (0 < args.holm < 1 and args.compare):
+        parser.error("--holm ALPHA needs 0 < ALPHA < 1 and at least one --compare X Y")
     try:
         if args.metrics is not None:
             text = _metrics_table(args)
         else:
-            sweep = load_sweep(args.root, args.group)
-            report = sweep_report(sweep, [tuple(pair) for pair in args.compare], reps=args.reps, seed=args.seed)
+            sweep = load_sweep(args.root, args.group, last=args.last)
+            report = sweep_report(sweep, [tuple(pair) for pair in args.compare], reps=args.reps,
+                                  confidence=args.confidence, seed=args.seed, holm_alpha=args.holm)  # fmt: skip
             text = report_markdown(report)
         print(text)
         if args.out:

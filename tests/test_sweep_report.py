@@ -207,6 +207,41 @@ def test_mixed_protocols_unknown_groups_and_metrics_mode(
     assert code == 0 and "| ew | 0.500 ± 0.000 (n=1) |" in out
 
 
+def test_last_evaluations_score_and_holm_decisions(
+    tmp_path: Path, aggregate: Callable[..., tuple[int, str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--last 3 scores a run by the mean of its last 3 evaluations per task (not its final one); --holm gives every
+    comparison its bootstrap p-value and Holm's decision: a group far above ew differs, one equal to ew does not."""
+    rng = np.random.default_rng(3)
+    for seed in range(5):
+        _rl_run(tmp_path, "ew", seed, [[0.0] * 4, *_levels(rng, 0.1, 0.3, evals=3)])
+        _rl_run(tmp_path, "pcgrad", seed, [[0.0] * 4, *_levels(rng, 0.1, 0.3, evals=3)])
+        _rl_run(tmp_path, "imtl", seed, [[0.0] * 4, *_levels(rng, 0.7, 0.9, evals=2), [0.0] * 4])  # final 0
+    report = sweep_report(load_sweep(tmp_path, last=3), [("imtl", "ew"), ("pcgrad", "ew")], reps=REPS, holm_alpha=0.05)
+    for group in ("ew", "imtl"):
+        rows = [json.loads((tmp_path / group / f"seed{s}" / "results.json").read_text()) for s in range(5)]
+        last3 = np.array([[np.mean([e["success"][t] for e in r["evals"][-3:]]) for t in TASKS] for r in rows])
+        order = [report.groups[group].tasks.index(t) for t in TASKS]
+        np.testing.assert_allclose(report.groups[group].scores[:, order], last3)
+        np.testing.assert_allclose(report.groups[group].headline["mean of last 3 evaluations"], last3.mean(axis=1))
+    assert report.holm == {("imtl", "ew"): True, ("pcgrad", "ew"): False}
+    assert report.p_values[("imtl", "ew")] < 0.025 and report.p_values[("pcgrad", "ew")] > 0.05
+    code, text, _ = aggregate(str(tmp_path), "--last", "3", "--confidence", "0.995", "--holm", "0.05",
+                              "--compare", "imtl", "ew", "--compare", "pcgrad", "ew", "--reps", str(REPS))  # fmt: skip
+    assert code == 0 and "the mean success of each run's last 3 evaluations" in text
+    assert (
+        "99.5% stratified-bootstrap interval" in text and "| X | Y | P(X > Y) | bootstrap p | differs (Holm) |" in text
+    )
+    assert "| imtl | ew |" in text and text.split("| imtl | ew |")[1].splitlines()[0].endswith("| yes |")
+    assert text.split("| pcgrad | ew |")[1].splitlines()[0].endswith("| no |")
+    with pytest.raises(ValueError, match="has 4 evaluation"):
+        sweep_report(load_sweep(tmp_path, last=5), [], reps=REPS)
+    for argv, message in ((["--holm", "0.05"], "at least one --compare"), (["--confidence", "95"], "in (0, 1)")):
+        with pytest.raises(SystemExit):
+            aggregate(str(tmp_path), *argv)
+        assert message in capsys.readouterr().err
+
+
 # --- vision ----------------------------------------------------------------------------------------
 BASE = Baseline("stl", {"seg/miou": 0.5, "depth/abs_err": 0.2})
 

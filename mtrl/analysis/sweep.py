@@ -20,6 +20,7 @@ the probability of improvement of named pairs; :func:`report_markdown` writes it
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import numpy as np
 
 from mtrl.analysis.core import Interval, curve_estimates, interval_estimates, probability_of_improvement
 from mtrl.analysis.runs import RunRecord, find_runs, flatten, run_history
+from mtrl.analysis.transfer import holm, improvement_p_value, last_evals_score
 
 __all__ = [
     "CONFIG_KEYS",
@@ -68,6 +70,9 @@ class Sweep:
     statistic: str
     runs: tuple[RunRecord, ...]
     skipped: tuple[str, ...]
+    #: RL only: score each run by the mean success of its last ``last`` evaluations per task
+    #: (:func:`~mtrl.analysis.transfer.last_evals_score`) instead of the headline evaluation; None: the headline.
+    last: int | None = None
 
     @property
     def lower_is_better(self) -> bool:
@@ -104,6 +109,12 @@ class SweepReport:
     improvements: dict[tuple[str, str], Interval]
     reps: int
     confidence: float
+    #: With Holm's rule: per compared pair its bootstrap p-value
+    #: (:func:`~mtrl.analysis.transfer.improvement_p_value`) and whether Holm's step-down rule at family-wise
+    #: level :attr:`holm_alpha` declares a difference; empty without it.
+    p_values: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
+    holm: dict[tuple[str, str], bool] = dataclasses.field(default_factory=dict)
+    holm_alpha: float | None = None
 
 
 def _kind(results: Mapping[str, Any]) -> str | None:
@@ -133,8 +144,10 @@ def _protocol(kind: str, results: Mapping[str, Any]) -> str:
     return f"{results.get('data')}, Δm against {delta['baseline'] if delta else 'no baseline'}"
 
 
-def load_sweep(root: str | Path, group_keys: Sequence[str] = ("balancer",)) -> Sweep:
-    """The finished runs under ``root``, grouped by the config keys ``group_keys``.
+def load_sweep(root: str | Path, group_keys: Sequence[str] = ("balancer",), last: int | None = None) -> Sweep:
+    """The finished runs under ``root``, grouped by the config keys ``group_keys``; with ``last`` (RL only) each
+    run is scored by the mean success of its last ``last`` evaluations per task (``ValueError`` for vision runs,
+    or, when the scores are read, naming a run with fewer evaluations).
 
     Runs whose ``results.json`` says ``"complete": false``, runs without ``results.json`` (crashed), runs
     whose ``config.yaml`` or ``results.json`` cannot be read (a truncated write), RL runs without an
@@ -174,12 +187,23 @@ def load_sweep(root: str | Path, group_keys: Sequence[str] = ("balancer",)) -> S
             f"the vision runs under {root} have no delta_m (e.g. {first.path}): Δm needs a baseline; train them "
             "with baseline=[...] (docs/vision.md), or pick results keys with aggregate.py --metrics selected/..."
         )
+    if last is not None and (kind != "rl" or last < 1):
+        raise ValueError(
+            f"the last-evaluations score is for RL runs, with at least 1 evaluation; got {last} for {kind}"
+        )
     statistic = str(first.results["summary"]["reported_statistic"]) if kind == "rl" else "Δm%"
-    return Sweep(root, kind, next(iter(protocols)), statistic, tuple(r for _, r in runs), tuple(skipped))
+    return Sweep(root, kind, next(iter(protocols)), statistic, tuple(r for _, r in runs), tuple(skipped), last)
 
 
 def _row(sweep: Sweep, run: RunRecord) -> tuple[dict[str, float], dict[str, float]]:
     """A run's scores by task (or metric) and its headline numbers by label."""
+    if sweep.kind == "rl" and sweep.last is not None:
+        tasks = sorted(run.results["summary"]["final"]["success"])
+        try:
+            score = last_evals_score(run_history(run.path, finished_only=False) or {}, tasks, n=sweep.last)
+        except ValueError as err:
+            raise ValueError(f"run {run.path}: {err}") from None
+        return dict(zip(tasks, score.tolist(), strict=True)), {f"mean of last {sweep.last} evaluations": score.mean()}
     if sweep.kind == "rl":
         summary = run.results["summary"]
         evaluation = summary[summary["reported_statistic"]]
@@ -233,9 +257,12 @@ def sweep_report(
     reps: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    holm_alpha: float | None = None,
 ) -> SweepReport:
     """Per group IQM, mean, median (RL: and optimality gap) with stratified-bootstrap intervals, and the
-    probability of improvement of every pair ``(x, y)`` in ``compare`` (for vision: of a lower Δm)."""
+    probability of improvement of every pair ``(x, y)`` in ``compare`` (for vision: of a lower Δm); with
+    ``holm_alpha``, also each comparison's bootstrap p-value and Holm's step-down decision at family-wise level
+    ``holm_alpha`` over all of them (:func:`~mtrl.analysis.transfer.holm`)."""
     groups = group_scores(sweep)
     matrices = {g: s.scores for g, s in groups.items()}
     statistics = ("iqm", "mean", "median") if sweep.lower_is_better else ("iqm", "mean", "median", "optimality_gap")
@@ -243,7 +270,11 @@ def sweep_report(
     improvements = probability_of_improvement(
         matrices, list(compare), lower_is_better=sweep.lower_is_better, reps=reps, confidence=confidence, seed=seed
     )
-    return SweepReport(sweep, groups, estimates, improvements, reps, confidence)
+    p_values: dict[tuple[str, str], float] = {}
+    if holm_alpha is not None:
+        p_values = {(x, y): improvement_p_value(matrices[x], matrices[y], reps=reps, seed=seed) for x, y in compare}
+    decisions = holm(p_values, alpha=holm_alpha) if holm_alpha is not None and p_values else {}
+    return SweepReport(sweep, groups, estimates, improvements, reps, confidence, p_values, decisions, holm_alpha)
 
 
 def _mean_std(values: np.ndarray) -> str:
@@ -256,7 +287,12 @@ def report_markdown(report: SweepReport) -> str:
     (mean over runs; never a config field), and the probabilities of improvement."""
     sweep, pct = report.sweep, f"{100 * report.confidence:g}%"
     n_runs = sum(s.scores.shape[0] for s in report.groups.values())
-    if sweep.kind == "rl":
+    if sweep.kind == "rl" and sweep.last is not None:
+        what = (
+            f"Protocol `{sweep.protocol}`: score = per task, the mean success of each run's last {sweep.last} "
+            "evaluations; headline = its mean over tasks; higher is better."
+        )
+    elif sweep.kind == "rl":
         what = (
             f"Protocol `{sweep.protocol}`: headline = the `{sweep.statistic}` evaluation (`summary.reported_value`, "
             f"its mean success over tasks); scores = per-task success of that same evaluation "
@@ -312,10 +348,20 @@ def report_markdown(report: SweepReport) -> str:
             f"Probability of improvement: a run of X scores better than a run of Y on a {strata[:-1]}, averaged over "
             f"{strata} [{pct} interval, runs of both resampled within each {strata[:-1]}]:",
             "",
-            f"| X | Y | {relation} |",
-            "|---|---|---|",
+            f"| X | Y | {relation} |" + (" bootstrap p | differs (Holm) |" if report.p_values else ""),
+            "|---|---|---|" + ("---|---|" if report.p_values else ""),
         ]
-        lines += [f"| {x} | {y} | {iv.format()} |" for (x, y), iv in report.improvements.items()]
+        for (x, y), iv in report.improvements.items():
+            holm_cells = ""
+            if report.p_values:
+                holm_cells = f" {report.p_values[(x, y)]:.4f} | {'yes' if report.holm[(x, y)] else 'no'} |"
+            lines.append(f"| {x} | {y} | {iv.format()} |" + holm_cells)
+        if report.p_values:
+            lines += [
+                "",
+                f"Holm's step-down rule over the {len(report.p_values)} comparisons at family-wise level "
+                f"{report.holm_alpha:g}; p = the smallest α whose (1 − α) interval of P excludes 0.5.",
+            ]
     return "\n".join(lines)
 
 

@@ -16,13 +16,16 @@ multi-task SAC, and how many seeds does a comparison need.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from scipy import stats
 
 from mtrl.analysis.core import Interval, _bootstrap, _rliable, _scores, probability_of_improvement
+
+K = TypeVar("K", bound=Hashable)
 
 __all__ = [
     "Confirmation",
@@ -125,13 +128,13 @@ def seeds_for_difference(sd: float, delta: float = 0.1, alpha: float = 0.05, pow
     return max(2, math.ceil(2 * z * z * sd * sd / (delta * delta) - 1e-9))
 
 
-def holm(p_values: Mapping[str, float], alpha: float = 0.05) -> dict[str, bool]:
+def holm(p_values: Mapping[K, float], alpha: float = 0.05) -> dict[K, bool]:
     """Holm's step-down rule: sort the ``m`` p-values ascending and reject the ``j``-th smallest (``j = 1..m``)
     while every one up to it satisfies ``p_(j) ≤ alpha / (m − j + 1)``; ``{name: rejected}`` (family-wise error
     rate ≤ ``alpha``)."""
     order = sorted(p_values, key=lambda name: p_values[name])
     m, going = len(order), True
-    rejected: dict[str, bool] = {}
+    rejected: dict[K, bool] = {}
     for j, name in enumerate(order):
         going = going and p_values[name] <= alpha / (m - j)
         rejected[name] = going
