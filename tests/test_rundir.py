@@ -139,13 +139,16 @@ def test_killed_writers_temporaries_are_removed_when_the_lease_is_taken(tmp_path
 def test_the_heartbeat_renews_and_a_lost_lease_stops_the_holder(tmp_path: Path) -> None:
     lease = RunLease(tmp_path, ttl=0.4).acquire()
     first = json.loads((tmp_path / LEASE_FILE).read_text())["expires"]
-    time.sleep(0.35)
-    assert json.loads((tmp_path / LEASE_FILE).read_text())["expires"] > first  # renewed every ttl/4
+    deadline = time.monotonic() + 20  # polled, not slept: a loaded 2-core machine may delay the heartbeat thread
+    while json.loads((tmp_path / LEASE_FILE).read_text())["expires"] <= first:  # renewed every ttl/4
+        assert time.monotonic() < deadline, "the heartbeat never renewed the lease"
+        time.sleep(0.02)
     lease.check()
     _foreign_lease(tmp_path, expires_in=30)  # another process took it over (this one looked dead)
-    time.sleep(0.3)
     with pytest.raises(RunDirBusy, match="lost the lease"):
-        lease.check()
+        while time.monotonic() < deadline:  # the next heartbeat sees the foreign lease and marks this one lost
+            lease.check()
+            time.sleep(0.02)
     lease.release()
     assert json.loads((tmp_path / LEASE_FILE).read_text())["host"] == "other-host.example"  # not ours to remove
 
