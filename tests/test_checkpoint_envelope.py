@@ -279,3 +279,16 @@ def test_resume_loads_the_newest_intact_and_stops_at_a_foreign_file(tmp_path: Pa
     with pytest.raises(ForeignCheckpointError) as err:
         load_newest_intact(candidates, rl_checkpoint.load_checkpoint)
     _one_line_naming(str(err.value), newest)
+
+
+def test_a_vision_checkpoint_missing_a_part_is_named_not_a_key_error(tmp_path: Path) -> None:
+    """A vision file (enveloped or of an earlier release) without one of the parts the run restores, e.g. written
+    by a run without an optimizer, stops the resume with one line naming the file and the part."""
+    model, optimizer = torch.nn.Linear(2, 2), None
+    path = tmp_path / "checkpoint.pt"
+    run_state.save_checkpoint(path, {"model": model, "optimizer": optimizer}, run_state.Progress(3, [], 1.0))
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint file .*checkpoint.pt has no scheduler: it is not a complete"
+    ):
+        run_state.load_checkpoint(path, {"model": model, "scheduler": torch.nn.Linear(1, 1)}, torch.device("cpu"))
+    assert run_state.load_checkpoint(path, {"model": model, "optimizer": None}, torch.device("cpu")).step == 3

@@ -5,9 +5,9 @@
 envelope of :func:`mtrl.checkpoint_io.save_envelope`, kind ``"vision"``), the one before it as
 ``checkpoint.prev.pt`` (a resume falls back to it when ``checkpoint.pt`` is unreadable) and, once training
 completes, ``results.json``. Every function here is one step of that plumbing: the resume check
-(:func:`resume_checkpoint`, with ``VisionConfig.RESUME_MAY_CHANGE``), checkpoint writes (:func:`save_checkpoint`)
-and the results file (:func:`write_results`). What every trainer's run directory shares — the single-writer lease,
-atomic files, the resume check and the logs cut back to a checkpoint — is :mod:`mtrl.rundir`.
+(:func:`resume_checkpoint`, with ``VisionConfig.RESUME_MAY_CHANGE``) and checkpoint writes and reads
+(:func:`save_checkpoint`, :func:`load_checkpoint`). What every trainer's run directory shares — the start-up
+sequence, the single-writer lease, atomic files, the results file — is :mod:`mtrl.skeleton` and :mod:`mtrl.rundir`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any, Protocol
 import torch
 
 from mtrl import recovery
-from mtrl.checkpoint_io import load_envelope, save_envelope
-from mtrl.config import config_to_dict, load_config, save_config
+from mtrl.checkpoint_io import CheckpointError, load_envelope, save_envelope
+from mtrl.config import config_to_dict, load_config
 from mtrl.rng import capture_rng, restore_rng
-from mtrl.rundir import check_resume, write_json
+from mtrl.rundir import check_resume
 from mtrl.runstart import VISION
 from mtrl.vision.config import VisionConfig
 
@@ -41,8 +41,6 @@ __all__ = [
     "resume_checkpoint",
     "run_dir_of",
     "save_checkpoint",
-    "save_run_config",
-    "write_results",
 ]
 
 #: file names inside the run directory
@@ -108,11 +106,6 @@ def resume_checkpoint(run_dir: Path, cfg: VisionConfig) -> list[Path]:
     return checkpoint_candidates(run_dir)
 
 
-def save_run_config(run_dir: Path, cfg: VisionConfig) -> None:
-    """Write the run's configuration as ``config.yaml``."""
-    save_config(cfg, run_dir / CONFIG)
-
-
 def save_checkpoint(path: Path, parts: Mapping[str, Stateful | None], progress: Progress) -> None:
     """Write ``parts`` (their ``state_dict``; ``None`` for an absent part), ``progress`` and the global RNGs
     (:func:`mtrl.rng.capture_rng`: torch, CUDA, numpy, python) to ``path`` atomically, in the envelope of kind
@@ -135,13 +128,16 @@ def load_checkpoint(path: Path, parts: Mapping[str, Stateful | None], device: to
             (one line naming it).
     """
     state = load_envelope(path, VISION, map_location=device)
+    missing = sorted(
+        {"step", "evals", "train_time_s", "rng", *(k for k, p in parts.items() if p is not None)} - set(state)
+    )
+    if missing:
+        raise CheckpointError(
+            f"checkpoint file {path} has no {', '.join(missing)}: it is not a complete vision checkpoint of this "
+            "run; resume from another checkpoint or start a fresh run"
+        )
     for key, part in parts.items():
         if part is not None and state[key] is not None:
             part.load_state_dict(state[key])
     restore_rng(state["rng"])
     return Progress(int(state["step"]), list(state["evals"]), float(state["train_time_s"]))
-
-
-def write_results(run_dir: Path, results: Mapping[str, Any]) -> None:
-    """Write the results record as ``results.json``."""
-    write_json(run_dir / RESULTS, results)
