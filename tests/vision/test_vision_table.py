@@ -1,5 +1,5 @@
-"""scripts/vision_table.py: its runs are mtrl.jobs jobs (resumed only when a checkpoint exists) and its table is
-mtrl.analysis's mean ± std over seeds of each run's results.json."""
+"""scripts/vision_table.py and mtrl.vision.table: its runs are mtrl.jobs jobs (resumed only when a checkpoint exists)
+and its table is mtrl.analysis's mean ± std over seeds of each run's results.json."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.helpers import load_script
+from mtrl.vision import table as vision_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,6 @@ def _results(single_task: str | None, seed: int) -> dict[str, object]:
 
 
 def test_the_table_is_the_mean_and_std_over_seeds_of_each_method(tmp_path: Path) -> None:
-    vision_table = load_script("vision_table")
     for seed in (0, 1):
         for name, task in ((f"ew_s{seed}", None), (f"stl_seg_s{seed}", "seg")):
             (tmp_path / name).mkdir()
@@ -41,8 +40,7 @@ def test_the_table_is_the_mean_and_std_over_seeds_of_each_method(tmp_path: Path)
 
 
 def test_runs_are_jobs_that_resume_only_from_a_checkpoint(tmp_path: Path) -> None:
-    vision_table = load_script("vision_table")
     preset = str(ROOT / "configs" / "vision" / "synthetic.yaml")
-    job = vision_table._job(preset, tmp_path, "ew_s0", 0, ["optim.steps=2"])
+    job = vision_table.table_job(preset, tmp_path, "ew_s0", 0, ["optim.steps=2"])
     assert job.run_dir == tmp_path / "ew_s0" and "resume=true" not in job.argv()  # a fresh start
     assert job.resume_args == ("resume=true",)
