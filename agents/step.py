@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from envs import step_transitions
+from envs import StepResult, step_transitions
 
 if TYPE_CHECKING:
     from agents.sac import MultiTaskSAC
@@ -37,8 +37,9 @@ def training_step(
     sample_gen: torch.Generator,
     metrics: bool,
     phase: Callable[[str], None] | None = None,
-) -> tuple[np.ndarray, dict[str, float]]:
-    """One vector step from observations ``obs (T, O + T)``; returns the next observations and the metrics of the
+) -> tuple[StepResult, dict[str, float]]:
+    """One vector step from observations ``obs (T, O + T)``; returns the step (its ``obs`` are the observations to
+    act on next; rewards, ends and success of the step for the caller's episode statistics) and the metrics of the
     last update (empty when it computed none).
 
     Args:
@@ -67,4 +68,4 @@ def training_step(
             last_metrics = out
     if phase is not None:
         phase("update")
-    return res.obs, last_metrics
+    return res, last_metrics

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from agents.checkpoint import checkpoint_candidates, load_checkpoint, save_checkpoint
 from agents.config import TrainConfig, balancer_notes
 from agents.report import final_report, hparam_metrics, log_hparams, summarize  # final_report, summarize re-exported
+from agents.rollouts import RolloutStats
 from agents.sac import EvalAgent, build_agent
 from agents.step import training_step
 from envs import (
@@ -168,6 +169,7 @@ class Trainer(LeasedRun):
         self.step = 0
         self.evals: list[dict[str, Any]] = []
         self.last_metrics: dict[str, float] = {}
+        self.rollouts = RolloutStats(self.task_names)  # the training episodes' return and success per task
         self.obs, _ = self.envs.reset(seed=cfg.seed)
         self._stop = False
 
@@ -259,14 +261,17 @@ class Trainer(LeasedRun):
             random_TA = self.np_rng.uniform(self.action_low, self.action_high, size=(T, len(self.action_low)))
         step = self.step + 1
         updates = cfg.sac.updates_per_step if step > cfg.sac.warmup_steps else 0
-        self.obs, metrics = training_step(
+        res, metrics = training_step(
             self.agent, self.envs, self.buffer, self.obs,
             action_TA=random_TA, updates=updates, batch_per_task=cfg.sac.batch_per_task,
             sample_gen=self.sample_gen, metrics=step % cfg.log_every == 0 or step == cfg.total_steps,
         )  # fmt: skip
-        self.step = step
+        self.obs, self.step = res.obs, step
         if metrics:
             self.last_metrics = metrics
+        ended = self.rollouts.record(res)
+        if ended:
+            self.logger.scalars(ended, step)
         return updates
 
     def _evaluate(self) -> None:
@@ -294,6 +299,7 @@ class Trainer(LeasedRun):
             "obs": np.array(self.obs, copy=True),
             "evals": self.evals,
             "last_metrics": self.last_metrics,
+            "rollouts": self.rollouts.state_dict(),
             "replay": self.buffer.state_dict() if self.cfg.checkpoint_replay else None,
         }
 
@@ -302,6 +308,8 @@ class Trainer(LeasedRun):
         self.agent.load_state_dict(state["agent"])
         restore_rng(state["rng"], {"np_rng": self.np_rng}, {"sample_gen": self.sample_gen})
         self.evals, self.last_metrics = list(state["evals"]), dict(state["last_metrics"])
+        if "rollouts" in state:  # checkpoints of earlier releases: the episodes in progress restart their sums
+            self.rollouts.load_state_dict(state["rollouts"])
         if state["replay"] is not None:
             self.buffer.load_state_dict(state["replay"])
         else:

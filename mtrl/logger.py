@@ -81,6 +81,8 @@ class PerTaskChart:
 RL_CHARTS: tuple[PerTaskChart, ...] = (
     PerTaskChart("per task: evaluation", "success", "eval/success/{task}"),
     PerTaskChart("per task: evaluation", "return", "eval/return/{task}"),
+    PerTaskChart("per task: training episodes", "success (stochastic policy)", "rollout/success/{task}"),
+    PerTaskChart("per task: training episodes", "return (stochastic policy)", "rollout/return/{task}"),
     PerTaskChart("per task: balancer", "critic weight", "balancer/critic/weight/{task}"),
     PerTaskChart("per task: balancer", "actor weight", "balancer/actor/weight/{task}"),
     PerTaskChart("per task: balancer", "critic gradient norm", "balancer/critic/grad_norm/{task}"),

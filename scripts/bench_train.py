@@ -130,10 +130,11 @@ def time_training_loop(
 
     for i in range(warmup + steps):
         start = time.perf_counter()
-        obs, _ = training_step(
+        res, _ = training_step(
             agent, envs, buffer, obs, action_TA=None, updates=cfg.sac.updates_per_step,
             batch_per_task=cfg.sac.batch_per_task, sample_gen=gen, metrics=False, phase=clock,
         )  # fmt: skip
+        obs = res.obs
         if i >= warmup:
             begins = [start, *(ends[name] for name in PHASES[:-1])]
             for name, begin in zip(PHASES, begins, strict=True):

@@ -48,7 +48,9 @@ def test_layout_of_a_per_task_chart_matches_each_task_and_nothing_else() -> None
     regexes = layout["per task: evaluation"]["success"][1]
     tags = {"eval/success/reach-1", "eval/success/reach-10", "eval/success_mean", "eval/return/reach-1"}
     assert lines(regexes, tags) == [["eval/success/reach-1"], ["eval/success/reach-10"]]
-    assert list(layout) == ["per task: evaluation", "per task: balancer", "per task: training"]
+    assert list(layout) == [
+        "per task: evaluation", "per task: training episodes", "per task: balancer", "per task: training"
+    ]  # fmt: skip
     assert "per task: balancer" not in custom_scalars_layout(STL_CHARTS, ["reach-1"])
 
 
@@ -60,8 +62,11 @@ def test_a_toy_rl_run_writes_one_chart_per_metric_with_a_line_per_task(tmp_path:
          "sac.batch_per_task=8", "critic_balancer=mgda", "progress=false"],
     )  # fmt: skip
     layout, tags = read_layout(tmp_path / "tb")
-    assert set(layout) == {"per task: evaluation", "per task: balancer", "per task: training"}
+    assert set(layout) == {"per task: evaluation", "per task: training episodes", "per task: balancer",
+                           "per task: training"}  # fmt: skip
     expected = {
+        ("per task: training episodes", "success (stochastic policy)"): "rollout/success/{}",  # episodes end at 40
+        ("per task: training episodes", "return (stochastic policy)"): "rollout/return/{}",
         ("per task: evaluation", "success"): "eval/success/{}",
         ("per task: evaluation", "return"): "eval/return/{}",
         ("per task: balancer", "critic weight"): "balancer/critic/weight/{}",

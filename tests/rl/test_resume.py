@@ -145,6 +145,11 @@ def test_resume_gives_the_uninterrupted_numbers(tmp_path: Path, uninterrupted: P
     full_rows, split_rows = _rows(uninterrupted), _rows(split)
     assert full_rows == split_rows  # losses, balancer scalars, evals, hparam metrics: every step once
     assert "train/critic_loss" in full_rows[TOTAL] and "eval/success_mean" in full_rows[300]
+    # the training episode in progress at step 230 (steps 201-240) ends after the resume with the same return
+    tasks = {k.rsplit("/", 1)[1] for k in full_rows[TOTAL] if k.startswith("train/alpha/")}
+    assert {k for k in full_rows[240] if k.startswith("rollout/")} == {
+        f"rollout/{what}/{task}" for what in ("return", "success") for task in tasks
+    } and len(tasks) == 4
     # TensorBoard: the stale steps of the interrupted process are purged, nothing is doubled.
     for tag in ("train/critic_loss", "train/alpha/reach-2", "eval/success_mean", "balancer/critic/cos_min"):
         full_events, split_events = _scalars(uninterrupted, tag), _scalars(split, tag)
