@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,3 +35,15 @@ def run_script(name: str, *args: str, timeout: float = 120) -> subprocess.Comple
         timeout=timeout,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
+
+
+def flat_sections(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A training config as a flat mapping: the ``env`` and ``sac`` sections' keys as ``env.<key>``/``sac.<key>``,
+    every other key as it is (how the preset tests compare presets key by key)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key in ("env", "sac"):
+            out.update(flat_sections(value, f"{key}."))
+        else:
+            out[prefix + key] = value
+    return out

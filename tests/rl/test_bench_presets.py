@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agents.config import TrainConfig
 from agents.trainer import Trainer
 from mtrl.config import config_to_dict, load_config
+from tests.helpers import flat_sections
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_PRESET = ROOT / "configs" / "mt10_sac_cpu.yaml"
@@ -26,16 +26,6 @@ CHANGED = {
 }
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and key in ("env", "sac"):
-            out.update(_flat(value, f"{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
 def _load(path: Path, *overrides: str) -> TrainConfig:
     return load_config(TrainConfig, path, ["device=cpu", *overrides])
 
@@ -46,7 +36,7 @@ def test_every_bench_preset_is_listed() -> None:
 
 @pytest.mark.parametrize("name", sorted(CHANGED))
 def test_preset_is_the_cpu_preset_with_the_pilot_keys_changed(name: str) -> None:
-    ours, cpu = _flat(config_to_dict(_load(BENCH / name))), _flat(config_to_dict(_load(CPU_PRESET)))
+    ours, cpu = flat_sections(config_to_dict(_load(BENCH / name))), flat_sections(config_to_dict(_load(CPU_PRESET)))
     differ = {k for k in ours.keys() | cpu.keys() if ours.get(k) != cpu.get(k)}
     assert differ - {"protocol_details"} == CHANGED[name]  # protocol_details is resolved from eval_episodes
     cfg = _load(BENCH / name)
@@ -56,9 +46,9 @@ def test_preset_is_the_cpu_preset_with_the_pilot_keys_changed(name: str) -> None
 
 
 def test_small_and_six_task_presets_change_one_thing_of_mix4() -> None:
-    mix4 = _flat(config_to_dict(_load(BENCH / "mix4.yaml")))
+    mix4 = flat_sections(config_to_dict(_load(BENCH / "mix4.yaml")))
     for name, key in (("mix4_small.yaml", "sac.hidden_sizes"), ("mix6.yaml", "env.tasks")):
-        other = _flat(config_to_dict(_load(BENCH / name)))
+        other = flat_sections(config_to_dict(_load(BENCH / name)))
         assert {k for k in mix4 if mix4[k] != other[k]} == {key}
     assert _load(BENCH / "mix6.yaml").env.tasks[:4] == _load(BENCH / "mix4.yaml").env.tasks
 
