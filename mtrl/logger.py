@@ -93,8 +93,8 @@ RL_CHARTS: tuple[PerTaskChart, ...] = (
 )
 
 #: The per-task charts of the single-task reference (``agents.stl``, one SAC per task): the RL charts
-#: without the balancer's.
-STL_CHARTS: tuple[PerTaskChart, ...] = tuple(c for c in RL_CHARTS if not c.tag.startswith("balancer/"))
+#: without the balancer's and the training episodes' (SB3 logs no per-episode tags here).
+STL_CHARTS: tuple[PerTaskChart, ...] = tuple(c for c in RL_CHARTS if not c.tag.startswith(("balancer/", "rollout/")))
 
 #: The per-task charts of the vision runs (``mtrl.vision.trainer``): losses and the encoder balancer's
 #: weights with a line per task, and one chart of each task's evaluation metrics.
