@@ -396,6 +396,7 @@ def test_a_scripts_own_defaults_give_way_to_the_users_overrides() -> None:
     """A script passing defaults with a user's overrides (scripts/vision_table.py) drops the defaults the user
     sets, so that the training script's refusal of a key given twice does not hit them."""
     from mtrl.config import with_defaults
+    from mtrl.vision.table import table_job
 
     defaults = ["threads=1", "device=cpu", "sac.lr=0.1"]
     assert with_defaults(defaults, ["device=cuda", "sac={lr: 0.2}"]) == ["threads=1", "device=cuda", "sac={lr: 0.2}"]
@@ -404,8 +405,7 @@ def test_a_scripts_own_defaults_give_way_to_the_users_overrides() -> None:
         "device": "cuda",
         "sac": {"lr": 0.1},
     }
-    vision_table = load_script("vision_table")
-    cmd = vision_table._command(VISION, Path("runs"), "ew_s0", 0, ["device=cuda"])
+    cmd = list(table_job(VISION, Path("runs"), "ew_s0", 0, ["device=cuda"]).argv())
     assert "device=cuda" in cmd and "device=cpu" not in cmd and "threads=1" in cmd
 
 
