@@ -41,6 +41,7 @@ from mtrl.interrupt import RESUMABLE_EXITS
 __all__ = [
     "Job",
     "JobOutcome",
+    "JobsInterrupted",
     "check_jobs",
     "has_checkpoint",
     "is_finished",
@@ -51,6 +52,7 @@ __all__ = [
     "stopped_status",
     "unfinished_jobs",
 ]
+
 
 def is_finished(run_dir: Path) -> bool:
     """Whether the run in ``run_dir`` ran to its end (``results.json`` without ``"complete": false``)."""
@@ -203,7 +205,7 @@ def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = Non
     run and without failing (a trainer stopped by SIGINT or SIGTERM saves a checkpoint and exits 130 or
     143) says it will resume. Ctrl-C (SIGINT to the driver, which handles it when called from the main thread) stops
     the driver: no new job starts, the running ones get a SIGINT, save their checkpoints and end, and
-    then ``KeyboardInterrupt`` is raised.
+    then :class:`JobsInterrupted` (a ``KeyboardInterrupt`` holding the outcomes) is raised.
     """
     out = stream if stream is not None else sys.stderr
     todo = unfinished_jobs(jobs, out)
@@ -248,9 +250,20 @@ def stopped_status(returncode: int) -> str:
     return f"stopped before its end{how} (checkpointed: it resumes when run again)"
 
 
+class JobsInterrupted(KeyboardInterrupt):
+    """The driver was stopped (Ctrl-C) — a ``KeyboardInterrupt`` that carries the :class:`JobOutcome` of every job
+    that ended before the stop or because of it (:attr:`outcomes`), so that a caller can still account for them
+    (``scripts/bench_pilot.py`` adds their seconds to its ledger)."""
+
+    def __init__(self, outcomes: Sequence[JobOutcome]) -> None:
+        super().__init__(f"stopped after {len(outcomes)} ended job(s)")
+        self.outcomes = list(outcomes)
+
+
 def raise_interrupted(outcomes: Sequence[JobOutcome], started_or_queued: int, out: TextIO) -> NoReturn:
     """After a stop (Ctrl-C): say how many running runs stopped and saved and how many never started, then
-    raise ``KeyboardInterrupt`` (both backends, :func:`run_jobs` and :func:`mtrl.ray_jobs.run_ray_jobs`)."""
+    raise :class:`JobsInterrupted` with ``outcomes`` (both backends, :func:`run_jobs` and
+    :func:`mtrl.ray_jobs.run_ray_jobs`)."""
     stopped = [o for o in outcomes if not is_finished(o.job.run_dir)]
     print(
         f"interrupted: {len(stopped)} running runs stopped and saved; {started_or_queued - len(outcomes)} not "
@@ -258,4 +271,4 @@ def raise_interrupted(outcomes: Sequence[JobOutcome], started_or_queued: int, ou
         file=out,
         flush=True,
     )
-    raise KeyboardInterrupt
+    raise JobsInterrupted(outcomes)

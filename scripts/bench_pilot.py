@@ -51,7 +51,7 @@ from agents.transfer import (
     stl_jobs,
 )
 from mtrl.config import ConfigError
-from mtrl.jobs import Job, check_jobs, pending_jobs, run_jobs
+from mtrl.jobs import Job, JobsInterrupted, check_jobs, pending_jobs, run_jobs
 from mtrl.ray_jobs import add_ray_arguments, ray_options, run_ray_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             todo = list(jobs.values())
             outcomes = run_ray_jobs(todo, ray) if ray else run_jobs(todo, parallel=args.jobs or 2)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:  # the runs that ended, stopped ones included, still count in the ledger
+            record_outcomes(root, stop.outcomes if isinstance(stop, JobsInterrupted) else [])
             print("stopped: run the same command again to resume", file=sys.stderr)
             return 130
         record_outcomes(root, outcomes)

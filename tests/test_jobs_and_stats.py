@@ -69,7 +69,10 @@ def test_ctrl_c_stops_the_driver_lets_running_jobs_save_and_starts_nothing_new(t
     driver = (
         "import sys; from pathlib import Path; from mtrl.jobs import Job, run_jobs; "
         f"jobs = [Job(f'j{{i}}', Path({str(tmp_path)!r}) / f'j{{i}}', (sys.executable, '-c', {trainer!r}, "
-        f"str(Path({str(tmp_path)!r}) / f'j{{i}}'))) for i in range(3)]; run_jobs(jobs, parallel=1)"
+        f"str(Path({str(tmp_path)!r}) / f'j{{i}}'))) for i in range(3)]\n"
+        "try:\n    run_jobs(jobs, parallel=1)\n"
+        "except KeyboardInterrupt as stop:\n    print('ended:', [o.job.name for o in stop.outcomes], file=sys.stderr)\n"
+        "    raise\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", driver], stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[1], start_new_session=True)  # fmt: skip
@@ -78,8 +81,9 @@ def test_ctrl_c_stops_the_driver_lets_running_jobs_save_and_starts_nothing_new(t
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert proc.returncode != 0 and "JobsInterrupted" in err  # a KeyboardInterrupt holding the outcomes
     assert "interrupted: 1 running runs stopped and saved; 2 not started" in err
+    assert "ended: ['j0']" in err  # the stopped job's outcome reaches the caller (bench_pilot.py's ledger)
     assert (tmp_path / "j0" / "checkpoints" / "last.txt").is_file()
     assert not (tmp_path / "j1").exists() and not (tmp_path / "j2").exists()
 
