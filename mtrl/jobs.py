@@ -197,8 +197,14 @@ class _Runner:
         return JobOutcome(job, code, time.perf_counter() - start, log)
 
 
-def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = None) -> list[JobOutcome]:
-    """Run the unfinished ``jobs``, ``parallel`` at a time; returns their outcomes in finishing order.
+def run_jobs(
+    jobs: Sequence[Job],
+    parallel: int = 1,
+    stream: TextIO | None = None,
+    on_outcome: Callable[[JobOutcome], None] | None = None,
+) -> list[JobOutcome]:
+    """Run the unfinished ``jobs``, ``parallel`` at a time; returns their outcomes in finishing order, and hands
+    each to ``on_outcome`` as soon as its job ends (so a caller's record survives a driver that dies later).
 
     Prints one line per ended job (``[done/total, running, failed] name: ok in 3m12s``) to ``stream``
     (default stderr); a failed job's line names its log, and a job that ended without finishing its
@@ -236,6 +242,8 @@ def run_jobs(jobs: Sequence[Job], parallel: int = 1, stream: TextIO | None = Non
                 if result is not None:
                     outcomes.append(result)
                     print(line(result), file=out, flush=True)
+                    if on_outcome is not None:
+                        on_outcome(result)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

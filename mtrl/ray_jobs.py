@@ -53,7 +53,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -281,10 +281,14 @@ def _for_ray(job: Job, options: RayOptions) -> Job:
 
 
 def run_ray_jobs(
-    jobs: Sequence[Job], options: RayOptions | None = None, stream: TextIO | None = None
+    jobs: Sequence[Job],
+    options: RayOptions | None = None,
+    stream: TextIO | None = None,
+    on_outcome: Callable[[JobOutcome], None] | None = None,
 ) -> list[JobOutcome]:
     """Run the unfinished ``jobs`` as Ray tasks (connecting with :func:`connect` if needed); returns
-    their outcomes in finishing order, like :func:`mtrl.jobs.run_jobs`.
+    their outcomes in finishing order and hands each to ``on_outcome`` as its run ends, like
+    :func:`mtrl.jobs.run_jobs`.
 
     Prints to ``stream`` (default stderr) a line per started attempt (host, worker pid, run directory),
     per retry (why) and per ended run, each led by ``[done/total done, running, failed]``. A run that
@@ -329,7 +333,10 @@ def run_ray_jobs(
         run = runs[i]
         seconds = time.monotonic() - run.started if run.started is not None else 0.0
         log = run.job.run_dir / "job.log"
-        outcomes.append(JobOutcome(run.job, code, seconds, log, attempts=run.attempt, error="; ".join(run.reasons)))
+        outcome = JobOutcome(run.job, code, seconds, log, attempts=run.attempt, error="; ".join(run.reasons))
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
         minutes, secs = divmod(int(seconds), 60)
         if code != 0 and code not in RESUMABLE_EXITS:
             tries = f"{run.attempt} attempt{'s' if run.attempt != 1 else ''}"

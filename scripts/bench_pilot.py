@@ -51,7 +51,7 @@ from agents.transfer import (
     stl_jobs,
 )
 from mtrl.config import ConfigError
-from mtrl.jobs import Job, JobsInterrupted, check_jobs, pending_jobs, run_jobs
+from mtrl.jobs import Job, JobOutcome, check_jobs, pending_jobs, run_jobs
 from mtrl.ray_jobs import add_ray_arguments, ray_options, run_ray_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,12 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(jobs)} runs under {root} ({where}); logs in each run's job.log", file=sys.stderr, flush=True)
         try:
             todo = list(jobs.values())
-            outcomes = run_ray_jobs(todo, ray) if ray else run_jobs(todo, parallel=args.jobs or 2)
-        except KeyboardInterrupt as stop:  # the runs that ended, stopped ones included, still count in the ledger
-            record_outcomes(root, stop.outcomes if isinstance(stop, JobsInterrupted) else [])
+
+            def record(outcome: JobOutcome) -> None:  # each run's seconds as it ends, stopped runs included
+                record_outcomes(root, [outcome])
+
+            outcomes = (
+                run_ray_jobs(todo, ray, on_outcome=record) if ray
+                else run_jobs(todo, parallel=args.jobs or 2, on_outcome=record)
+            )  # fmt: skip
+        except KeyboardInterrupt:
             print("stopped: run the same command again to resume", file=sys.stderr)
             return 130
-        record_outcomes(root, outcomes)
         for o in outcomes:
             if o.failed:
                 print(f"FAILED: {o.job.name} (exit {o.returncode}); see {o.log}", file=sys.stderr)

@@ -42,8 +42,10 @@ def test_jobs_skip_finished_resume_checkpointed_and_report_failures(tmp_path: Pa
     jobs = [_writer_job(done), _writer_job(started), _writer_job(fresh), _writer_job(broken, code=3)]
     assert [j.run_dir for j in pending_jobs(jobs)] == [started, fresh, broken]
     log = io.StringIO()
-    outcomes = run_jobs(jobs, parallel=2, stream=log)
+    handed: list[str] = []  # on_outcome gets each outcome as its job ends, in the same order
+    outcomes = run_jobs(jobs, parallel=2, stream=log, on_outcome=lambda o: handed.append(o.job.name))
     assert sorted(o.job.name for o in outcomes) == ["broken", "fresh", "started"]
+    assert handed == [o.job.name for o in outcomes]
     assert json.loads((started / "results.json").read_text())["argv"] == ["resume=true"]
     assert json.loads((fresh / "results.json").read_text())["argv"] == []
     text = log.getvalue()
