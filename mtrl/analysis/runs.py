@@ -29,6 +29,7 @@ __all__ = [
     "find_runs",
     "flatten",
     "group_name",
+    "history_of",
     "run_files",
     "run_history",
     "unfinished_note",
@@ -176,6 +177,11 @@ def run_history(run_dir: str | Path, finished_only: bool = True) -> dict[str, di
     results = _read_mapping(path)  # ValueError naming the file when it cannot be read
     if finished_only and results.get("complete") is False:
         return None
+    return history_of(results, path)
+
+
+def history_of(results: Mapping[str, Any], path: Path) -> dict[str, dict[int, dict[str, float]]]:
+    """:func:`run_history` of a ``results.json`` already read (``path`` names it in errors)."""
     if "history" in results:  # train_stl.py: one history per task
         return {
             task: {int(h["step"]): {"success": float(h["success"]), "return": float(h["return"])} for h in hist}

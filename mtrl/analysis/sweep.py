@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from mtrl.analysis.core import Interval, curve_estimates, interval_estimates, probability_of_improvement
-from mtrl.analysis.runs import RunRecord, find_runs, flatten, run_history
+from mtrl.analysis.runs import RunRecord, find_runs, flatten, history_of, run_history
 from mtrl.analysis.transfer import holm, improvement_p_value, last_evals_score
 
 __all__ = [
@@ -200,7 +200,7 @@ def _row(sweep: Sweep, run: RunRecord) -> tuple[dict[str, float], dict[str, floa
     if sweep.kind == "rl" and sweep.last is not None:
         tasks = sorted(run.results["summary"]["final"]["success"])
         try:
-            score = last_evals_score(run_history(run.path, finished_only=False) or {}, tasks, n=sweep.last)
+            score = last_evals_score(history_of(run.results, run.path / "results.json"), tasks, n=sweep.last)
         except ValueError as err:
             raise ValueError(f"run {run.path}: {err}") from None
         return dict(zip(tasks, score.tolist(), strict=True)), {f"mean of last {sweep.last} evaluations": score.mean()}
