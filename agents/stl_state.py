@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.stl_metrics import EvalHistory
-from mtrl.checkpoint_io import load_envelope, save_envelope
+from mtrl.checkpoint_io import CheckpointError, load_envelope, save_envelope
 from mtrl.runstart import TrainerKind
 
 __all__ = ["LEGACY_STATE_FILE", "STATE_FILE", "STATE_FORMAT", "SavedState", "read_state", "write_state"]
@@ -54,12 +54,26 @@ def read_state(ckpt_dir: Path, tasks: Sequence[str], kind: TrainerKind) -> Saved
     :func:`mtrl.checkpoint_io.load_envelope`), or the ``state.json`` of an earlier release where there is none.
 
     Raises:
-        CheckpointError: ``state.pt`` is truncated or corrupt, untrusted, or another trainer's (one line).
+        CheckpointError: ``state.pt`` is truncated or corrupt, untrusted, or another trainer's; ``state.json`` is
+            not valid JSON (a write cut short); or either lacks a part or one of ``tasks`` (one line each).
     """
     path = Path(ckpt_dir) / STATE_FILE
     if path.is_file():
         state = load_envelope(path, kind)
     else:
-        state = json.loads((Path(ckpt_dir) / LEGACY_STATE_FILE).read_text())
-    steps = {t: int(state["steps"][t]) for t in tasks}
-    return SavedState(steps, EvalHistory(tasks, state["history"], state["mean_logged"]))
+        path = Path(ckpt_dir) / LEGACY_STATE_FILE
+        try:
+            state = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CheckpointError(
+                f"{path} is not valid JSON ({err}): the write was cut short; delete the run directory, or "
+                f"start a new run (another logdir= or run_name=)"
+            ) from None
+    try:
+        steps = {t: int(state["steps"][t]) for t in tasks}
+        return SavedState(steps, EvalHistory(tasks, state["history"], state["mean_logged"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} does not describe this run's tasks {list(tasks)} (missing or malformed: {err}); resume it "
+            f"with the tasks it was started with, or start a new run (another logdir= or run_name=)"
+        ) from None

@@ -59,3 +59,16 @@ def test_another_trainers_file_or_a_damaged_one_is_refused_in_one_line(tmp_path:
     (tmp_path / STATE_FILE).write_bytes((tmp_path / STATE_FILE).read_bytes()[:40])
     with pytest.raises(CheckpointError, match=STATE_FILE):
         read_state(tmp_path, TASKS, STL)
+
+
+def test_a_torn_or_foreign_state_json_is_refused_in_one_line(tmp_path: Path) -> None:
+    legacy = {"format": 1, "steps": {"reach-v3": 200, "push-v3": 100}, "history": {}, "mean_logged": []}
+    text = json.dumps(legacy)
+    (tmp_path / LEGACY_STATE_FILE).write_text(text[: len(text) // 2])  # a write cut short
+    with pytest.raises(CheckpointError, match="not valid JSON") as err:
+        read_state(tmp_path, TASKS, STL)
+    assert "\n" not in str(err.value)
+    (tmp_path / LEGACY_STATE_FILE).write_text(json.dumps({**legacy, "steps": {"reach-v3": 200}}))  # other tasks
+    with pytest.raises(CheckpointError, match="push-v3") as err:
+        read_state(tmp_path, TASKS, STL)
+    assert "\n" not in str(err.value)
