@@ -86,3 +86,20 @@ def test_holm_steps_down() -> None:
     assert holm({"b": 0.04, "a": 0.01, "c": 0.03}) == {"b": False, "a": True, "c": False}
     assert holm({"a": 0.01, "b": 0.02}) == {"a": True, "b": True}  # 0.01 <= 0.025, 0.02 <= 0.05
     assert holm({}) == {}
+
+
+def test_improvement_probability_equals_rliables_bit_for_bit() -> None:
+    from rliable import metrics
+
+    from mtrl.analysis.core import improvement_probability
+
+    rng = np.random.default_rng(7)
+    for runs_x, runs_y, tasks in ((5, 5, 4), (10, 3, 6), (1, 7, 1), (12, 12, 10)):
+        # success rates on a 20-episode grid: many ties, as real evaluations have
+        x = rng.integers(0, 21, (runs_x, tasks)) / 20
+        y = rng.integers(0, 21, (runs_y, tasks)) / 20
+        if runs_x == runs_y:
+            y[:, 0] = x[:, 0]  # one identical column: rliable's 0.5 shortcut
+        assert improvement_probability(x, y) == metrics.probability_of_improvement(x, y)
+        assert improvement_probability(y, x) == metrics.probability_of_improvement(y, x)
+    assert improvement_probability(np.ones((3, 2)), np.zeros((4, 2))) == 1.0
