@@ -171,15 +171,19 @@ def stl_jobs(root: Path, settings: Sequence[Setting], seeds: Sequence[int], pyth
 
 # --- cost ------------------------------------------------------------------------------------------
 def record_outcomes(root: Path, outcomes: Sequence[JobOutcome]) -> None:
-    """Append each ended job's seconds (one core each) to ``ROOT/ledger.jsonl``: a resumed run adds a line."""
+    """Append each ended job's wall-clock seconds (one core each) to ``ROOT/ledger.jsonl``, with its CPU seconds where
+    measured (``cpu_seconds``: what the run used, while ``seconds`` also counts time it waited for a core or was
+    paused): a resumed run adds a line."""
     root.mkdir(parents=True, exist_ok=True)
     with (root / "ledger.jsonl").open("a") as out:
         for o in outcomes:
-            line = {
+            line: dict[str, object] = {
                 "run_dir": str(o.job.run_dir.relative_to(root)),
                 "seconds": round(o.seconds, 1),
                 "exit": o.returncode,
             }
+            if o.cpu_seconds is not None:
+                line["cpu_seconds"] = round(o.cpu_seconds, 1)
             out.write(json.dumps(line) + "\n")
 
 

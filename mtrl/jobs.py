@@ -96,8 +96,9 @@ class Job:
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """How one job ended: its return code, seconds and log file; with the Ray backend
-    (:mod:`mtrl.ray_jobs`) also how many attempts it took and why the failed ones failed."""
+    """How one job ended: its return code, wall-clock seconds and log file; run locally (:func:`run_jobs`) also
+    the CPU seconds its process used; with the Ray backend (:mod:`mtrl.ray_jobs`) how many attempts it took and why
+    the failed ones failed."""
 
     job: Job
     returncode: int
@@ -105,6 +106,10 @@ class JobOutcome:
     log: Path
     attempts: int = 1
     error: str = ""
+    #: User + system CPU seconds of the job's process (and of the processes it waited for), from the kernel's
+    #: accounting at its exit (``os.wait4``); None where not measured (the Ray backend). On a machine with more
+    #: runnable jobs than cores, or a paused job, ``seconds`` overstates the core time and this does not.
+    cpu_seconds: float | None = None
 
     @property
     def stopped(self) -> bool:
@@ -189,12 +194,26 @@ class _Runner:
             child = subprocess.Popen(job.argv(), stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
             self._children.add(child)
         try:
-            code = child.wait()
+            code, cpu = _wait_with_cpu(child)
         finally:
             out.close()
             with self._lock:
                 self._children.discard(child)
-        return JobOutcome(job, code, time.perf_counter() - start, log)
+        return JobOutcome(job, code, time.perf_counter() - start, log, cpu_seconds=cpu)
+
+
+def _wait_with_cpu(child: subprocess.Popen[bytes]) -> tuple[int, float | None]:
+    """Wait for ``child`` to exit: ``(returncode, cpu_seconds)``, the return code as ``Popen`` gives it (negative:
+    killed by that signal) and its user + system CPU seconds from ``os.wait4`` (None where the platform has no
+    ``wait4``, or where another caller reaped the child first: then ``Popen`` has its code)."""
+    if hasattr(os, "wait4"):
+        try:
+            _, status, usage = os.wait4(child.pid, 0)
+        except ChildProcessError:
+            return child.wait(), None
+        child.returncode = os.waitstatus_to_exitcode(status)
+        return child.returncode, usage.ru_utime + usage.ru_stime
+    return child.wait(), None
 
 
 def run_jobs(

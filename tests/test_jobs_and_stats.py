@@ -90,6 +90,19 @@ def test_ctrl_c_stops_the_driver_lets_running_jobs_save_and_starts_nothing_new(t
     assert not (tmp_path / "j1").exists() and not (tmp_path / "j2").exists()
 
 
+def test_a_local_job_reports_its_cpu_seconds_apart_from_its_wall_seconds(tmp_path: Path) -> None:
+    """A real subprocess that computes for about 0.6 s of CPU and then sleeps 1 s: its outcome's CPU seconds count
+    the work, not the sleep (the wall seconds count both); one killed by a signal gives Popen's negative code."""
+    busy = "import time; end = time.process_time() + 0.6\nwhile time.process_time() < end:\n    pass\ntime.sleep(1.0)"
+    job = Job("busy", tmp_path / "busy", (sys.executable, "-c", busy))
+    killed = Job("killed", tmp_path / "killed", (sys.executable, "-c", "import os, signal; os.kill(os.getpid(), 9)"))
+    outcomes = {o.job.name: o for o in run_jobs([job, killed], parallel=1, stream=io.StringIO())}
+    busy_out = outcomes["busy"]
+    assert busy_out.returncode == 0 and busy_out.cpu_seconds is not None
+    assert 0.6 <= busy_out.cpu_seconds < busy_out.seconds - 0.8  # the second of sleep is wall time only
+    assert outcomes["killed"].returncode == -9 and outcomes["killed"].failed
+
+
 # --- rliable statistics ----------------------------------------------------------------------------
 def test_interval_estimates_match_the_definitions_and_are_reproducible() -> None:
     rng = np.random.default_rng(0)

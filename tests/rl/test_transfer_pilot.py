@@ -137,8 +137,10 @@ def test_ledger_adds_every_attempt(tmp_path: Path) -> None:
     setting = load_setting("mix4")
     (job,) = stl_jobs(tmp_path, [setting], [0])[:1]
     record_outcomes(tmp_path, [JobOutcome(job, 130, 1800.0, job.run_dir / "job.log")])
-    record_outcomes(tmp_path, [JobOutcome(job, 0, 1800.0, job.run_dir / "job.log")])  # resumed to its end
+    record_outcomes(tmp_path, [JobOutcome(job, 0, 1800.0, job.run_dir / "job.log", cpu_seconds=1700.0)])  # resumed
     assert core_hours(tmp_path, [job.run_dir]) == pytest.approx(1.0)
+    lines = [json.loads(line) for line in (tmp_path / "ledger.jsonl").read_text().splitlines()]
+    assert "cpu_seconds" not in lines[0] and lines[1]["cpu_seconds"] == 1700.0  # where measured
     assert core_hours(tmp_path, [stl_run_dir(tmp_path, setting, "reach-v3", 1)]) == 0.0
     assert not is_finished(job.run_dir)
 
