@@ -13,9 +13,9 @@ A run is *finished* when its ``results.json`` exists and does not say ``"complet
 RL trainers write that on Ctrl-C). It can be *resumed* when it left a checkpoint of its trainer
 (:func:`mtrl.runstart.has_checkpoint`: ``checkpoints/last.txt`` or ``step_*.pt`` of ``scripts/train.py``,
 ``checkpoints/state.pt`` (``state.json``) of ``scripts/train_stl.py``, ``checkpoint.pt`` or ``checkpoint.prev.pt`` of
-``scripts/train_vision.py``). A trainer stopped by SIGINT or SIGTERM checkpoints and exits with status 130 or
-143 (:data:`mtrl.interrupt.RESUMABLE_EXITS`): such a job is *stopped*, not failed, and the next invocation of
-the same jobs resumes it.
+``scripts/train_vision.py``). A trainer stopped by SIGINT, SIGTERM or SIGHUP checkpoints and exits with status
+130, 143 or 129 (:data:`mtrl.interrupt.RESUMABLE_EXITS`): such a job is *stopped*, not failed, and the next
+invocation of the same jobs resumes it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""How a run ends when it is stopped or its disk fails, and how it is resumed: SIGTERM handled like Ctrl-C (exit
-143/130, the step and the resume command printed, no final report), an unreadable newest checkpoint skipped for
+"""How a run ends when it is stopped or its disk fails, and how it is resumed: SIGTERM and SIGHUP handled like
+Ctrl-C (exit 143/129/130, the step and the resume command printed, no final report; SIGHUP left ignored under
+``nohup``), an unreadable newest checkpoint skipped for
 the older intact one with a note, a missing ``checkpoints/last.txt``, a full disk during a checkpoint write, and
 the job backends' reading of the exit statuses; on the real trainers and scripts."""
 
@@ -140,6 +141,54 @@ def test_sigterm_in_the_single_task_reference_exits_143_with_the_resume_command(
     resumed = call("train_stl", *_resume_command(stopped.err)[2:])
     assert resumed.code == 0, resumed.err[-3000:]
     assert _results(tmp_path / "term")["complete"] is True
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_sighup_a_closed_terminal_checkpoints_and_exits_129(tmp_path: Path) -> None:
+    """A real SIGHUP (the terminal or ssh session of the run closed) to ``scripts/train.py``: the run checkpoints,
+    exits 129 with the resume command, and the job backend reads 129 as stopped, not failed."""
+    from mtrl.jobs import Job, JobOutcome
+    from tests.rl.helpers import interrupt_once_logged
+
+    cmd = [sys.executable, TRAIN, TOY, f"logdir={tmp_path}", "run_name=hup", "total_steps=1000000", "eval_every=0",
+           "checkpoint_every=0", "log_every=20", "progress=false"]  # fmt: skip
+    code, err = interrupt_once_logged(cmd, ROOT, tmp_path / "hup" / "metrics.jsonl", '"train/critic_loss"', 60,
+                                      signum=signal.SIGHUP)  # fmt: skip
+    assert code == 129, err[-3000:]
+    results = json.loads((tmp_path / "hup" / "results.json").read_text())
+    assert results["complete"] is False and results["steps"] > 0
+    assert err.strip().splitlines()[-2].startswith(f"interrupted by SIGHUP at step {results['steps']}: saved ")
+    assert err.strip().endswith(f"logdir={tmp_path} run_name=hup resume=true")
+    job = Job("hup", tmp_path / "hup", tuple(cmd))
+    assert JobOutcome(job, code, 1.0, tmp_path / "hup" / "job.log").stopped
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_a_run_started_under_nohup_keeps_ignoring_sighup() -> None:
+    """``nohup`` starts a run with SIGHUP ignored so that it outlives its terminal: the stop handler leaves it so
+    (and restores nothing for it), while SIGINT is taken over even when ignored (background jobs of a shell)."""
+    from mtrl.interrupt import install_stop_handler
+
+    stops: list[int] = []
+    saved = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGINT)}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        restore = install_stop_handler(stops.append, lambda: False)
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        signal.raise_signal(signal.SIGHUP)  # ignored: no stop
+        signal.raise_signal(signal.SIGINT)
+        assert stops == [signal.SIGINT]
+        restore()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # a terminal's run: SIGHUP becomes a clean stop
+        restore = install_stop_handler(stops.append, lambda: False)
+        signal.raise_signal(signal.SIGHUP)
+        restore()
+        assert stops == [signal.SIGINT, signal.SIGHUP] and signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 @pytest.fixture(scope="module")

@@ -37,15 +37,17 @@ def agent_params(agent: MultiTaskSAC) -> list[torch.Tensor]:
     return [p.detach().clone() for net in nets for p in net.parameters()] + [agent.log_alpha_T.detach().clone()]
 
 
-def interrupt_once_logged(cmd: list[str], cwd: Path, metrics: Path, marker: str, timeout: float) -> tuple[int, str]:
-    """Start ``cmd`` (one OpenMP thread), send SIGINT once ``metrics`` contains ``marker`` (or after
+def interrupt_once_logged(
+    cmd: list[str], cwd: Path, metrics: Path, marker: str, timeout: float, signum: int = signal.SIGINT
+) -> tuple[int, str]:
+    """Start ``cmd`` (one OpenMP thread), send ``signum`` (SIGINT) once ``metrics`` contains ``marker`` (or after
     ``timeout`` s), wait for it to exit; returns ``(returncode, stderr)``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + timeout
     while time.time() < deadline and not (metrics.exists() and marker in metrics.read_text()):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, err
 
