@@ -40,10 +40,12 @@ def agent_params(agent: MultiTaskSAC) -> list[torch.Tensor]:
 def interrupt_once_logged(
     cmd: list[str], cwd: Path, metrics: Path, marker: str, timeout: float, signum: int = signal.SIGINT
 ) -> tuple[int, str]:
-    """Start ``cmd`` (one OpenMP thread), send ``signum`` (SIGINT) once ``metrics`` contains ``marker`` (or after
+    """Start ``cmd`` (one OpenMP thread) with ``signum`` at its default disposition (a test run under ``nohup``
+    would pass SIGHUP on ignored), send it ``signum`` (SIGINT) once ``metrics`` contains ``marker`` (or after
     ``timeout`` s), wait for it to exit; returns ``(returncode, stderr)``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + timeout
     while time.time() < deadline and not (metrics.exists() and marker in metrics.read_text()):
         time.sleep(0.2)
