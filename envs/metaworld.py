@@ -101,9 +101,10 @@ def make_mt_envs(
             honours). Under ``mtrl-legacy`` the fixed goals are drawn from it, so evaluation envs
             built with the training seed get the training goals (as mtrl did).
         vector_strategy: ``"sync"`` (faster on 2 cores) or ``"async"`` (one process per task). The
-            async worker processes ignore SIGINT (they are started with SIGINT ignored), so a Ctrl-C,
-            which reaches the whole process group, only asks the trainer to stop cleanly and the
-            workers stay alive for the final checkpoint.
+            async worker processes ignore SIGINT and SIGHUP (they are started with both ignored), so a
+            Ctrl-C or a closed terminal, which reach the whole process group, only ask the trainer to
+            stop cleanly and the workers stay alive for the final checkpoint. (SIGTERM is not ignored:
+            it is how gymnasium and multiprocessing end a worker that does not close.)
         use_one_hot: append the task one-hot ``(T,)`` to observations.
         tasks: ``MT1``: exactly one task name; ``custom``: its task names; the fixed benchmarks
             take None (or their own list).
@@ -137,7 +138,7 @@ def make_mt_envs(
     }
     if spec.reward_normalization is not None:
         env_kwargs["reward_normalization_method"] = spec.reward_normalization
-    with warnings.catch_warnings(), _workers_ignore_sigint(vector_strategy == "async"):
+    with warnings.catch_warnings(), _workers_ignore_stop_signals(vector_strategy == "async"):
         # Meta-World's float64 bounds are cast to the float32 Box of the vector env; harmless.
         warnings.filterwarnings("ignore", message=r".*precision lowered by casting to float32")
         vec = _make_vec(gym, benchmark, names, seed, vector_strategy, use_one_hot, env_kwargs)
@@ -202,23 +203,29 @@ def _make_vec(
     return gym.make_vec(gym_id, vector_strategy=vector_strategy, seed=seed, use_one_hot=use_one_hot, **env_kwargs)
 
 
-@contextlib.contextmanager
-def _workers_ignore_sigint(active: bool) -> Iterator[None]:
-    """Ignore SIGINT while the async workers start, so they inherit SIG_IGN; restore it afterwards.
+#: The stop signals async workers are started with ignored: those a terminal sends the whole process group.
+WORKER_IGNORED_SIGNALS: tuple[int, ...] = (signal.SIGINT, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()))
 
-    Without this a Ctrl-C reaches every worker (same process group), gymnasium's worker loop catches
-    the KeyboardInterrupt and closes its env, and the trainer's clean stop (checkpoint: env state)
-    then talks to dead workers. A fresh interpreter (spawn/forkserver) keeps an inherited SIG_IGN
-    too. No-op outside the main thread (signal handlers can only be changed there).
+
+@contextlib.contextmanager
+def _workers_ignore_stop_signals(active: bool) -> Iterator[None]:
+    """Ignore :data:`WORKER_IGNORED_SIGNALS` (SIGINT, SIGHUP) while the async workers start, so they inherit
+    SIG_IGN; restore the handlers afterwards.
+
+    Without this a Ctrl-C or a terminal's hangup reaches every worker (same process group), gymnasium's
+    worker loop catches the KeyboardInterrupt and closes its env (or SIGHUP kills it), and the trainer's clean
+    stop (checkpoint: env state) then talks to dead workers. A fresh interpreter (spawn/forkserver) keeps an
+    inherited SIG_IGN too. No-op outside the main thread (signal handlers can only be changed there).
     """
     if not active or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in WORKER_IGNORED_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _import_metaworld() -> Any:

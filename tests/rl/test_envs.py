@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -378,3 +379,31 @@ def test_async_matches_sync() -> None:
     finally:
         sync_envs.close()
         async_envs.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the workers' signal masks from /proc")
+def test_async_workers_start_with_ctrl_c_and_hangup_ignored_but_not_sigterm() -> None:
+    """A terminal's Ctrl-C and hangup reach the whole process group: the async workers (real processes, their
+    ``SigIgn`` mask read from /proc) ignore SIGINT and SIGHUP, so only the trainer stops and it can still reach them
+    for its checkpoint; SIGTERM stays deliverable (gymnasium ends a worker that will not close with it), and the
+    driver's own handlers are as before."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)}
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal (a suite run under nohup would ignore it)
+    before = {s: signal.getsignal(s) for s in saved}
+    envs = make_mt_envs("custom", tasks=["reach-v3", "drawer-close-v3"], seed=0, vector_strategy="async")
+    try:
+        workers = envs.unwrapped.processes
+        assert len(workers) == 2 and all(w.is_alive() for w in workers)
+        for worker in workers:
+            status = Path(f"/proc/{worker.pid}/status").read_text()
+            ignored = int(next(line for line in status.splitlines() if line.startswith("SigIgn:")).split()[1], 16)
+            assert ignored >> (signal.SIGINT - 1) & 1 and ignored >> (signal.SIGHUP - 1) & 1
+            assert not ignored >> (signal.SIGTERM - 1) & 1
+    finally:
+        envs.close()
+        after = {s: signal.getsignal(s) for s in saved}
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    assert after == before
