@@ -5,6 +5,7 @@
     python scripts/bench_pilot.py --settings mix4 --jobs 2     # one setting
     python scripts/bench_pilot.py --report-only                # the screen of what has finished
     python scripts/bench_pilot.py --dry-run                    # the command of every run still to do
+    python scripts/bench_pilot.py --status                     # how far every run got (no scores)
     python scripts/bench_pilot.py --confirm --settings mix4 --jobs 2   # fresh seeds 100-109, runs/bench
     python scripts/bench_pilot.py --benchmark --settings mix4 --jobs 2 # every method, seeds 100-104, runs/bench
 
@@ -43,6 +44,7 @@ from agents.transfer import (
     SETTINGS,
     STL,
     confirmation,
+    core_hours,
     load_setting,
     method_overrides,
     record_outcomes,
@@ -51,6 +53,7 @@ from agents.transfer import (
     stl_jobs,
 )
 from mtrl.config import ConfigError
+from mtrl.job_status import job_status, status_table
 from mtrl.jobs import Job, JobOutcome, check_jobs, pending_jobs, run_jobs
 from mtrl.ray_jobs import add_ray_arguments, ray_options, run_ray_jobs
 
@@ -69,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=None, help="parallel local runs, one thread each (default 2)")
     p.add_argument("--report-only", action="store_true", help="run nothing; report what has finished")
     p.add_argument("--dry-run", action="store_true", help="print the command of every unfinished run and stop")
+    p.add_argument("--status", action="store_true", help="run nothing; how far every run got (no scores)")
     p.add_argument("--confirm", action="store_true", help="the confirmation on fresh seeds of one setting")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples of the confirmation")
     p.add_argument("--benchmark", action="store_true", help="the benchmark's methods on one setting (seeds 100-104)")
@@ -117,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                             ["progress=false"])  # fmt: skip
             for job in [*ew, *stl_jobs(root, [s], seeds)]:
                 jobs.setdefault(job.run_dir, job)
+        if args.status:  # where every run stands: no score is read
+            statuses = [job_status(j) for j in jobs.values()]
+            print(status_table(statuses, {d: core_hours(root, [d]) for d in jobs}, root=root))
+            return 0
         try:  # every run's configuration, read as its script reads it, before anything starts
             for script, kind in (("train.py", False), ("train_stl.py", True)):
                 check = config_check(script, on_ray=ray is not None)

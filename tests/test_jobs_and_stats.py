@@ -103,6 +103,38 @@ def test_a_local_job_reports_its_cpu_seconds_apart_from_its_wall_seconds(tmp_pat
     assert outcomes["killed"].returncode == -9 and outcomes["killed"].failed
 
 
+def test_job_status_reads_where_each_run_stands_without_writing(tmp_path: Path) -> None:
+    """Finished, running (a real lease held by this process), stopped with a checkpoint, started, not started; the
+    last logged step skips a line still being written; the table counts them and writes nothing."""
+    from mtrl.job_status import job_status, last_logged_step, status_table
+    from mtrl.lease import RunLease
+
+    names = ("done", "live", "stopped", "started", "never")
+    jobs = {n: _writer_job(tmp_path / n) for n in names}
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "results.json").write_text(json.dumps({"complete": True}))
+    (tmp_path / "stopped" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "stopped" / "checkpoints" / "last.txt").write_text("step_000000010.pt\n")
+    (tmp_path / "stopped" / "results.json").write_text(json.dumps({"complete": False}))
+    (tmp_path / "started").mkdir()
+    lines = [{"hparams": {"a": 1}}, *({"step": s, "train/loss": 0.5} for s in (0, 1000, 2000))]
+    text = "".join(json.dumps(line) + "\n" for line in lines) + '{"step": 3000, "tra'  # a line being written
+    (tmp_path / "stopped" / "metrics.jsonl").write_text(text)
+    assert last_logged_step(tmp_path / "stopped") == 2000 and last_logged_step(tmp_path / "never") is None
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with RunLease(tmp_path / "live"):
+        got = {n: job_status(j) for n, j in jobs.items()}
+    assert {n: s.state for n, s in got.items()} == {
+        "done": "finished", "live": "running", "stopped": "stopped", "started": "started", "never": "not started"
+    }  # fmt: skip
+    assert got["stopped"].step == 2000 and got["never"].step is None
+    table = status_table(list(got.values()), {tmp_path / "stopped": 1.5}, root=tmp_path)
+    assert "| stopped | stopped | 2,000 | 1.50 |" in table and "| never | not started |  | 0.00 |" in table
+    assert table.endswith("5 runs: 1 finished, 1 running, 1 stopped, 1 started, 1 not started")
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert [p for p in after if p.parts[0] != "live"] == before  # job_status wrote nothing (the lease made live/)
+
+
 # --- rliable statistics ----------------------------------------------------------------------------
 def test_interval_estimates_match_the_definitions_and_are_reproducible() -> None:
     rng = np.random.default_rng(0)

@@ -152,6 +152,13 @@ def test_script_dry_run_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixt
     assert len(commands) == 2 + 4  # two ew runs, four single-task runs shared by both settings
     assert f"logdir={tmp_path}/mix4_small/ew run_name=seed0" in commands[-1]  # after mix4's runs
     assert sum(f"{STL}/100000_every10000_x20/" in c for c in commands) == 4
+    record_outcomes(tmp_path, [JobOutcome(stl_jobs(tmp_path, [load_setting("mix4")], [0])[0], 130, 900.0,
+                                          tmp_path / "job.log")])  # fmt: skip
+    assert script.main(["--status", "--settings", "mix4", "--seeds", "0", "--root", str(tmp_path)]) == 0
+    status = capsys.readouterr().out
+    assert "| mix4/ew/seed0 | not started |  | 0.00 |" in status  # run dirs, not ambiguous names
+    assert f"| {STL}/100000_every10000_x20/reach-v3/seed0 | not started |  | 0.25 |" in status  # its ledger hours
+    assert status.rstrip().endswith("5 runs: 5 not started")
     with pytest.raises(SystemExit) as exit_info:
         script.main(["--confirm", "--settings", "mix4", "--seeds", "0", "100", "--report-only"])
     assert exit_info.value.code == 2 and "fresh seeds; [0]" in capsys.readouterr().err
