@@ -42,6 +42,7 @@ from envs.checkpoint import env_state, load_env_state
 from envs.protocols import PROTOCOLS, Protocol, get_protocol
 from envs.task_sets import METAWORLD_BENCHMARKS, MetaWorldBenchmark, resolve_tasks
 from envs.vector import MultiTaskVecEnv
+from mtrl.interrupt import HANGUP
 
 __all__ = [
     "BENCHMARKS",
@@ -204,7 +205,7 @@ def _make_vec(
 
 
 #: The stop signals async workers are started with ignored: those a terminal sends the whole process group.
-WORKER_IGNORED_SIGNALS: tuple[int, ...] = (signal.SIGINT, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()))
+WORKER_IGNORED_SIGNALS: tuple[int, ...] = (signal.SIGINT, *HANGUP)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from typing import Any
 
 __all__ = [
     "EXIT_STATUS",
+    "HANGUP",
     "KEEP_IGNORED",
     "RESUMABLE_EXITS",
     "STOP_SIGNALS",
@@ -28,15 +29,15 @@ __all__ = [
 ]
 
 #: SIGHUP where the platform has it (not on Windows).
-_HANGUP: tuple[int, ...] = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
+HANGUP: tuple[int, ...] = (signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()
 
 #: The signals a training loop turns into a clean stop.
-STOP_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, *_HANGUP)
+STOP_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, *HANGUP)
 
 #: Stop signals left ignored when the process started with them ignored: ``nohup`` ignores SIGHUP on purpose.
 #: (SIGINT is taken over even when ignored: a shell starts background jobs with SIGINT ignored, and a driver's
 #: stop must still reach them.)
-KEEP_IGNORED: tuple[int, ...] = _HANGUP
+KEEP_IGNORED: tuple[int, ...] = HANGUP
 
 #: Exit status of a training script stopped by a signal after checkpointing: 128 + the signal's number.
 EXIT_STATUS: dict[int, int] = {signum: 128 + int(signum) for signum in STOP_SIGNALS}
